@@ -1,0 +1,408 @@
+//! The broker's state: configuration, durable metadata and the partitions it hosts.
+//!
+//! Reads of the topic map are lock-free in practice (an `RwLock` around a map of `Arc`s that
+//! writers replace wholesale); admin changes are serialized by the metadata store's lock, which
+//! also persists them before they become visible.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::metadata::{MetadataError, MetadataStore, TopicRecord};
+use crate::partition::{FsyncPolicy, Partition};
+use crate::topic_config::{self, BrokerDefaults, TopicConfig};
+use sediment_protocol::ErrorCode;
+
+/// Everything the broker needs to run, already validated by the binary.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listen: SocketAddr,
+    /// Host and port clients are told to connect to (Metadata, DescribeCluster).
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub data_dir: PathBuf,
+    pub max_request_bytes: usize,
+    pub max_connections: usize,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub fsync: FsyncPolicy,
+    /// Broker-level defaults for topic configs, keyed by topic config name.
+    pub topic_defaults: BTreeMap<String, String>,
+    pub retention_check_interval: Duration,
+}
+
+impl BrokerConfig {
+    /// A config for tests: ephemeral port, given data dir.
+    pub fn for_tests(data_dir: &Path) -> BrokerConfig {
+        BrokerConfig {
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 0,
+            data_dir: data_dir.to_path_buf(),
+            max_request_bytes: sediment_protocol::frame::DEFAULT_MAX_REQUEST_BYTES,
+            max_connections: 1024,
+            auto_create_topics: true,
+            num_partitions: 1,
+            fsync: FsyncPolicy::Always,
+            topic_defaults: BTreeMap::new(),
+            retention_check_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A topic and its partitions. Replaced wholesale when its partitions or configs change.
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub config: TopicConfig,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+    }
+}
+
+/// Failure to start the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("cannot open partition {topic}-{partition}: {source}")]
+    Partition { topic: String, partition: i32, source: sediment_log::LogError },
+    #[error("invalid broker topic defaults: {0}")]
+    Defaults(String),
+    #[error("cannot prepare data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+}
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub defaults: BrokerDefaults,
+    meta: Mutex<MetadataStore>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    by_id: RwLock<HashMap<Uuid, Arc<Topic>>>,
+    cluster_id: String,
+    shutdown: watch::Receiver<bool>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name \"{name}\" is illegal"));
+    }
+    if name.len() > 249 {
+        return Err(format!("topic name is {} characters long, the limit is 249", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("topic name \"{name}\" contains illegal character {c:?}"));
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Opens the data dir: metadata, then every partition log (recovering torn tails).
+    pub fn open(config: BrokerConfig, shutdown: watch::Receiver<bool>) -> Result<Arc<Broker>, StartError> {
+        let defaults = BrokerDefaults::new(&config.topic_defaults).map_err(StartError::Defaults)?;
+        let logs = config.data_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|source| StartError::DataDir { path: logs.clone(), source })?;
+        remove_deleted_dirs(&logs);
+        let meta = MetadataStore::open(&config.data_dir.join("meta"), config.node_id)?;
+        let cluster_id = meta.cluster_id().to_string();
+        let mut topics = HashMap::new();
+        let mut by_id = HashMap::new();
+        for rec in meta.topics() {
+            let mut partitions = Vec::new();
+            for p in 0..rec.partitions {
+                let part = Partition::open(
+                    &rec.name,
+                    p,
+                    partition_dir(&logs, &rec.name, p),
+                    rec.config.log_config(&defaults),
+                    config.fsync,
+                )
+                .map_err(|source| StartError::Partition { topic: rec.name.clone(), partition: p, source })?;
+                partitions.push(part);
+            }
+            let t = Arc::new(Topic { name: rec.name.clone(), id: rec.id, config: rec.config.clone(), partitions });
+            by_id.insert(rec.id, t.clone());
+            topics.insert(rec.name.clone(), t);
+        }
+        tracing::info!(topics = topics.len(), cluster_id = %cluster_id, "metadata loaded");
+        let broker = Arc::new(Broker {
+            config,
+            defaults,
+            meta: Mutex::new(meta),
+            topics: RwLock::new(topics),
+            by_id: RwLock::new(by_id),
+            cluster_id,
+            shutdown,
+        });
+        tokio::spawn(retention_loop(Arc::downgrade(&broker), broker.config.retention_check_interval));
+        Ok(broker)
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<Arc<Topic>> {
+        self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn logs_dir(&self) -> PathBuf {
+        self.config.data_dir.join("logs")
+    }
+
+    fn install(&self, topic: Arc<Topic>) {
+        self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(topic.id, topic.clone());
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(topic.name.clone(), topic);
+    }
+
+    /// Validates a topic's config overrides.
+    pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), ApiError> {
+        for (k, v) in configs {
+            topic_config::validate(k, v).map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
+        }
+        Ok(())
+    }
+
+    /// Creates a topic (or only validates the request). `partitions` < 1 means the default.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, ApiError> {
+        validate_topic_name(name).map_err(|m| ApiError::new(ErrorCode::InvalidTopicException, m))?;
+        let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
+        if partitions < 1 {
+            return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("number of partitions must be at least 1, got {partitions}")));
+        }
+        if partitions > 100_000 {
+            return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("{partitions} partitions is more than this broker allows (100000)")));
+        }
+        if replication_factor != -1 && replication_factor != 1 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor {replication_factor} is larger than the 1 available broker"),
+            ));
+        }
+        Self::validate_configs(&configs)?;
+        let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        if self.topic(name).is_some() {
+            return Err(ApiError::new(ErrorCode::TopicAlreadyExists, format!("topic \"{name}\" already exists")));
+        }
+        let config = TopicConfig { overrides: configs };
+        let id = Uuid::new_v4();
+        if validate_only {
+            return Ok(Arc::new(Topic { name: name.into(), id, config, partitions: Vec::new() }));
+        }
+        let mut parts = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let part = Partition::open(name, p, partition_dir(&self.logs_dir(), name, p), config.log_config(&self.defaults), self.config.fsync)
+                .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, format!("cannot create partition {name}-{p}: {e}")))?;
+            parts.push(part);
+        }
+        let rec = TopicRecord { name: name.into(), id, partitions, config: config.clone(), created_ms: now_ms() };
+        meta.update(|t| t.insert(name.to_string(), rec))
+            .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+        let topic = Arc::new(Topic { name: name.into(), id, config, partitions: parts });
+        self.install(topic.clone());
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and, in the background, its data.
+    pub fn delete_topic(&self, name: &str) -> Result<Uuid, ApiError> {
+        let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(topic) = self.topic(name) else {
+            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+        };
+        meta.update(|t| t.remove(name)).map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+        self.topics.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        self.by_id.write().unwrap_or_else(|e| e.into_inner()).remove(&topic.id);
+        let logs = self.logs_dir();
+        let mut doomed = Vec::new();
+        for p in &topic.partitions {
+            p.shutdown();
+            let dir = partition_dir(&logs, name, p.index);
+            let tomb = logs.join(format!("{}-{}.{}-delete", name, p.index, topic.id.simple()));
+            match std::fs::rename(&dir, &tomb) {
+                Ok(()) => doomed.push(tomb),
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot rename deleted partition dir"),
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            for d in doomed {
+                if let Err(e) = std::fs::remove_dir_all(&d) {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot remove deleted partition dir");
+                }
+            }
+        });
+        tracing::info!(topic = name, "topic deleted");
+        Ok(topic.id)
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), ApiError> {
+        let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(topic) = self.topic(name) else {
+            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+        };
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("topic currently has {current} partitions, which is higher than or equal to the requested {count}"),
+            ));
+        }
+        if count > 100_000 {
+            return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("{count} partitions is more than this broker allows (100000)")));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut parts = topic.partitions.clone();
+        for p in current..count {
+            let part = Partition::open(name, p, partition_dir(&self.logs_dir(), name, p), topic.config.log_config(&self.defaults), self.config.fsync)
+                .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, format!("cannot create partition {name}-{p}: {e}")))?;
+            parts.push(part);
+        }
+        meta.update(|t| {
+            if let Some(r) = t.get_mut(name) {
+                r.partitions = count;
+            }
+        })
+        .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+        self.install(Arc::new(Topic { name: topic.name.clone(), id: topic.id, config: topic.config.clone(), partitions: parts }));
+        tracing::info!(topic = name, from = current, to = count, "partitions created");
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides after validating them.
+    pub fn set_topic_config(&self, name: &str, overrides: BTreeMap<String, String>, validate_only: bool) -> Result<(), ApiError> {
+        Self::validate_configs(&overrides)?;
+        let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(topic) = self.topic(name) else {
+            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+        };
+        if validate_only {
+            return Ok(());
+        }
+        let config = TopicConfig { overrides };
+        meta.update(|t| {
+            if let Some(r) = t.get_mut(name) {
+                r.config = config.clone();
+            }
+        })
+        .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+        let log_config = config.log_config(&self.defaults);
+        for p in &topic.partitions {
+            p.set_config(log_config.clone());
+        }
+        self.install(Arc::new(Topic { name: topic.name.clone(), id: topic.id, config, partitions: topic.partitions.clone() }));
+        tracing::info!(topic = name, "topic config changed");
+        Ok(())
+    }
+
+    /// Flushes and closes every partition log (graceful shutdown).
+    pub fn flush_all(&self) {
+        for t in self.topics() {
+            for p in &t.partitions {
+                if let Err(e) = p.flush_now() {
+                    tracing::error!(topic = %t.name, partition = p.index, error = %e, "flush on shutdown failed");
+                }
+            }
+        }
+    }
+
+    /// One retention pass over every partition.
+    pub fn enforce_retention(&self) {
+        let now = now_ms();
+        for t in self.topics() {
+            for p in &t.partitions {
+                match p.with_log(|l| l.apply_retention(now)) {
+                    Ok(out) if out.segments_deleted > 0 => {
+                        p.clamp_hw();
+                        tracing::info!(topic = %t.name, partition = p.index, segments = out.segments_deleted, bytes = out.bytes_deleted, "retention deleted segments");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(topic = %t.name, partition = p.index, error = %e, "retention pass failed"),
+                }
+            }
+        }
+    }
+}
+
+/// `<logs>/<topic>-<partition>`, Kafka's layout.
+pub fn partition_dir(logs: &Path, topic: &str, partition: i32) -> PathBuf {
+    logs.join(format!("{topic}-{partition}"))
+}
+
+fn remove_deleted_dirs(logs: &Path) {
+    let Ok(entries) = std::fs::read_dir(logs) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with("-delete") {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove deleted partition dir");
+            }
+        }
+    }
+}
+
+async fn retention_loop(weak: std::sync::Weak<Broker>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(b) = weak.upgrade() else { return };
+        if b.is_shutting_down() {
+            return;
+        }
+        let b2 = b.clone();
+        drop(b);
+        let _ = tokio::task::spawn_blocking(move || b2.enforce_retention()).await;
+    }
+}

@@ -1,0 +1,98 @@
+//! ListOffsets: latest is the high watermark (the next offset to be written and visible),
+//! earliest the log start, MAX_TIMESTAMP and timestamps use the records' own timestamps found
+//! through the time index and then the exact record inside the batch.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use sediment_protocol::{ErrorCode, records};
+
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// (offset, timestamp) for one query, or an error code.
+fn lookup(p: &Partition, ts: i64, version: i16) -> Result<(i64, i64), ErrorCode> {
+    let (start, hw, _) = p.offsets();
+    match ts {
+        LATEST => Ok((hw, -1)),
+        EARLIEST => Ok((start, -1)),
+        EARLIEST_LOCAL if version >= 8 => Ok((start, -1)),
+        // No segment is tiered yet, so there is no latest tiered offset.
+        LATEST_TIERED if version >= 9 => Ok((-1, -1)),
+        MAX_TIMESTAMP if version >= 7 => {
+            let batch = p.with_log(|l| l.find_batch_with_max_timestamp()).map_err(|e| {
+                tracing::warn!(error = %e, "max timestamp lookup failed");
+                ErrorCode::KafkaStorageError
+            })?;
+            let Some(batch) = batch else { return Ok((-1, -1)) };
+            let Ok(h) = sediment_protocol::batch::BatchHeader::parse(&batch) else { return Err(ErrorCode::KafkaStorageError) };
+            match records::first_offset_at_or_after(&batch, h.max_timestamp) {
+                Some((off, t)) if off < hw => Ok((off, t)),
+                Some(_) => Ok((-1, -1)),
+                None => Ok((h.base_offset, h.max_timestamp)),
+            }
+        }
+        t if t >= 0 => {
+            let batch = p.with_log(|l| l.find_batch_by_timestamp(t)).map_err(|e| {
+                tracing::warn!(error = %e, "timestamp lookup failed");
+                ErrorCode::KafkaStorageError
+            })?;
+            let Some(batch) = batch else { return Ok((-1, -1)) };
+            let Ok(h) = sediment_protocol::batch::BatchHeader::parse(&batch) else { return Err(ErrorCode::KafkaStorageError) };
+            // The batch's max timestamp is >= t, so some record qualifies; if decoding fails fall
+            // back to the batch start, which is never after the answer.
+            let (off, found_ts) = records::first_offset_at_or_after(&batch, t).unwrap_or((h.base_offset, h.max_timestamp));
+            if off >= hw { Ok((-1, -1)) } else { Ok((off, found_ts)) }
+        }
+        _ => Err(ErrorCode::InvalidRequest),
+    }
+}
+
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let mut r = ListOffsetsResponse::default();
+    for t in req.topics {
+        let topic = broker.topic(t.name.0.as_str());
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name.clone();
+        for q in t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = q.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            let part = topic.as_ref().and_then(|t| t.partition(q.partition_index));
+            match part {
+                None => pr.error_code = ErrorCode::UnknownTopicOrPartition.code(),
+                Some(p) => {
+                    if version >= 4 && q.current_leader_epoch >= 0 && q.current_leader_epoch != p.leader_epoch() {
+                        pr.error_code = if q.current_leader_epoch > p.leader_epoch() {
+                            ErrorCode::UnknownLeaderEpoch.code()
+                        } else {
+                            ErrorCode::FencedLeaderEpoch.code()
+                        };
+                    } else {
+                        match lookup(p, q.timestamp, version) {
+                            Ok((offset, ts)) => {
+                                pr.offset = offset;
+                                pr.timestamp = ts;
+                                if version >= 4 {
+                                    pr.leader_epoch = p.leader_epoch();
+                                }
+                            }
+                            Err(code) => pr.error_code = code.code(),
+                        }
+                    }
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        r.topics.push(tr);
+    }
+    r
+}

@@ -1,0 +1,101 @@
+//! Metadata: brokers, topics and partitions; auto-creates requested topics when allowed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use sediment_protocol::ErrorCode;
+
+use super::sb;
+use crate::broker::{Broker, Topic};
+
+fn topic_entry(b: &Broker, t: &Topic) -> MetadataResponseTopic {
+    let mut mt = MetadataResponseTopic::default();
+    mt.name = Some(TopicName(sb(t.name.clone())));
+    mt.topic_id = t.id;
+    mt.partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut mp = MetadataResponsePartition::default();
+            mp.partition_index = p.index;
+            mp.leader_id = BrokerId(b.node_id());
+            mp.leader_epoch = p.leader_epoch();
+            mp.replica_nodes = vec![BrokerId(b.node_id())];
+            mp.isr_nodes = vec![BrokerId(b.node_id())];
+            mp
+        })
+        .collect();
+    mt
+}
+
+fn error_entry(name: Option<String>, id: uuid::Uuid, code: ErrorCode) -> MetadataResponseTopic {
+    let mut mt = MetadataResponseTopic::default();
+    mt.name = name.map(|n| TopicName(sb(n)));
+    mt.topic_id = id;
+    mt.error_code = code.code();
+    mt
+}
+
+pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let mut r = MetadataResponse::default();
+    let mut mb = MetadataResponseBroker::default();
+    mb.node_id = BrokerId(broker.node_id());
+    mb.host = sb(broker.config.advertised_host.clone());
+    mb.port = broker.config.advertised_port as i32;
+    r.brokers = vec![mb];
+    if version >= 2 {
+        r.cluster_id = Some(sb(broker.cluster_id()));
+    }
+    if version >= 1 {
+        r.controller_id = BrokerId(broker.node_id());
+    }
+    // v0 treats an empty list as "all topics"; v1+ uses null for that.
+    let all = match &req.topics {
+        None => true,
+        Some(t) if t.is_empty() && version == 0 => true,
+        _ => false,
+    };
+    if all {
+        r.topics = broker.topics().iter().map(|t| topic_entry(broker, t)).collect();
+        return r;
+    }
+    // v4+ lets the client forbid auto-creation; before v4 it is always allowed.
+    let allow_create = broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    for rt in req.topics.unwrap_or_default() {
+        let entry = match rt.name {
+            Some(name) => {
+                let name = name.0.to_string();
+                match broker.topic(&name) {
+                    Some(t) => topic_entry(broker, &t),
+                    None if allow_create => match broker.create_topic(&name, -1, -1, BTreeMap::new(), false) {
+                        Ok(t) => topic_entry(broker, &t),
+                        Err(e) if e.code == ErrorCode::TopicAlreadyExists => match broker.topic(&name) {
+                            Some(t) => topic_entry(broker, &t),
+                            None => error_entry(Some(name), uuid::Uuid::nil(), ErrorCode::LeaderNotAvailable),
+                        },
+                        Err(e) => {
+                            tracing::debug!(topic = %name, error = %e, "auto-create refused");
+                            error_entry(Some(name), uuid::Uuid::nil(), e.code)
+                        }
+                    },
+                    None => {
+                        let code = if crate::broker::validate_topic_name(&name).is_err() {
+                            ErrorCode::InvalidTopicException
+                        } else {
+                            ErrorCode::UnknownTopicOrPartition
+                        };
+                        error_entry(Some(name), uuid::Uuid::nil(), code)
+                    }
+                }
+            }
+            None => match broker.topic_by_id(&rt.topic_id) {
+                Some(t) => topic_entry(broker, &t),
+                None => error_entry(None, rt.topic_id, ErrorCode::UnknownTopicId),
+            },
+        };
+        r.topics.push(entry);
+    }
+    r
+}

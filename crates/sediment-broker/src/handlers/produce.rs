@@ -1,0 +1,173 @@
+//! Produce: validate each partition's batch (header, CRC-32C, size, timestamps), patch its base
+//! offset and append it, in request order. acks=0 sends nothing back, acks=1 answers after the
+//! append, acks=all (-1) answers once the high watermark (fsynced offset) covers the batch.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures::FutureExt;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use sediment_protocol::ErrorCode;
+use sediment_protocol::batch;
+
+use super::{Reply, sb};
+use crate::broker::{Broker, Topic, now_ms};
+use crate::error::ApiError;
+use crate::partition::{Partition, WaitError};
+
+struct Outcome {
+    topic_idx: usize,
+    resp: PartitionProduceResponse,
+    /// acks=all: the partition and the offset the high watermark must reach.
+    wait: Option<(Arc<Partition>, i64)>,
+}
+
+fn partition_error(index: i32, e: &ApiError) -> PartitionProduceResponse {
+    let mut p = PartitionProduceResponse::default();
+    p.index = index;
+    p.error_code = e.code.code();
+    p.base_offset = -1;
+    p.log_append_time_ms = -1;
+    p.log_start_offset = -1;
+    p.error_message = Some(sb(e.message.clone()));
+    p
+}
+
+fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Option<&bytes::Bytes>, acks: i16) -> Result<(PartitionProduceResponse, i64), ApiError> {
+    let Some(records) = records else {
+        return Err(ApiError::new(ErrorCode::InvalidRecord, "produce request without records"));
+    };
+    if partition.watermark().failed {
+        return Err(ApiError::new(ErrorCode::KafkaStorageError, "partition log failed an fsync; it refuses writes until the broker restarts"));
+    }
+    if acks == -1 && topic.config.min_insync_replicas(&broker.defaults) > 1 {
+        return Err(ApiError::new(
+            ErrorCode::NotEnoughReplicas,
+            format!("min.insync.replicas is {} but only 1 replica is in sync", topic.config.min_insync_replicas(&broker.defaults)),
+        ));
+    }
+    let max = topic.config.max_message_bytes(&broker.defaults);
+    let header = batch::validate_produce_records(records, max).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    let now = now_ms();
+    let log_append_time = topic.config.log_append_time(&broker.defaults);
+    if !log_append_time {
+        let before = topic.config.timestamp_before_max_ms(&broker.defaults);
+        let after = topic.config.timestamp_after_max_ms(&broker.defaults);
+        let ts = header.max_timestamp;
+        if ts >= 0 && (now.saturating_sub(ts) > before || ts.saturating_sub(now) > after) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidTimestamp,
+                format!("batch timestamp {ts} is outside the allowed range around broker time {now}"),
+            ));
+        }
+    }
+    // The one copy on the produce path: the frame is shared, the log patches the header in place.
+    let mut buf = BytesMut::from(&records[..]);
+    if log_append_time {
+        batch::set_log_append_time(&mut buf, now);
+    }
+    let info = partition.append(&mut buf, now).map_err(|e| {
+        tracing::error!(topic = %topic.name, partition = partition.index, error = %e, "append failed");
+        ApiError::from(&e)
+    })?;
+    let mut p = PartitionProduceResponse::default();
+    p.index = partition.index;
+    p.base_offset = info.base_offset;
+    p.log_append_time_ms = if log_append_time { now } else { -1 };
+    p.log_start_offset = partition.log_start_offset();
+    Ok((p, info.last_offset + 1))
+}
+
+pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
+    let acks = req.acks;
+    if !matches!(acks, -1..=1) {
+        // Kafka answers INVALID_REQUIRED_ACKS for every partition.
+        let e = ApiError::new(ErrorCode::InvalidRequiredAcks, format!("acks={acks} is not one of -1, 0, 1"));
+        let mut resp = ProduceResponse::default();
+        for t in &req.topic_data {
+            let mut tr = TopicProduceResponse::default();
+            tr.name = t.name.clone();
+            tr.topic_id = t.topic_id;
+            tr.partition_responses = t.partition_data.iter().map(|p| partition_error(p.index, &e)).collect();
+            resp.responses.push(tr);
+        }
+        return Reply::Ready(ResponseKind::Produce(resp));
+    }
+    if req.transactional_id.is_some() {
+        let e = ApiError::new(ErrorCode::TransactionalIdAuthorizationFailed, "transactions are not supported by this broker yet");
+        let mut resp = ProduceResponse::default();
+        for t in &req.topic_data {
+            let mut tr = TopicProduceResponse::default();
+            tr.name = t.name.clone();
+            tr.topic_id = t.topic_id;
+            tr.partition_responses = t.partition_data.iter().map(|p| partition_error(p.index, &e)).collect();
+            resp.responses.push(tr);
+        }
+        return Reply::Ready(ResponseKind::Produce(resp));
+    }
+    let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for (ti, td) in req.topic_data.iter().enumerate() {
+        let topic = if version >= 13 { broker.topic_by_id(&td.topic_id) } else { broker.topic(td.name.0.as_str()) };
+        let mut tr = TopicProduceResponse::default();
+        tr.name = td.name.clone();
+        tr.topic_id = td.topic_id;
+        topics.push(tr);
+        for pd in &td.partition_data {
+            let result = match &topic {
+                None if version >= 13 => Err(ApiError::new(ErrorCode::UnknownTopicId, format!("unknown topic id {}", td.topic_id))),
+                None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{}\" does not exist", td.name.0))),
+                Some(t) => match t.partition(pd.index) {
+                    None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("partition {} of \"{}\" does not exist", pd.index, t.name))),
+                    Some(p) => append_one(broker, t, p, pd.records.as_ref(), acks).map(|(r, end)| (r, end, p.clone())),
+                },
+            };
+            match result {
+                Ok((resp, end, p)) => outcomes.push(Outcome { topic_idx: ti, resp, wait: (acks == -1).then_some((p, end)) }),
+                Err(e) => {
+                    tracing::debug!(topic = %td.name.0, partition = pd.index, error = %e, "produce refused");
+                    outcomes.push(Outcome { topic_idx: ti, resp: partition_error(pd.index, &e), wait: None });
+                }
+            }
+        }
+    }
+    if acks == 0 {
+        return Reply::None;
+    }
+    let finish = move |topics: Vec<TopicProduceResponse>, outcomes: Vec<Outcome>| {
+        let mut topics = topics;
+        for o in outcomes {
+            topics[o.topic_idx].partition_responses.push(o.resp);
+        }
+        let mut resp = ProduceResponse::default();
+        resp.responses = topics;
+        ResponseKind::Produce(resp)
+    };
+    if acks == 1 || outcomes.iter().all(|o| o.wait.is_none()) {
+        return Reply::Ready(finish(topics, outcomes));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
+    let deadline = Instant::now() + timeout;
+    Reply::Later(
+        async move {
+            let mut outcomes = outcomes;
+            for o in outcomes.iter_mut() {
+                if let Some((p, end)) = o.wait.take() {
+                    match p.wait_for_hw(end, deadline).await {
+                        Ok(()) => {}
+                        Err(WaitError::TimedOut) => {
+                            o.resp = partition_error(o.resp.index, &ApiError::new(ErrorCode::RequestTimedOut, "timed out waiting for the batch to be fsynced"));
+                        }
+                        Err(WaitError::StorageFailed) => {
+                            o.resp = partition_error(o.resp.index, &ApiError::new(ErrorCode::KafkaStorageError, "fsync failed; the batch may not be durable"));
+                        }
+                    }
+                }
+            }
+            finish(topics, outcomes)
+        }
+        .boxed(),
+    )
+}

@@ -1,0 +1,235 @@
+//! The Kafka listener and the per-connection request loop.
+//!
+//! ```text
+//!  socket ──read──▶ BytesMut ──check_frame──▶ frame ──parse header──▶ RequestKind::decode
+//!                                                                        │
+//!                        (in order, one at a time) handlers::dispatch ◀──┘
+//!                                                                        │ Reply::Ready / Later(future) / None
+//!  socket ◀──write── encode(header, body) ◀── writer task awaits replies in request order
+//! ```
+//!
+//! The reader runs each handler's synchronous part in request order (so appends from pipelined
+//! produce requests land in the order they were sent), while the waits — fsync for `acks=all`,
+//! long-poll fetches — run as futures the writer awaits in order, so up to `MAX_IN_FLIGHT`
+//! requests of one connection overlap. A frame is parsed only once it is complete; its size is
+//! checked against `socket.request.max.bytes` before any buffer grows for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::Encodable;
+use sediment_protocol::frame::{self, FrameStatus, HeaderError};
+use sediment_protocol::versions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::handlers::{self, Reply, RequestContext};
+
+/// Requests of one connection whose responses may be pending at once.
+const MAX_IN_FLIGHT: usize = 64;
+
+static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts connections until shutdown, then waits for open connections to finish what they started.
+pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
+    let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+    let mut shutdown = broker.shutdown_signal();
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::warn!(%peer, max = broker.config.max_connections, "connection limit reached; closing new connection");
+                drop(stream);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let b = broker.clone();
+        conns.spawn(async move {
+            let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = handle_connection(b, stream, peer, id).await {
+                tracing::debug!(%peer, conn = id, error = %e, "connection ended with error");
+            }
+            drop(permit);
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    tracing::info!(open = conns.len(), "listener closed; finishing in-flight requests");
+    while conns.join_next().await.is_some() {}
+}
+
+/// What the writer task receives for each request that gets a response.
+struct Pending {
+    correlation_id: i32,
+    api_key: ApiKey,
+    /// Version to encode the body with (ApiVersions errors are always encoded as v0).
+    version: i16,
+    reply: Reply,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, id: u64) -> Result<(), ConnError> {
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(write_loop(wr, rx));
+    let mut shutdown = broker.shutdown_signal();
+    let max = broker.config.max_request_bytes;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let result: Result<(), ConnError> = async {
+        loop {
+            // Phase 1: is there a whole frame?
+            match frame::check_frame(&buf, max) {
+                Ok(FrameStatus::Complete { len }) => {
+                    let mut body = buf.split_to(4 + len).freeze().slice(4..);
+                    let pending = match process(&broker, &mut body, peer).await? {
+                        Some(p) => p,
+                        None => continue,
+                    };
+                    if tx.send(pending).await.is_err() {
+                        return Ok(()); // writer gone: the peer closed
+                    }
+                }
+                Ok(FrameStatus::Incomplete { needed }) => {
+                    if buf.capacity() < needed {
+                        buf.reserve(needed - buf.len());
+                    }
+                    let n = tokio::select! {
+                        r = rd.read_buf(&mut buf) => r?,
+                        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                    };
+                    if n == 0 {
+                        if !buf.is_empty() {
+                            tracing::debug!(%peer, conn = id, bytes = buf.len(), "peer closed mid-frame");
+                        }
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, conn = id, error = %e, "closing connection: bad frame");
+                    return Err(ConnError::Protocol(e.to_string()));
+                }
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+/// Phase 2: parse and dispatch one complete frame. `Ok(None)` means no response (acks=0);
+/// `Err` closes the connection, which is what Kafka does for unknown keys, unsupported versions
+/// (other than ApiVersions) and undecodable requests.
+async fn process(broker: &Arc<Broker>, body: &mut Bytes, peer: SocketAddr) -> Result<Option<Pending>, ConnError> {
+    let prefix = frame::peek_prefix(body).map_err(|e| ConnError::Protocol(e.to_string()))?;
+    let key = match ApiKey::try_from(prefix.api_key) {
+        Ok(k) => k,
+        Err(_) => {
+            tracing::warn!(%peer, api_key = prefix.api_key, "closing connection: unknown api key");
+            return Err(ConnError::Protocol(HeaderError::UnknownApiKey(prefix.api_key).to_string()));
+        }
+    };
+    if !versions::is_served(key, prefix.api_version) {
+        if key == ApiKey::ApiVersions {
+            // KIP-511: answer with v0 and UNSUPPORTED_VERSION so the client can retry lower.
+            return Ok(Some(Pending {
+                correlation_id: prefix.correlation_id,
+                api_key: key,
+                version: 0,
+                reply: Reply::Ready(handlers::api_versions::unsupported()),
+            }));
+        }
+        tracing::warn!(%peer, api = ?key, version = prefix.api_version, "closing connection: unsupported api or version");
+        return Err(ConnError::Protocol(format!("unsupported {key:?} v{}", prefix.api_version)));
+    }
+    let (key, header) = frame::parse_request_header(body).map_err(|e| {
+        tracing::warn!(%peer, error = %e, "closing connection: bad request header");
+        ConnError::Protocol(e.to_string())
+    })?;
+    let version = header.request_api_version;
+    let request = RequestKind::decode(key, body, version).map_err(|e| {
+        tracing::warn!(%peer, api = ?key, version, error = %e, "closing connection: undecodable request");
+        ConnError::Protocol(format!("undecodable {key:?} v{version}: {e}"))
+    })?;
+    let ctx = RequestContext {
+        api_key: key,
+        api_version: version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id.as_ref().map(|s| s.to_string()),
+        peer,
+    };
+    let span = tracing::debug_span!("request", api = ?key, version, correlation_id = ctx.correlation_id, client_id = ctx.client_id.as_deref().unwrap_or(""));
+    let reply = handlers::dispatch(broker, &ctx, request).instrument(span).await;
+    if matches!(reply, Reply::None) {
+        return Ok(None);
+    }
+    Ok(Some(Pending { correlation_id: ctx.correlation_id, api_key: key, version, reply }))
+}
+
+async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(p) = rx.recv().await {
+        let body = match p.reply {
+            Reply::Ready(r) => r,
+            Reply::Later(f) => f.await,
+            Reply::None => continue,
+        };
+        let frame = match encode_response(p.correlation_id, p.api_key, p.version, &body) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(api = ?p.api_key, version = p.version, error = %e, "cannot encode response; closing connection");
+                return;
+            }
+        };
+        if let Err(e) = wr.write_all(&frame).await {
+            tracing::debug!(error = %e, "write failed");
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Size prefix, response header (version per API and request version), body.
+pub fn encode_response(correlation_id: i32, key: ApiKey, version: i16, body: &ResponseKind) -> anyhow_free::Result<BytesMut> {
+    let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
+    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// String errors for encoding, to keep `anyhow` out of the broker's public types.
+pub mod anyhow_free {
+    pub type Result<T> = std::result::Result<T, String>;
+}

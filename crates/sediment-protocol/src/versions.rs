@@ -1,0 +1,73 @@
+//! The APIs and versions Sediment implements. `ApiVersions` is answered from this table and
+//! nothing else: an API that is not here is not advertised, and a request for it closes the
+//! connection, as Apache Kafka does for an unknown key.
+
+use kafka_protocol::messages::ApiKey;
+
+/// One implemented API and the version range Sediment accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiSupport {
+    pub key: ApiKey,
+    /// Lowest version advertised in ApiVersions.
+    pub advertised_min: i16,
+    /// Lowest version actually served (differs from `advertised_min` only for Produce).
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> ApiSupport {
+    ApiSupport { key, advertised_min: min, min, max }
+}
+
+/// Implemented APIs. Minimums follow the Kafka 4.0 baseline (KIP-896).
+pub const SUPPORTED: &[ApiSupport] = &[
+    // KAFKA-18659: librdkafka refuses to send compressed batches unless Produce v0 is advertised,
+    // so Kafka 4.0 advertises 0 while serving only v3+. Sediment does the same.
+    ApiSupport { key: ApiKey::Produce, advertised_min: 0, min: 3, max: 13 },
+    api(ApiKey::Fetch, 4, 18),
+    api(ApiKey::ListOffsets, 1, 10),
+    api(ApiKey::Metadata, 0, 13),
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DescribeCluster, 0, 2),
+];
+
+/// The support entry for `key`, if Sediment implements it.
+pub fn support(key: ApiKey) -> Option<&'static ApiSupport> {
+    SUPPORTED.iter().find(|s| s.key == key)
+}
+
+/// Whether a request of this key and version is served.
+pub fn is_served(key: ApiKey, version: i16) -> bool {
+    support(key).is_some_and(|s| version >= s.min && version <= s.max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every served range must be decodable by the protocol crate.
+    #[test]
+    fn table_within_protocol_crate_ranges() {
+        for s in SUPPORTED {
+            let valid = s.key.valid_versions();
+            assert!(s.min >= valid.min && s.max <= valid.max, "{:?} {}..{} outside {}", s.key, s.min, s.max, valid);
+            assert!(s.advertised_min <= s.min);
+        }
+    }
+
+    #[test]
+    fn produce_quirk() {
+        let p = support(ApiKey::Produce).unwrap();
+        assert_eq!(p.advertised_min, 0);
+        assert!(!is_served(ApiKey::Produce, 2));
+        assert!(is_served(ApiKey::Produce, 3));
+        assert!(!is_served(ApiKey::JoinGroup, 5));
+    }
+}

@@ -1,0 +1,414 @@
+//! `sediment serve` configuration: flags > `SEDIMENT_*` environment > TOML file (`--config`) >
+//! defaults. Everything is validated before any socket opens; an error names the bad key in one
+//! line and the process exits with code 2.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use sediment_broker::{BrokerConfig, FsyncPolicy};
+
+/// Flags of `sediment serve`. Each is optional so that unset flags do not override the
+/// environment or the file.
+#[derive(clap::Args, Debug, Default, Serialize)]
+pub struct ServeArgs {
+    /// TOML config file (same keys as the flags, with underscores: node_id, listen, ...)
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration and exit (0 if valid, 2 with the bad key otherwise)
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
+    /// This broker's node id [default: 1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<i32>,
+    /// Kafka listener address [default: 127.0.0.1:9092]
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Address clients are told to connect to [default: the listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_listener: Option<String>,
+    /// Admin HTTP address for /metrics, /health, /ready [default: 127.0.0.1:9644]
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+    /// Raft peer listener [default: 127.0.0.1:9093]
+    #[arg(long, value_name = "HOST:PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft_listen: Option<String>,
+    /// Data directory [default: ./sediment-data]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Object store URL: file://PATH, s3://BUCKET/PREFIX or memory:// [default: file://<data-dir>/objects]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<String>,
+    /// The cluster's voters, this node included: ID=HOST:RAFTPORT,...
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<String>,
+    /// Read-through cache directory [default: <data-dir>/cache]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// Read-through cache size, e.g. 1073741824, 512MiB, 4GiB [default: 1GiB]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<String>,
+    /// fsync policy: always (group commit; default) or never (page cache only; can lose acked data on a crash)
+    #[arg(long, value_name = "POLICY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<String>,
+}
+
+/// The file/env/flag schema. Unknown keys are errors.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node_id: i32,
+    pub listen: String,
+    pub advertised_listener: Option<String>,
+    pub admin_listen: String,
+    pub raft_listen: String,
+    pub data_dir: PathBuf,
+    pub object_store: Option<String>,
+    pub peers: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: String,
+    pub fsync: String,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub max_connections: usize,
+    pub max_request_bytes: usize,
+    pub retention_check_interval_ms: u64,
+    /// Broker-wide defaults for topic configs, by Kafka topic config name.
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            node_id: 1,
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: None,
+            admin_listen: "127.0.0.1:9644".into(),
+            raft_listen: "127.0.0.1:9093".into(),
+            data_dir: PathBuf::from("./sediment-data"),
+            object_store: None,
+            peers: None,
+            cache_dir: None,
+            cache_size: "1GiB".into(),
+            fsync: "always".into(),
+            num_partitions: 1,
+            auto_create_topics: true,
+            max_connections: 10_000,
+            max_request_bytes: sediment_protocol_max(),
+            retention_check_interval_ms: 300_000,
+            topic_defaults: BTreeMap::new(),
+        }
+    }
+}
+
+fn sediment_protocol_max() -> usize {
+    100 * 1024 * 1024
+}
+
+const KEYS: &[&str] = &[
+    "node_id",
+    "listen",
+    "advertised_listener",
+    "admin_listen",
+    "raft_listen",
+    "data_dir",
+    "object_store",
+    "peers",
+    "cache_dir",
+    "cache_size",
+    "fsync",
+    "num_partitions",
+    "auto_create_topics",
+    "max_connections",
+    "max_request_bytes",
+    "retention_check_interval_ms",
+];
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub broker: BrokerConfig,
+    pub admin_listen: SocketAddr,
+    pub raft_listen: SocketAddr,
+    pub object_store: ObjectStoreUrl,
+    pub peers: BTreeMap<i32, String>,
+    pub cache_dir: PathBuf,
+    pub cache_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectStoreUrl {
+    File(PathBuf),
+    S3 { bucket: String, prefix: String },
+    Memory,
+}
+
+/// One-line config error naming the key.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(key: &str, msg: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid config {key}: {msg}"))
+}
+
+fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = v.rsplit_once(':').ok_or_else(|| bad(key, format!("\"{v}\" is not HOST:PORT")))?;
+    if host.is_empty() {
+        return Err(bad(key, format!("\"{v}\" has no host")));
+    }
+    port.parse::<u16>().map_err(|_| bad(key, format!("\"{port}\" is not a port")))?;
+    v.to_socket_addrs()
+        .map_err(|e| bad(key, format!("cannot resolve \"{v}\": {e}")))?
+        .next()
+        .ok_or_else(|| bad(key, format!("\"{v}\" resolves to no address")))
+}
+
+/// Parses `123`, `512MiB`, `4GiB`, `10MB`, `1G`.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn parse_peers(v: &str) -> Result<BTreeMap<i32, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| bad("peers", format!("\"{part}\" is not ID=HOST:PORT")))?;
+        let id: i32 = id.trim().parse().map_err(|_| bad("peers", format!("\"{id}\" is not a node id")))?;
+        let addr = addr.trim();
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("peers", format!("\"{addr}\" is not HOST:PORT")))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(bad("peers", format!("\"{addr}\" is not HOST:PORT")));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(bad("peers", format!("node id {id} appears twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn parse_object_store(v: &str) -> Result<ObjectStoreUrl, ConfigError> {
+    if let Some(path) = v.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(bad("object_store", "file:// needs a path"));
+        }
+        return Ok(ObjectStoreUrl::File(PathBuf::from(path)));
+    }
+    if let Some(rest) = v.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(bad("object_store", "s3:// needs a bucket name"));
+        }
+        return Ok(ObjectStoreUrl::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() });
+    }
+    if v == "memory://" || v == "memory:" {
+        return Ok(ObjectStoreUrl::Memory);
+    }
+    Err(bad("object_store", format!("\"{v}\" is not file://PATH, s3://BUCKET/PREFIX or memory://")))
+}
+
+/// Merges defaults, the file, the environment and the flags, then validates.
+pub fn load(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+    let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
+    if let Some(path) = &args.config {
+        if !path.exists() {
+            return Err(ConfigError(format!("invalid config --config: file {} does not exist", path.display())));
+        }
+        fig = fig.merge(Toml::file(path));
+    }
+    fig = fig.merge(Env::prefixed("SEDIMENT_").only(KEYS)).merge(Serialized::defaults(args));
+    let raw: RawConfig = fig.extract().map_err(|e| {
+        let e = e.into_iter().next().map(|e| {
+            let key = e.path.join(".");
+            let mut msg = e.kind.to_string();
+            if let figment::error::Kind::UnknownField(f, _) = &e.kind {
+                msg = format!("unknown key \"{f}\"");
+            }
+            if key.is_empty() { format!("invalid config: {msg}") } else { format!("invalid config {key}: {msg}") }
+        });
+        ConfigError(e.unwrap_or_else(|| "invalid config".into()))
+    })?;
+    validate(raw)
+}
+
+fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
+    if raw.node_id < 0 {
+        return Err(bad("node_id", format!("{} is negative", raw.node_id)));
+    }
+    let listen = parse_addr("listen", &raw.listen)?;
+    let (adv_host, adv_port) = match &raw.advertised_listener {
+        Some(a) => {
+            let (h, p) = a.rsplit_once(':').ok_or_else(|| bad("advertised_listener", format!("\"{a}\" is not HOST:PORT")))?;
+            let p: u16 = p.parse().map_err(|_| bad("advertised_listener", format!("\"{p}\" is not a port")))?;
+            if h.is_empty() || p == 0 {
+                return Err(bad("advertised_listener", format!("\"{a}\" needs a host and a non-zero port")));
+            }
+            (h.trim_matches(|c| c == '[' || c == ']').to_string(), p)
+        }
+        None => {
+            if listen.ip().is_unspecified() {
+                return Err(bad("advertised_listener", format!("required when listen is {listen} (clients cannot connect to an unspecified address)")));
+            }
+            (listen.ip().to_string(), listen.port())
+        }
+    };
+    let admin_listen = parse_addr("admin_listen", &raw.admin_listen)?;
+    let raft_listen = parse_addr("raft_listen", &raw.raft_listen)?;
+    let object_store = match &raw.object_store {
+        Some(v) => parse_object_store(v)?,
+        None => ObjectStoreUrl::File(raw.data_dir.join("objects")),
+    };
+    let peers = match &raw.peers {
+        Some(p) => parse_peers(p)?,
+        None => BTreeMap::new(),
+    };
+    if !peers.is_empty() && !peers.contains_key(&raw.node_id) {
+        return Err(bad("peers", format!("the voter list does not include this node ({})", raw.node_id)));
+    }
+    let cache_size = parse_size(&raw.cache_size).ok_or_else(|| bad("cache_size", format!("\"{}\" is not a size (e.g. 512MiB, 4GiB)", raw.cache_size)))?;
+    let fsync = match raw.fsync.as_str() {
+        "always" => FsyncPolicy::Always,
+        "never" => FsyncPolicy::Never,
+        other => return Err(bad("fsync", format!("\"{other}\" is not always or never"))),
+    };
+    if raw.num_partitions < 1 {
+        return Err(bad("num_partitions", "must be at least 1"));
+    }
+    if raw.max_connections == 0 {
+        return Err(bad("max_connections", "must be at least 1"));
+    }
+    if raw.max_request_bytes < 1024 {
+        return Err(bad("max_request_bytes", "must be at least 1024"));
+    }
+    if raw.retention_check_interval_ms == 0 {
+        return Err(bad("retention_check_interval_ms", "must be positive"));
+    }
+    if let Err(e) = sediment_broker::topic_config::BrokerDefaults::new(&raw.topic_defaults) {
+        return Err(bad("topic_defaults", e));
+    }
+    let cache_dir = raw.cache_dir.clone().unwrap_or_else(|| raw.data_dir.join("cache"));
+    Ok(ServeConfig {
+        broker: BrokerConfig {
+            node_id: raw.node_id,
+            listen,
+            advertised_host: adv_host,
+            advertised_port: adv_port,
+            data_dir: raw.data_dir,
+            max_request_bytes: raw.max_request_bytes,
+            max_connections: raw.max_connections,
+            auto_create_topics: raw.auto_create_topics,
+            num_partitions: raw.num_partitions,
+            fsync,
+            topic_defaults: raw.topic_defaults,
+            retention_check_interval: Duration::from_millis(raw.retention_check_interval_ms),
+        },
+        admin_listen,
+        raft_listen,
+        object_store,
+        peers,
+        cache_dir,
+        cache_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs::default()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = load(&args()).unwrap();
+        assert_eq!(c.broker.node_id, 1);
+        assert_eq!(c.broker.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9644");
+        assert_eq!(c.raft_listen.to_string(), "127.0.0.1:9093");
+        assert_eq!(c.broker.data_dir, PathBuf::from("./sediment-data"));
+        assert_eq!(c.object_store, ObjectStoreUrl::File(PathBuf::from("./sediment-data/objects")));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "node_id = 7\nlisten = \"127.0.0.1:19092\"\n[topic_defaults]\n\"retention.ms\" = \"1000\"\n").unwrap();
+        let mut a = args();
+        a.config = Some(f);
+        a.node_id = Some(9);
+        let c = load(&a).unwrap();
+        assert_eq!(c.broker.node_id, 9);
+        assert_eq!(c.broker.listen.port(), 19092);
+        assert_eq!(c.broker.topic_defaults.get("retention.ms").map(String::as_str), Some("1000"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "bogus_key = 1\n").unwrap();
+        let mut a = args();
+        a.config = Some(f);
+        assert!(load(&a).unwrap_err().0.contains("bogus_key"));
+        let mut a = args();
+        a.listen = Some("nope".into());
+        assert!(load(&a).unwrap_err().0.contains("listen"));
+        let mut a = args();
+        a.peers = Some("2=127.0.0.1:9093".into());
+        assert!(load(&a).unwrap_err().0.contains("peers"));
+        let mut a = args();
+        a.cache_size = Some("lots".into());
+        assert!(load(&a).unwrap_err().0.contains("cache_size"));
+        let mut a = args();
+        a.object_store = Some("ftp://x".into());
+        assert!(load(&a).unwrap_err().0.contains("object_store"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("10"), Some(10));
+        assert_eq!(parse_size("1G"), Some(1_000_000_000));
+        assert_eq!(parse_size("x"), None);
+    }
+}

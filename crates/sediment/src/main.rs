@@ -1,0 +1,151 @@
+//! `sediment`: the broker (`serve`) and the tools that talk to it over the Kafka protocol.
+//!
+//! Exit codes: 0 success, 2 usage or configuration error (one line naming the flag or key),
+//! 1 runtime failure.
+
+mod config;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use config::{ServeArgs, ServeConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "sediment", version, about = "Kafka-compatible broker with tiered storage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a broker
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Client(sediment_client::cli::ClientCommand),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = match config::load(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if args.check_config {
+                println!("config ok");
+                return ExitCode::SUCCESS;
+            }
+            if cfg.peers.len() > 1 {
+                eprintln!("error: invalid config peers: replication is not available in this build yet; --peers may name only this node");
+                return ExitCode::from(2);
+            }
+            init_tracing();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(serve(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "broker failed");
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Client(cmd) => {
+            init_tracing_quiet();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(sediment_client::cli::run(cmd)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
+}
+
+async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tracing::info!(
+        node_id = cfg.broker.node_id,
+        data_dir = %cfg.broker.data_dir.display(),
+        object_store = ?cfg.object_store,
+        "starting sediment {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let broker_cfg = cfg.broker.clone();
+    let listen = broker_cfg.listen;
+    // Recovery can read whole segments: keep it off the async workers.
+    let broker = tokio::task::spawn_blocking({
+        let rx = shutdown_rx.clone();
+        let handle = tokio::runtime::Handle::current();
+        move || {
+            let _guard = handle.enter();
+            sediment_broker::Broker::open(broker_cfg, rx)
+        }
+    })
+    .await??;
+    let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(listen = %listener.local_addr()?, advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port), "kafka listener ready");
+    let server = tokio::spawn(sediment_broker::server::serve(broker.clone(), listener));
+
+    wait_for_signal().await;
+    tracing::info!("shutdown requested; finishing in-flight requests");
+    let _ = shutdown_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(30), server).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within 30s; closing anyway");
+    }
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.flush_all()).await?;
+    drop(broker);
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
