@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Measures, in one run on this machine, side by side:
+#   (a) the disk's sequential write+fsync bandwidth (1 MiB writes, fsync after each, like a
+#       group commit of a 1 MiB batch) in the directory the broker will use,
+#   (b) produce throughput, 1 KiB records, acks=all and acks=1, 1 and 8 partitions,
+#   (c) consume throughput,
+#   (d) produce latency p50/p99/p999 at half of the measured acks=all maximum.
+# Prints a markdown table (for the README) and writes the raw JSON next to it.
+#
+# Usage: benches/perf.sh [OUT_DIR]     (release build; takes ~5 minutes after the build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sediment-target}"
+OUT="${1:-$(mktemp -d)}"
+mkdir -p "$OUT"
+DURATION="${PERF_DURATION:-15}"
+
+cargo build --release -p sediment >&2
+BIN="$CARGO_TARGET_DIR/release/sediment"
+WORK="$(mktemp -d "${PERF_DIR:-/tmp}/sediment-perf.XXXXXX")"
+trap 'kill $BROKER_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# (a) disk, two ways, in the directory the broker uses:
+#     - 1 MiB write + fsync, repeated (the latency-bound floor: one fsync per 1 MiB batch)
+#     - sequential 4 MiB writes with an fsync every 64 MiB (the bandwidth ceiling a group
+#       commit can approach when many batches share an fsync)
+read -r DISK_SYNC1 DISK_MIBS < <(python3 - "$WORK" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "disk-probe")
+def run(block, sync_every, total_mib, limit_s):
+    buf = os.urandom(block)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    n = 0; since = 0
+    t0 = time.monotonic()
+    while n * block < total_mib << 20 and time.monotonic() - t0 < limit_s:
+        os.write(fd, buf); n += 1; since += block
+        if since >= sync_every:
+            os.fsync(fd); since = 0
+    os.fsync(fd)
+    dt = time.monotonic() - t0
+    os.close(fd); os.unlink(path)
+    return n * block / dt / (1 << 20)
+a = run(1 << 20, 1 << 20, 1024, 15)
+b = run(4 << 20, 64 << 20, 2048, 15)
+print(f"{a:.1f} {b:.1f}")
+PY
+)
+echo "disk: write+fsync per 1 MiB $DISK_SYNC1 MiB/s; sequential with fsync every 64 MiB $DISK_MIBS MiB/s" >&2
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+KPORT=$(port)
+"$BIN" serve --data-dir "$WORK/data" --listen "127.0.0.1:$KPORT" --admin-listen "127.0.0.1:$(port)" --raft-listen "127.0.0.1:$(port)" >"$WORK/broker.log" 2>&1 &
+BROKER_PID=$!
+for _ in $(seq 100); do
+  if python3 -c "import socket; socket.create_connection(('127.0.0.1',$KPORT),0.2)" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+
+run() { # name, args...
+  local name=$1; shift
+  "$BIN" bench --bootstrap "127.0.0.1:$KPORT" --json "$@" >"$OUT/$name.json"
+  echo "$name: $(cat "$OUT/$name.json")" >&2
+}
+COMMON=(--record-size 1024 --duration "$DURATION" --batch-size 1048576 --linger-ms 5)
+run all-p1  --topic all-p1 --partitions 1 --producers 4 --consumers 0 --acks all "${COMMON[@]}"
+run one-p1  --topic one-p1 --partitions 1 --producers 4 --consumers 0 --acks 1   "${COMMON[@]}"
+run all-p8  --topic all-p8 --partitions 8 --producers 4 --consumers 0 --acks all "${COMMON[@]}"
+run one-p8  --topic one-p8 --partitions 8 --producers 4 --consumers 0 --acks 1   "${COMMON[@]}"
+run consume-p8 --topic one-p8 --partitions 8 --producers 0 --consumers 1 --consume-only --duration "$DURATION"
+MAX=$(python3 -c "import json; print(int(json.load(open('$OUT/all-p1.json'))['produce_records_per_s']))")
+HALF=$((MAX / 2))
+run half-all-p1 --topic half-p1 --partitions 1 --producers 4 --consumers 0 --acks all --rate "$HALF" "${COMMON[@]}"
+
+python3 - "$OUT" "$DISK_MIBS" "$HALF" "$DISK_SYNC1" <<'PY'
+import json, os, sys
+out, disk, half, sync1 = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+j = lambda n: json.load(open(os.path.join(out, n + ".json")))
+rows = []
+def prod(name, label):
+    d = j(name)
+    rows.append((label, f"{d['produced_mib_per_s']:.1f} MiB/s", f"{100*d['produced_mib_per_s']/disk:.0f}%",
+                 f"{d['latency_us']['p50']/1000:.2f} / {d['latency_us']['p99']/1000:.2f} ms"))
+print(f"| measurement (1 KiB records) | throughput | vs disk ({disk:.0f} MiB/s) | produce latency p50 / p99 |")
+print("|---|---|---|---|")
+print(f"| disk: sequential write, fsync every 64 MiB | {disk:.1f} MiB/s | 100% | – |")
+print(f"| disk: 1 MiB write + fsync, repeated | {sync1:.1f} MiB/s | {100*sync1/disk:.0f}% | – |")
+prod("one-p1", "produce acks=1, 1 partition")
+prod("all-p1", "produce acks=all, 1 partition")
+prod("one-p8", "produce acks=1, 8 partitions")
+prod("all-p8", "produce acks=all, 8 partitions")
+for label, a, b, c in rows:
+    print(f"| {label} | {a} | {b} | {c} |")
+c = j("consume-p8")
+print(f"| consume, 8 partitions | {c['consumed_mib_per_s']:.1f} MiB/s | {100*c['consumed_mib_per_s']/disk:.0f}% | – |")
+h = j("half-all-p1")
+print(f"| acks=all at half of max ({half} rec/s) | {h['produced_mib_per_s']:.1f} MiB/s | – | "
+      f"{h['latency_us']['p50']/1000:.2f} / {h['latency_us']['p99']/1000:.2f} ms (p999 {h['latency_us']['p999']/1000:.2f} ms) |")
+PY
+echo "raw results: $OUT" >&2
