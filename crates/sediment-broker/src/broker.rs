@@ -36,6 +36,8 @@ pub struct BrokerConfig {
     /// Broker-level defaults for topic configs, keyed by topic config name.
     pub topic_defaults: BTreeMap<String, String>,
     pub retention_check_interval: Duration,
+    /// Kafka's `producer.id.expiration.ms`: idle producers' state is dropped after this.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl BrokerConfig {
@@ -54,6 +56,7 @@ impl BrokerConfig {
             fsync: FsyncPolicy::Always,
             topic_defaults: BTreeMap::new(),
             retention_check_interval: Duration::from_secs(300),
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -93,7 +96,12 @@ pub struct Broker {
     by_id: RwLock<HashMap<Uuid, Arc<Topic>>>,
     cluster_id: String,
     shutdown: watch::Receiver<bool>,
+    /// (next producer id, end of the reserved block).
+    producer_ids: Mutex<(i64, i64)>,
 }
+
+/// Producer ids reserved per metadata write (Kafka's ProducerIdManager uses blocks of 1000).
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -153,6 +161,7 @@ impl Broker {
             by_id: RwLock::new(by_id),
             cluster_id,
             shutdown,
+            producer_ids: Mutex::new((0, 0)),
         });
         tokio::spawn(retention_loop(Arc::downgrade(&broker), broker.config.retention_check_interval));
         Ok(broker)
@@ -347,6 +356,23 @@ impl Broker {
         Ok(())
     }
 
+    /// A new producer id for an idempotent producer; ids are never reused, across restarts too.
+    pub fn next_producer_id(&self) -> Result<i64, ApiError> {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.0 >= ids.1 {
+            let start = self
+                .meta
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reserve_producer_ids(PRODUCER_ID_BLOCK)
+                .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, format!("cannot reserve producer ids: {e}")))?;
+            *ids = (start, start + PRODUCER_ID_BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
     /// Flushes and closes every partition log (graceful shutdown).
     pub fn flush_all(&self) {
         for t in self.topics() {
@@ -363,6 +389,10 @@ impl Broker {
         let now = now_ms();
         for t in self.topics() {
             for p in &t.partitions {
+                let expired = p.expire_producers(now, self.config.producer_id_expiration_ms);
+                if expired > 0 {
+                    tracing::debug!(topic = %t.name, partition = p.index, expired, "expired idle producer ids");
+                }
                 match p.with_log(|l| l.apply_retention(now)) {
                     Ok(out) if out.segments_deleted > 0 => {
                         p.clamp_hw();

@@ -12,6 +12,7 @@ pub mod error;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;
+pub mod producer_state;
 pub mod server;
 pub mod topic_config;
 

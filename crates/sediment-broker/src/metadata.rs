@@ -29,6 +29,9 @@ struct Document {
     cluster_id: String,
     node_id: i32,
     topics: BTreeMap<String, TopicRecord>,
+    /// Producer ids below this were handed out (or reserved) before; allocation restarts here.
+    #[serde(default)]
+    producer_id_block_end: i64,
 }
 
 /// Failure to load or persist metadata.
@@ -69,7 +72,7 @@ impl MetadataStore {
         let cluster_id = base64_uuid(Uuid::new_v4());
         let store = MetadataStore {
             path,
-            doc: Document { format: 1, cluster_id, node_id, topics: BTreeMap::new() },
+            doc: Document { format: 1, cluster_id, node_id, topics: BTreeMap::new(), producer_id_block_end: 0 },
         };
         store.persist()?;
         Ok(store)
@@ -77,6 +80,17 @@ impl MetadataStore {
 
     pub fn cluster_id(&self) -> &str {
         &self.doc.cluster_id
+    }
+
+    /// Reserves the next block of `size` producer ids durably; returns its first id.
+    pub fn reserve_producer_ids(&mut self, size: i64) -> Result<i64, MetadataError> {
+        let start = self.doc.producer_id_block_end;
+        self.doc.producer_id_block_end = start + size;
+        if let Err(e) = self.persist() {
+            self.doc.producer_id_block_end = start;
+            return Err(e);
+        }
+        Ok(start)
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &TopicRecord> {

@@ -12,7 +12,67 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sediment_log::{AppendInfo, LogConfig, LogError, PartitionLog, ReadPlan};
+use sediment_protocol::batch::{BatchHeader, BatchIter};
 use tokio::sync::{Notify, watch};
+
+use crate::producer_state::{BatchMeta, ProducerStateTable, Verdict};
+
+/// Appended bytes after which a producer-state snapshot is written even without a roll, so
+/// that replay at start-up stays bounded.
+const SNAPSHOT_EVERY_BYTES: u64 = 64 << 20;
+const SNAPSHOT_SUFFIX: &str = ".snapshot";
+
+/// The log and the state derived from it, under one lock so that checking a producer's
+/// sequence, appending and recording the batch are one atomic step.
+pub struct Inner {
+    pub log: PartitionLog,
+    pub producers: ProducerStateTable,
+    bytes_since_snapshot: u64,
+    segments_at_snapshot: usize,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = PartitionLog;
+    fn deref(&self) -> &PartitionLog {
+        &self.log
+    }
+}
+
+impl std::ops::DerefMut for Inner {
+    fn deref_mut(&mut self) -> &mut PartitionLog {
+        &mut self.log
+    }
+}
+
+/// Result of an append that may have been a retried idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    New(AppendInfo),
+    /// Already in the log: the original batch's offsets.
+    Duplicate(BatchMeta),
+}
+
+impl Appended {
+    pub fn base_offset(&self) -> i64 {
+        match self {
+            Appended::New(i) => i.base_offset,
+            Appended::Duplicate(m) => m.base_offset,
+        }
+    }
+    pub fn last_offset(&self) -> i64 {
+        match self {
+            Appended::New(i) => i.last_offset,
+            Appended::Duplicate(m) => m.last_offset,
+        }
+    }
+}
+
+/// Why an append was refused.
+#[derive(Debug)]
+pub enum AppendError {
+    Log(LogError),
+    Producer(sediment_protocol::ErrorCode, String),
+}
 
 /// Durability policy for the partition logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +95,7 @@ pub struct Watermark {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    log: Mutex<PartitionLog>,
+    log: Mutex<Inner>,
     wm_tx: watch::Sender<Watermark>,
     flush_wanted: Arc<Notify>,
     policy: FsyncPolicy,
@@ -59,6 +119,9 @@ impl Partition {
         policy: FsyncPolicy,
     ) -> Result<Arc<Partition>, LogError> {
         let log = PartitionLog::open(dir, config)?;
+        let producers = load_producer_state(&log, topic, index);
+        let segments_at_snapshot = log.segments().len();
+        let log = Inner { log, producers, bytes_since_snapshot: 0, segments_at_snapshot };
         let hw = match policy {
             FsyncPolicy::Always => log.flushed_offset(),
             FsyncPolicy::Never => log.log_end_offset(),
@@ -83,7 +146,7 @@ impl Partition {
         self.leader_epoch
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock would leave the log in an unknown state; recover the
         // guard anyway because every log method keeps its own invariants per call.
         self.log.lock().unwrap_or_else(|e| e.into_inner())
@@ -123,13 +186,32 @@ impl Partition {
         self.lock().set_config(config);
     }
 
-    /// Appends one validated batch; the flusher is told there is work.
-    pub fn append(&self, batch: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+    /// Appends one validated batch (header already parsed), applying the idempotent producer
+    /// rules; the flusher is told there is work. A retried batch is answered with its original
+    /// offsets and not appended again.
+    pub fn append(&self, header: &BatchHeader, batch: &mut [u8], now_ms: i64) -> Result<Appended, AppendError> {
         let info = {
-            let mut log = self.lock();
-            let info = log.append(batch, self.leader_epoch, now_ms)?;
+            let mut inner = self.lock();
+            match inner.producers.check(header) {
+                Verdict::Append => {}
+                Verdict::Duplicate(meta) => return Ok(Appended::Duplicate(meta)),
+                Verdict::Reject(code, msg) => return Err(AppendError::Producer(code, msg)),
+            }
+            let info = inner.log.append(batch, self.leader_epoch, now_ms).map_err(AppendError::Log)?;
+            if header.has_producer_id() {
+                let mut assigned = *header;
+                assigned.base_offset = info.base_offset;
+                inner.producers.record(&assigned, now_ms);
+            }
+            inner.bytes_since_snapshot += batch.len() as u64;
+            let segments = inner.log.segments().len();
+            if segments != inner.segments_at_snapshot || inner.bytes_since_snapshot >= SNAPSHOT_EVERY_BYTES {
+                inner.segments_at_snapshot = segments;
+                inner.bytes_since_snapshot = 0;
+                write_producer_snapshot(&inner, &self.topic, self.index);
+            }
             if self.policy == FsyncPolicy::Never {
-                let leo = log.log_end_offset();
+                let leo = inner.log.log_end_offset();
                 self.wm_tx.send_modify(|w| w.high_watermark = leo);
             }
             info
@@ -137,7 +219,17 @@ impl Partition {
         if self.policy == FsyncPolicy::Always {
             self.flush_wanted.notify_one();
         }
-        Ok(info)
+        Ok(Appended::New(info))
+    }
+
+    /// Forgets producers idle longer than `max_age_ms`.
+    pub fn expire_producers(&self, now_ms: i64, max_age_ms: i64) -> usize {
+        self.lock().producers.expire(now_ms, max_age_ms)
+    }
+
+    /// Number of producers with state on this partition.
+    pub fn producer_count(&self) -> usize {
+        self.lock().producers.len()
     }
 
     /// Waits until the high watermark reaches `offset` (exclusive end) or the deadline passes.
@@ -185,6 +277,7 @@ impl Partition {
     pub fn flush_now(&self) -> Result<(), LogError> {
         let mut log = self.lock();
         log.flush()?;
+        write_producer_snapshot(&log, &self.topic, self.index);
         let hw = match self.policy {
             FsyncPolicy::Always => log.flushed_offset(),
             FsyncPolicy::Never => log.log_end_offset(),
@@ -240,4 +333,102 @@ async fn flusher(weak: std::sync::Weak<Partition>, wanted: Arc<Notify>) {
             }
         }
     }
+}
+
+fn snapshot_path(dir: &std::path::Path, offset: i64) -> std::path::PathBuf {
+    dir.join(format!("{offset:020}{SNAPSHOT_SUFFIX}"))
+}
+
+/// Snapshot files in the partition dir, by offset, ascending.
+fn list_snapshots(dir: &std::path::Path) -> Vec<(i64, std::path::PathBuf)> {
+    let mut v: Vec<(i64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let off = name.strip_suffix(SNAPSHOT_SUFFIX)?.parse::<i64>().ok()?;
+            Some((off, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes the producer state as of the log end offset (temp file + rename) and keeps the two
+/// newest snapshots. Failure is logged, not fatal: state can always be rebuilt from the log.
+fn write_producer_snapshot(inner: &Inner, topic: &str, partition: i32) {
+    let dir = inner.log.dir().to_path_buf();
+    let offset = inner.log.log_end_offset();
+    let path = snapshot_path(&dir, offset);
+    let tmp = path.with_extension("snapshot.tmp");
+    let res = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&inner.producers.encode())?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        tracing::warn!(topic, partition, error = %e, "cannot write producer state snapshot");
+        return;
+    }
+    let snaps = list_snapshots(&dir);
+    if snaps.len() > 2 {
+        for (_, p) in &snaps[..snaps.len() - 2] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Producer state at open: the newest snapshot not beyond the recovered log end (a snapshot
+/// past it describes batches a crash took back), then the batch headers after it.
+fn load_producer_state(log: &PartitionLog, topic: &str, partition: i32) -> ProducerStateTable {
+    let leo = log.log_end_offset();
+    let mut table = ProducerStateTable::default();
+    let mut from = log.log_start_offset();
+    for (off, path) in list_snapshots(log.dir()).into_iter().rev() {
+        if off > leo {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| ProducerStateTable::decode(&b)) {
+            Ok(t) => {
+                table = t;
+                from = off.max(log.log_start_offset());
+                break;
+            }
+            Err(e) => tracing::warn!(topic, partition, snapshot = %path.display(), error = %e, "ignoring unreadable producer state snapshot"),
+        }
+    }
+    let mut offset = from;
+    let mut replayed = 0u64;
+    while offset < leo {
+        let bytes = match log.read(offset, 16 << 20, leo, true).and_then(|p| p.execute()) {
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(topic, partition, offset, error = %e, "producer state replay stopped early");
+                break;
+            }
+        };
+        let mut next = offset;
+        for (h, _) in BatchIter::new(&bytes) {
+            if h.next_offset() <= offset {
+                continue;
+            }
+            table.record(&h, h.max_timestamp.max(0));
+            next = h.next_offset();
+            replayed += 1;
+        }
+        if next <= offset {
+            break;
+        }
+        offset = next;
+    }
+    if replayed > 0 || !table.is_empty() {
+        tracing::info!(topic, partition, producers = table.len(), replayed_batches = replayed, from, "producer state loaded");
+    }
+    table
 }

@@ -91,6 +91,8 @@ pub struct RawConfig {
     pub max_connections: usize,
     pub max_request_bytes: usize,
     pub retention_check_interval_ms: u64,
+    /// Kafka's producer.id.expiration.ms: idle idempotent producers' state is dropped after this.
+    pub producer_id_expiration_ms: i64,
     /// Broker-wide defaults for topic configs, by Kafka topic config name.
     pub topic_defaults: BTreeMap<String, String>,
 }
@@ -114,6 +116,7 @@ impl Default for RawConfig {
             max_connections: 10_000,
             max_request_bytes: sediment_protocol_max(),
             retention_check_interval_ms: 300_000,
+            producer_id_expiration_ms: 86_400_000,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -140,6 +143,7 @@ const KEYS: &[&str] = &[
     "max_connections",
     "max_request_bytes",
     "retention_check_interval_ms",
+    "producer_id_expiration_ms",
 ];
 
 /// A validated configuration.
@@ -318,6 +322,9 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     if raw.max_request_bytes < 1024 {
         return Err(bad("max_request_bytes", "must be at least 1024"));
     }
+    if raw.producer_id_expiration_ms < 1 {
+        return Err(bad("producer_id_expiration_ms", "must be positive"));
+    }
     if raw.retention_check_interval_ms == 0 {
         return Err(bad("retention_check_interval_ms", "must be positive"));
     }
@@ -339,6 +346,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             fsync,
             topic_defaults: raw.topic_defaults,
             retention_check_interval: Duration::from_millis(raw.retention_check_interval_ms),
+            producer_id_expiration_ms: raw.producer_id_expiration_ms,
         },
         admin_listen,
         raft_listen,

@@ -15,7 +15,7 @@ use sediment_protocol::batch;
 use super::{Reply, sb};
 use crate::broker::{Broker, Topic, now_ms};
 use crate::error::ApiError;
-use crate::partition::{Partition, WaitError};
+use crate::partition::{AppendError, Appended, Partition, WaitError};
 
 struct Outcome {
     topic_idx: usize,
@@ -68,16 +68,22 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
     if log_append_time {
         batch::set_log_append_time(&mut buf, now);
     }
-    let info = partition.append(&mut buf, now).map_err(|e| {
-        tracing::error!(topic = %topic.name, partition = partition.index, error = %e, "append failed");
-        ApiError::from(&e)
+    let appended = partition.append(&header, &mut buf, now).map_err(|e| match e {
+        AppendError::Log(e) => {
+            tracing::error!(topic = %topic.name, partition = partition.index, error = %e, "append failed");
+            ApiError::from(&e)
+        }
+        AppendError::Producer(code, msg) => ApiError::new(code, msg),
     })?;
+    if let Appended::Duplicate(meta) = appended {
+        tracing::debug!(topic = %topic.name, partition = partition.index, producer_id = header.producer_id, base_offset = meta.base_offset, "duplicate batch answered with its original offsets");
+    }
     let mut p = PartitionProduceResponse::default();
     p.index = partition.index;
-    p.base_offset = info.base_offset;
+    p.base_offset = appended.base_offset();
     p.log_append_time_ms = if log_append_time { now } else { -1 };
     p.log_start_offset = partition.log_start_offset();
-    Ok((p, info.last_offset + 1))
+    Ok((p, appended.last_offset() + 1))
 }
 
 pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
