@@ -36,6 +36,8 @@ pub const SUPPORTED: &[ApiSupport] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 2),
+    // v6 adds two-phase-commit transactions (KIP-939), which need transactions first.
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The support entry for `key`, if Sediment implements it.

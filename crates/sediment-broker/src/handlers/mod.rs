@@ -18,6 +18,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -65,6 +66,9 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
             Reply::Ready(ResponseKind::DescribeCluster(describe_cluster::handle(broker, r, v)))
         }
         RequestKind::DeleteRecords(r) => delete_records::handle(broker, r, v),
+        RequestKind::InitProducerId(r) => {
+            Reply::Ready(ResponseKind::InitProducerId(init_producer_id::handle(broker, r, v)))
+        }
         other => {
             // Unreachable while the version table and this match agree; a unit test checks they do.
             tracing::error!(request = ?std::mem::discriminant(&other), "request reached dispatch without a handler");
@@ -137,6 +141,11 @@ mod tests {
                 r.topic_data.push(td);
                 RequestKind::Produce(r)
             }
+            ApiKey::InitProducerId => {
+                let mut r = InitProducerIdRequest::default();
+                r.transaction_timeout_ms = 60_000;
+                RequestKind::InitProducerId(r)
+            }
             ApiKey::Fetch => {
                 let mut r = FetchRequest::default();
                 r.max_wait_ms = 0;
@@ -204,6 +213,7 @@ mod tests {
         use kafka_protocol::messages::*;
         match key {
             ApiKey::Produce => ResponseKind::Produce(Default::default()),
+            ApiKey::InitProducerId => ResponseKind::InitProducerId(Default::default()),
             ApiKey::Fetch => ResponseKind::Fetch(Default::default()),
             ApiKey::ListOffsets => ResponseKind::ListOffsets(Default::default()),
             ApiKey::Metadata => ResponseKind::Metadata(Default::default()),
