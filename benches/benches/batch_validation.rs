@@ -11,16 +11,26 @@ fn bench(c: &mut Criterion) {
     for size in [1 << 10, 16 << 10, 256 << 10, 1 << 20] {
         let batch = batch_of_size(size);
         g.throughput(Throughput::Bytes(batch.len() as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("{}KiB", size >> 10)), &batch, |b, batch| {
-            b.iter(|| validate_produce_records(black_box(batch), usize::MAX).map(|h| h.records_count))
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{}KiB", size >> 10)),
+            &batch,
+            |b, batch| {
+                b.iter(|| {
+                    validate_produce_records(black_box(batch), usize::MAX).map(|h| h.records_count)
+                })
+            },
+        );
     }
     g.finish();
 }
 
 fn config() -> Criterion {
     let (samples, warm_up, measure) = quick_settings();
-    Criterion::default().sample_size(samples).warm_up_time(warm_up).measurement_time(measure)
+    Criterion::default()
+        .sample_size(samples)
+        .warm_up_time(warm_up)
+        .measurement_time(measure)
+        .without_plots()
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

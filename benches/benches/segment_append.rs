@@ -37,9 +37,11 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| run(iters, batch, None))
         });
         for every in [16u64, 256] {
-            g.bench_with_input(BenchmarkId::new(format!("flush_every_{every}"), &name), &batch, |b, batch| {
-                b.iter_custom(|iters| run(iters, batch, Some(every)))
-            });
+            g.bench_with_input(
+                BenchmarkId::new(format!("flush_every_{every}"), &name),
+                &batch,
+                |b, batch| b.iter_custom(|iters| run(iters, batch, Some(every))),
+            );
         }
     }
     g.finish();
@@ -47,7 +49,11 @@ fn bench(c: &mut Criterion) {
 
 fn config() -> Criterion {
     let (samples, warm_up, measure) = quick_settings();
-    Criterion::default().sample_size(samples).warm_up_time(warm_up).measurement_time(measure)
+    Criterion::default()
+        .sample_size(samples)
+        .warm_up_time(warm_up)
+        .measurement_time(measure)
+        .without_plots()
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

@@ -50,7 +50,9 @@ pub(crate) fn is_tmp_file(name: &str) -> bool {
 
 /// fsyncs a directory so that file creations, renames and deletions in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync directory", dir))
 }
 
 /// Removes a file; a file that is already gone is fine.
@@ -117,7 +119,10 @@ pub(crate) fn read_log_start_offset(dir: &Path) -> Result<Option<i64>, LogError>
     };
     match parsed {
         Some(v) => Ok(Some(v)),
-        None => Err(LogError::Corrupt { path, reason: "unreadable log start offset".into() }),
+        None => Err(LogError::Corrupt {
+            path,
+            reason: "unreadable log start offset".into(),
+        }),
     }
 }
 
@@ -136,8 +141,14 @@ mod tests {
         assert_eq!(p, Path::new("/d/00000000000000000042.log"));
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         assert_eq!(parse_segment_file_name(name), Some((42, SegmentFile::Log)));
-        assert_eq!(parse_segment_file_name("00000000000000000042.timeindex"), Some((42, SegmentFile::TimeIndex)));
-        assert_eq!(parse_segment_file_name("00000000000000000042.index"), Some((42, SegmentFile::Index)));
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.timeindex"),
+            Some((42, SegmentFile::TimeIndex))
+        );
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.index"),
+            Some((42, SegmentFile::Index))
+        );
         assert_eq!(parse_segment_file_name("0042.log"), None);
         assert_eq!(parse_segment_file_name("0000000000000000004x.log"), None);
         assert_eq!(parse_segment_file_name("00000000000000000042.swap"), None);

@@ -5,12 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sediment_protocol::batch::{BatchHeader, BatchIter, HEADER_LEN};
+use sediment_protocol::batch::{BatchError, BatchHeader, BatchIter, HEADER_LEN};
 
 use crate::error::{LogError, io};
 use crate::files::read_at_most;
 use crate::index::{lookup_offset, relative};
-use crate::scan::{HeaderAt, LOOKUP_CHUNK, Scanner};
+use crate::scan::{HeaderAt, LOOKUP_CHUNK, Scanner, last_offset};
 use crate::segment::Start;
 
 /// A planned read of whole batches from one segment. Holds the segment's file open, so it stays
@@ -69,14 +69,17 @@ impl ReadPlan {
     /// most `max_bytes` unless `min_one` and the first batch alone is bigger, none whose last
     /// offset reaches the upper bound. Empty if nothing fits.
     pub fn execute(self) -> Result<Bytes, LogError> {
-        let Some(p) = self.inner else { return Ok(Bytes::new()) };
+        let Some(p) = self.inner else {
+            return Ok(Bytes::new());
+        };
         let mut sc = Scanner::new(&p.file, &p.path, p.end, LOOKUP_CHUNK);
         let pos = match p.start {
             Start::Exact(pos) => pos,
             Start::Floor(pos) => seek_batch(&mut sc, &p.path, pos, p.offset)?,
             Start::Lazy(ref index) => {
                 let entries = &index.get().offsets;
-                let from = lookup_offset(entries, relative(p.offset, p.segment_base)).map_or(0, |e| e.position as u64);
+                let from = lookup_offset(entries, relative(p.offset, p.segment_base))
+                    .map_or(0, |e| e.position as u64);
                 seek_batch(&mut sc, &p.path, from, p.offset)?
             }
         };
@@ -90,7 +93,7 @@ impl ReadPlan {
         buf.truncate(n);
         let mut cut = 0;
         for (h, b) in BatchIter::new(&buf) {
-            if h.last_offset() >= p.upper_bound {
+            if last_offset(&h) >= p.upper_bound {
                 break;
             }
             cut += b.len();
@@ -100,42 +103,71 @@ impl ReadPlan {
             return Ok(Bytes::from(buf));
         }
         // Nothing whole fits in the window: either the first batch is bigger than max_bytes, or
-        // it reaches the upper bound, or the bytes are not a batch at all.
-        let header = if buf.len() >= HEADER_LEN {
-            BatchHeader::parse(&buf)
-        } else {
-            match sc.header_at(pos)? {
-                HeaderAt::Batch(h) => Ok(h),
-                HeaderAt::Invalid(e) => Err(e),
-                HeaderAt::End | HeaderAt::Incomplete => return Ok(Bytes::new()),
+        // it reaches the upper bound, or the bytes are not a batch at all. Read at least a header.
+        let header_len = (HEADER_LEN as u64).min(avail) as usize;
+        if buf.len() < header_len {
+            extend_from(&p, &mut buf, pos, header_len)?;
+        }
+        let h = match BatchHeader::parse(&buf) {
+            Ok(h) => h,
+            Err(BatchError::Truncated { .. }) => return Ok(Bytes::new()), // cut short concurrently
+            Err(e) => {
+                return Err(LogError::Corrupt {
+                    path: p.path.to_path_buf(),
+                    reason: format!("invalid batch at position {pos}: {e}"),
+                });
             }
         };
-        let h = header.map_err(|e| LogError::Corrupt {
-            path: p.path.to_path_buf(),
-            reason: format!("invalid batch at position {pos}: {e}"),
-        })?;
-        if !p.min_one || h.last_offset() >= p.upper_bound {
+        if !p.min_one || last_offset(&h) >= p.upper_bound {
             return Ok(Bytes::new());
         }
-        let total = h.total_len() as u64;
-        if total > avail {
+        let total = h.total_len();
+        if total as u64 > avail {
             return Err(LogError::Corrupt {
                 path: p.path.to_path_buf(),
-                reason: format!("batch at position {pos} of {total} bytes extends past the segment end {}", p.end),
+                reason: format!(
+                    "batch at position {pos} of {total} bytes extends past the segment end {}",
+                    p.end
+                ),
             });
         }
-        Ok(Bytes::from(sc.read_exact(pos, total as usize)?))
+        // min_one: read the rest of the first batch.
+        extend_from(&p, &mut buf, pos, total)?;
+        if buf.len() < total {
+            return Ok(Bytes::new()); // cut short concurrently
+        }
+        buf.truncate(total);
+        Ok(Bytes::from(buf))
     }
+}
+
+/// Grows `buf` (the bytes at `pos`) to `len` bytes by reading what follows; shorter if the file
+/// ends first.
+fn extend_from(p: &PlanInner, buf: &mut Vec<u8>, pos: u64, len: usize) -> Result<(), LogError> {
+    let have = buf.len();
+    if have >= len {
+        return Ok(());
+    }
+    buf.resize(len, 0);
+    let n = read_at_most(&p.file, &mut buf[have..], pos + have as u64)
+        .map_err(io("read segment", &p.path))?;
+    buf.truncate(have + n);
+    Ok(())
 }
 
 /// From `from` (at or before the batch holding `offset`), finds the position of that batch by
 /// walking headers. Returns the scan end if the segment holds no such batch.
-pub(crate) fn seek_batch(sc: &mut Scanner<'_>, path: &Path, from: u64, offset: i64) -> Result<u64, LogError> {
+pub(crate) fn seek_batch(
+    sc: &mut Scanner<'_>,
+    path: &Path,
+    from: u64,
+    offset: i64,
+) -> Result<u64, LogError> {
     let mut pos = from;
     loop {
         match sc.header_at(pos)? {
             HeaderAt::End => return Ok(pos),
-            HeaderAt::Batch(h) if h.last_offset() >= offset => return Ok(pos),
+            HeaderAt::Batch(h) if last_offset(&h) >= offset => return Ok(pos),
             HeaderAt::Batch(h) => pos += h.total_len() as u64,
             HeaderAt::Incomplete => {
                 return Err(LogError::Corrupt {

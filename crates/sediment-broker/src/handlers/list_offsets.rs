@@ -49,6 +49,8 @@ fn lookup(p: &Partition, ts: i64, version: i16) -> Result<(i64, i64), ErrorCode>
             // The batch's max timestamp is >= t, so some record qualifies; if decoding fails fall
             // back to the batch start, which is never after the answer.
             let (off, found_ts) = records::first_offset_at_or_after(&batch, t).unwrap_or((h.base_offset, h.max_timestamp));
+            // DeleteRecords may put the log start inside a batch: never answer below it.
+            let off = off.max(start);
             if off >= hw { Ok((-1, -1)) } else { Ok((off, found_ts)) }
         }
         _ => Err(ErrorCode::InvalidRequest),
