@@ -564,12 +564,21 @@ impl PartitionLog {
     /// Flushes, writes the active segment's indexes and marks a clean shutdown, so the next open
     /// skips the CRC scan.
     pub fn close(mut self) -> Result<(), LogError> {
+        self.shut_down()
+    }
+
+    /// [`close`](Self::close) for a log that lives behind a shared lock: flushes, writes the
+    /// indexes and the clean-shutdown marker, then refuses further writes (reads keep working,
+    /// so requests still in flight can finish).
+    pub fn shut_down(&mut self) -> Result<(), LogError> {
         self.check_online()?;
         self.active_mut().persist()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         let f = open_rw(&marker, true)?;
         f.sync_all().map_err(io("fsync", &marker))?;
-        sync_dir(&self.dir)
+        sync_dir(&self.dir)?;
+        self.offline = Some("closed for shutdown".to_string());
+        Ok(())
     }
 
     // ----- reads -----
@@ -883,7 +892,20 @@ impl PartitionLog {
     /// when the caller calls [`roll`](Self::roll)). Raises the log start offset to the new first
     /// segment.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
-        let sealed = self.segments.len() - 1; // never empty, see `active`
+        self.apply_retention_below(now_ms, i64::MAX)
+    }
+
+    /// [`apply_retention`](Self::apply_retention) fenced at `limit`: only sealed segments whose
+    /// next offset is `<= limit` are candidates (tiered storage passes the end of what has been
+    /// uploaded, so a segment that is not in the object store yet is never deleted). Segments
+    /// wholly below the log start offset go regardless, as in `apply_retention`.
+    pub fn apply_retention_below(
+        &mut self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<RetentionOutcome, LogError> {
+        let sealed = self.segments[..self.segments.len() - 1] // never empty, see `active`
+            .partition_point(|s| s.next_offset <= limit);
         let mut n = 0;
         if self.config.retention_ms >= 0 {
             while n < sealed
