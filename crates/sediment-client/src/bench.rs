@@ -255,6 +255,22 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Step between the payload windows of consecutive records (a prime, so
+/// windows do not line up with batch boundaries).
+const PAYLOAD_STRIDE: usize = 4099;
+
+/// Text-like random bytes (lowercase words): compressible about as well as
+/// typical JSON or log lines, unlike uniformly random bytes or one repeated value.
+fn payload_pool(record_size: usize) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz      ";
+    let mut raw = vec![0u8; record_size + 1024 * 1024];
+    rand::rng().fill_bytes(&mut raw);
+    for b in &mut raw {
+        *b = ALPHABET[usize::from(*b) % ALPHABET.len()];
+    }
+    raw
+}
+
 /// Leaks `bytes` so records can carry it with `Bytes::from_static`: cloning
 /// such a `Bytes` touches no shared reference count. One buffer per producer.
 fn leak_static(bytes: Vec<u8>) -> &'static [u8] {
@@ -438,9 +454,8 @@ async fn produce_loop(
         ..ProducerConfig::default()
     };
     let producer = Producer::with_callback(client, producer_config, callback);
-    let mut payload = vec![0u8; config.record_size];
-    rand::rng().fill_bytes(&mut payload);
-    let value = Bytes::from_static(leak_static(payload));
+    let payloads = Bytes::from_static(leak_static(payload_pool(config.record_size)));
+    let span = payloads.len() - config.record_size;
     let topic = StrBytes::from_static_str(Box::leak(config.topic.clone().into_boxed_str()));
     let per_producer_rate = config.rate as f64 / config.producers.max(1) as f64;
     let start = stats.start;
@@ -459,11 +474,14 @@ async fn produce_loop(
             }
         }
         let token = u64::try_from(now.duration_since(start).as_nanos()).unwrap_or(u64::MAX);
+        // A different window of the pool for every record, so batches do not
+        // repeat one value (which would flatter compression).
+        let at = (sent as usize).wrapping_mul(PAYLOAD_STRIDE) % span.max(1);
         let record = ProducerRecord {
             topic: topic.clone(),
             partition: None,
             key: None,
-            value: Some(value.clone()),
+            value: Some(payloads.slice(at..at + config.record_size)),
             headers: Vec::new(),
             timestamp: None,
         };
@@ -573,6 +591,13 @@ mod tests {
         assert_eq!(s.p99, 100);
         assert!((49_950..=50_050).contains(&s.p999));
         assert!(LatencySummary::from_histogram(&new_histogram()) == LatencySummary::default());
+    }
+
+    #[test]
+    fn payload_pool_is_text_and_large_enough() {
+        let pool = payload_pool(100);
+        assert_eq!(pool.len(), 100 + 1024 * 1024);
+        assert!(pool.iter().all(|b| b.is_ascii_lowercase() || *b == b' '));
     }
 
     #[test]

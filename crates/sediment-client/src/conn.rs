@@ -225,9 +225,9 @@ impl Drop for Connection {
 impl Connection {
     /// Dials `addr`, starts the reader and writer tasks and negotiates API versions.
     pub async fn connect(addr: &str, config: &ConnConfig) -> Result<Arc<Connection>> {
-        let connect_err = |source: std::io::Error| Error::Connect {
+        let connect_err = |cause: std::io::Error| Error::Connect {
             addr: addr.to_owned(),
-            source: Arc::new(source),
+            cause: Arc::new(cause),
         };
         let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
             .await

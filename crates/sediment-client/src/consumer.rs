@@ -327,8 +327,18 @@ impl Consumer {
     /// Like [`Consumer::poll`], appending to `out`; returns how many records were added.
     pub async fn poll_into(&mut self, out: &mut Vec<ConsumedRecord>) -> Result<usize> {
         if self.stale_metadata {
-            self.info = self.client.refresh_topic(&self.topic).await?;
-            self.stale_metadata = false;
+            match self.client.refresh_topic(&self.topic).await {
+                Ok(info) => {
+                    self.info = info;
+                    self.stale_metadata = false;
+                }
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(topic = %self.topic, error = %e, "metadata refresh failed, will retry");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return Ok(0);
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for (i, pos) in self.positions.iter().enumerate() {
@@ -405,6 +415,10 @@ impl Consumer {
         }
         if let Some(e) = first_err {
             return Err(e);
+        }
+        if self.stale_metadata && out.len() == before {
+            // Leadership is moving; do not spin on immediate errors.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(out.len() - before)
     }

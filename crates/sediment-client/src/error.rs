@@ -18,22 +18,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The TCP connection could not be established.
-    #[error("cannot connect to broker at {addr}: {source}")]
+    #[error("cannot connect to broker at {addr}: {}", io_message(.cause))]
     Connect {
         /// Address dialled.
         addr: String,
-        /// Underlying socket error.
-        #[source]
-        source: Arc<std::io::Error>,
+        /// Underlying socket error (part of the message, not a separate source).
+        cause: Arc<std::io::Error>,
     },
     /// Reading or writing an established connection failed.
-    #[error("connection to {addr} failed: {source}")]
+    #[error("connection to {addr} failed: {}", io_message(.cause))]
     Io {
         /// Broker address.
         addr: String,
-        /// Underlying socket error.
-        #[source]
-        source: Arc<std::io::Error>,
+        /// Underlying socket error (part of the message, not a separate source).
+        cause: Arc<std::io::Error>,
     },
     /// The connection was closed (by the broker, or after an earlier error).
     #[error("connection to {addr} closed")]
@@ -170,6 +168,21 @@ pub fn error_name(code: ResponseError) -> String {
     out
 }
 
+/// An I/O error as a lowercase phrase: "Connection refused (os error 111)"
+/// becomes "connection refused".
+pub(crate) fn io_message(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => format!("{:?}", e.kind()).to_lowercase(),
+    }
+}
+
 fn describe_code(code: ResponseError, message: Option<&str>) -> String {
     match message {
         Some(m) => format!("{} (error code {}): {m}", error_name(code), code.code()),
@@ -179,7 +192,7 @@ fn describe_code(code: ResponseError, message: Option<&str>) -> String {
 
 impl Error {
     pub(crate) fn io(addr: &str, source: std::io::Error) -> Self {
-        Error::Io { addr: addr.to_owned(), source: Arc::new(source) }
+        Error::Io { addr: addr.to_owned(), cause: Arc::new(source) }
     }
 
     pub(crate) fn protocol(addr: &str, detail: impl Into<String>) -> Self {
@@ -190,6 +203,16 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_errors_read_as_one_lowercase_line() {
+        let e = Error::Connect {
+            addr: "127.0.0.1:1".into(),
+            cause: Arc::new(std::io::Error::from_raw_os_error(111)),
+        };
+        assert_eq!(e.to_string(), "cannot connect to broker at 127.0.0.1:1: connection refused");
+        assert!(std::error::Error::source(&e).is_none(), "no duplicate cause in anyhow chains");
+    }
 
     #[test]
     fn error_names_match_kafka() {

@@ -838,9 +838,28 @@ pub(crate) fn encode_batch_into(records: &mut [Record], codec: Codec, mut buf: B
         r.sequence = i.wrapping_sub(1);
     }
     let options = RecordEncodeOptions { version: 2, compression: codec.compression() };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
-        .map_err(|e| Error::Invalid(format!("cannot encode record batch: {e}")))?;
+    let encoded = if codec == Codec::Lz4 {
+        RecordBatchEncoder::encode_with_custom_compression(&mut buf, records.iter(), &options, Some(lz4_fast))
+    } else {
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
+    };
+    encoded.map_err(|e| Error::Invalid(format!("cannot encode record batch: {e}")))?;
     Ok(buf.freeze())
+}
+
+/// LZ4 frame with independent 64 KiB blocks at the fast level, as librdkafka
+/// writes it. (`kafka_protocol` uses level 4, which is LZ4 HC and several
+/// times slower.) Kafka's reader requires independent blocks.
+fn lz4_fast(records: &mut BytesMut, out: &mut BytesMut, _: Compression) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut encoder = lz4::EncoderBuilder::new()
+        .level(0)
+        .block_mode(lz4::BlockMode::Independent)
+        .build(out.writer())?;
+    encoder.write_all(records)?;
+    let (_, result) = encoder.finish();
+    result?;
+    Ok(())
 }
 
 /// Encodes `records` as one record batch v2.
@@ -1003,8 +1022,18 @@ async fn send_batches(shared: &Shared, batches: Vec<Batch>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
         for topic in refresh {
-            if let Err(e) = shared.client.refresh_topic(&topic).await {
-                tracing::debug!(topic = %topic, error = %e, "metadata refresh failed");
+            match shared.client.refresh_topic(&topic).await {
+                Ok(_) => {}
+                // The topic is gone: retrying cannot succeed.
+                Err(e @ Error::UnknownTopic(_)) => {
+                    let (gone, rest): (Vec<Encoded>, Vec<Encoded>) =
+                        pending.drain(..).partition(|p| p.batch.topic == topic);
+                    pending = rest;
+                    for g in gone {
+                        complete(shared, g.batch, Err(e.clone()));
+                    }
+                }
+                Err(e) => tracing::debug!(topic = %topic, error = %e, "metadata refresh failed"),
             }
         }
     }
@@ -1243,6 +1272,11 @@ mod tests {
             assert_eq!(i64::from_be_bytes(bytes[43..51].try_into().unwrap()), -1, "producer id");
             assert_eq!(i32::from_be_bytes(bytes[53..57].try_into().unwrap()), -1, "base sequence");
             assert_eq!(i32::from_be_bytes(bytes[57..61].try_into().unwrap()), 100, "record count");
+            if codec == Codec::Lz4 {
+                // An LZ4 frame whose FLG byte has block independence set (Kafka's reader requires it).
+                assert_eq!(&bytes[61..65], &[0x04, 0x22, 0x4d, 0x18]);
+                assert_eq!(bytes[65] & 0x20, 0x20);
+            }
             let sets = RecordBatchDecoder::decode_all(&mut bytes).unwrap();
             assert_eq!(sets.len(), 1, "{codec}: one batch");
             assert_eq!(sets[0].compression, codec.compression());

@@ -277,7 +277,8 @@ async fn bench_throughput_against_mock() {
     };
     for (producers, consumers, codec) in cases {
         let config = BenchConfig {
-            bootstrap: broker.addr.clone(),
+            // MOCK_BENCH_BOOTSTRAP points the measurement at a real broker instead.
+            bootstrap: std::env::var("MOCK_BENCH_BOOTSTRAP").unwrap_or_else(|_| broker.addr.clone()),
             topic: format!("bench-{producers}-{consumers}-{codec}"),
             partitions: 3,
             producers,

@@ -144,6 +144,7 @@ fn s(x: &str) -> StrBytes {
 }
 
 /// Handles one request; returns false when no response is due (acks=0).
+#[allow(clippy::map_entry)]
 fn handle(
     api: ApiKey,
     v: i16,
