@@ -85,6 +85,8 @@ pub enum BatchError {
     NotExactlyOneBatch(usize),
     #[error("compression codec {0} is not valid")]
     BadCompression(i16),
+    #[error("produce request must have at least one record batch per partition")]
+    Empty,
 }
 
 impl BatchError {
@@ -97,7 +99,8 @@ impl BatchError {
             BatchError::BadMagic(_)
             | BatchError::BadRecordCount { .. }
             | BatchError::NotExactlyOneBatch(_)
-            | BatchError::BadCompression(_) => ErrorCode::InvalidRecord,
+            | BatchError::BadCompression(_)
+            | BatchError::Empty => ErrorCode::InvalidRecord,
             BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
         }
     }
@@ -225,6 +228,9 @@ pub fn verify_crc(batch: &[u8]) -> Result<(), BatchError> {
 /// Validates the records of one partition in a Produce request (v3+): exactly one v2 batch,
 /// complete, within `max_message_bytes`, CRC correct, record count consistent.
 pub fn validate_produce_records(records: &[u8], max_message_bytes: usize) -> Result<BatchHeader, BatchError> {
+    if records.is_empty() {
+        return Err(BatchError::Empty);
+    }
     let header = BatchHeader::parse(records)?;
     let len = header.total_len();
     if records.len() < len {
@@ -431,6 +437,11 @@ mod tests {
         assert_eq!(validate_produce_records(&b, 1 << 20).unwrap_err().code(), ErrorCode::InvalidRecord);
         let v: Vec<_> = BatchIter::new(&b).map(|(h, _)| h.records_count).collect();
         assert_eq!(v, vec![2, 3]);
+    }
+
+    #[test]
+    fn empty_records_are_invalid_record() {
+        assert_eq!(validate_produce_records(&[], 1 << 20).unwrap_err().code(), ErrorCode::InvalidRecord);
     }
 
     #[test]

@@ -139,6 +139,18 @@ mod tests {
         assert_eq!(parse_request_header(&mut unknown), Err(HeaderError::UnknownApiKey(0x7f00)));
     }
 
+    /// A forged array length must be a decode error, not a 150 GB reservation that aborts the
+    /// process (fixed by the vendored kafka-protocol patch, vendor/kafka-protocol/PATCHED.md).
+    #[test]
+    fn forged_array_length_is_an_error() {
+        // Metadata v8 body: topics array of 0x7fffffff entries, then nothing.
+        let mut body = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
+        assert!(kafka_protocol::messages::RequestKind::decode(ApiKey::Metadata, &mut body, 8).is_err());
+        // Produce v9 (flexible): transactional id null, acks, timeout, compact array of ~2^32 topics.
+        let mut body = Bytes::from_static(&[0x00, 0xff, 0xff, 0x00, 0x00, 0x27, 0x10, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(kafka_protocol::messages::RequestKind::decode(ApiKey::Produce, &mut body, 9).is_err());
+    }
+
     proptest! {
         /// Random and truncated frames never panic the decoder; they give an error or a header.
         #[test]

@@ -1,0 +1,94 @@
+"""Pytest fixtures and hooks shared by every suite.
+
+Load it from a suite's conftest.py:
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
+    from sediment_harness.pytest_plugin import *  # noqa: F401,F403
+
+Fixtures:
+    sediment_bin     the binary under test (SEDIMENT_BIN or the cargo target dir)
+    broker_factory   make(**kwargs) -> started Broker; all are stopped at teardown
+                     (graceful stop asserted), and any Rust panic in their logs
+                     fails the test
+    broker           one started single-node broker
+
+On a failed test the tail of every broker's log is attached to the report
+("sediment log: broker-1" sections in the failure output).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .broker import Broker, default_binary
+
+_BROKERS_KEY = pytest.StashKey[list]()
+LOG_TAIL_LINES = int(os.environ.get("SEDIMENT_LOG_TAIL_LINES", "80"))
+
+
+@pytest.fixture(autouse=True)
+def _librdkafka_log_dedup():
+    """Each test gets the first copies of every librdkafka message again."""
+    from .clients import LOG_DEDUP
+
+    LOG_DEDUP.reset()
+    yield
+
+
+@pytest.fixture(scope="session")
+def sediment_bin() -> Path:
+    path = default_binary()
+    if not path.exists():
+        pytest.fail(f"sediment binary not found at {path}: build it (cargo build -p sediment) or set SEDIMENT_BIN")
+    return path
+
+
+@pytest.fixture
+def broker_factory(request, tmp_path, sediment_bin):
+    brokers: list[Broker] = []
+    request.node.stash[_BROKERS_KEY] = brokers
+
+    def make(start: bool = True, name: str | None = None, **kwargs) -> Broker:
+        idx = len(brokers) + 1
+        b = Broker(tmp_path / f"broker{idx}", bin=sediment_bin, name=name or f"broker-{idx}", **kwargs)
+        brokers.append(b)
+        if start:
+            b.start()
+        return b
+
+    yield make
+
+    problems = []
+    for b in brokers:
+        if b.running():
+            try:
+                b.stop()
+            except AssertionError as e:
+                problems.append(str(e))
+        panics = b.panics()
+        if panics:
+            problems.append(f"{b.name} panicked or aborted:\n" + "\n".join(panics[:10]))
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    return broker_factory()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for b in item.stash.get(_BROKERS_KEY, []):
+            status = f"running, pid {b.pid}" if b.running() else f"exit codes {b.exit_codes}"
+            notable = "\n".join(b.notable_lines())
+            if notable:
+                report.sections.append((f"sediment log highlights: {b.name} ({status})", notable))
+            tail = b.log_tail(LOG_TAIL_LINES)
+            report.sections.append((f"sediment log tail: {b.name} ({b.log_path})", tail or "(empty)"))
