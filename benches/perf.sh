@@ -47,6 +47,29 @@ PY
 )
 echo "disk: write+fsync per 1 MiB $DISK_SYNC1 MiB/s; sequential with fsync every 64 MiB $DISK_MIBS MiB/s" >&2
 
+# loopback TCP: one sender, one receiver, 1 MiB writes, 2 GiB (the network limit on this box)
+LOOP_MIBS=$(python3 - <<'PY'
+import socket, threading, time
+N = 2048
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+port = srv.getsockname()[1]
+def sink():
+    c, _ = srv.accept(); got = 0; buf = bytearray(1 << 20); view = memoryview(buf)
+    while got < N << 20:
+        n = c.recv_into(view)
+        if not n: break
+        got += n
+    c.close()
+t = threading.Thread(target=sink); t.start()
+s = socket.create_connection(("127.0.0.1", port)); data = b"x" * (1 << 20)
+t0 = time.monotonic()
+for _ in range(N): s.sendall(data)
+s.close(); t.join()
+print(f"{N / (time.monotonic() - t0):.0f}")
+PY
+)
+echo "loopback tcp: $LOOP_MIBS MiB/s" >&2
+
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 KPORT=$(port)
 "$BIN" serve --data-dir "$WORK/data" --listen "127.0.0.1:$KPORT" --admin-listen "127.0.0.1:$(port)" --raft-listen "127.0.0.1:$(port)" >"$WORK/broker.log" 2>&1 &
@@ -71,9 +94,9 @@ MAX=$(python3 -c "import json; print(int(json.load(open('$OUT/all-p1.json'))['pr
 HALF=$((MAX / 2))
 run half-all-p1 --topic half-p1 --partitions 1 --producers 4 --consumers 0 --acks all --rate "$HALF" "${COMMON[@]}"
 
-python3 - "$OUT" "$DISK_MIBS" "$HALF" "$DISK_SYNC1" <<'PY'
+python3 - "$OUT" "$DISK_MIBS" "$HALF" "$DISK_SYNC1" "$LOOP_MIBS" <<'PY'
 import json, os, sys
-out, disk, half, sync1 = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+out, disk, half, sync1, loop = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 j = lambda n: json.load(open(os.path.join(out, n + ".json")))
 rows = []
 def prod(name, label):
@@ -84,6 +107,7 @@ print(f"| measurement (1 KiB records) | throughput | vs disk ({disk:.0f} MiB/s) 
 print("|---|---|---|---|")
 print(f"| disk: sequential write, fsync every 64 MiB | {disk:.1f} MiB/s | 100% | – |")
 print(f"| disk: 1 MiB write + fsync, repeated | {sync1:.1f} MiB/s | {100*sync1/disk:.0f}% | – |")
+print(f"| loopback TCP, one stream | {loop:.0f} MiB/s | – | – |")
 prod("one-p1", "produce acks=1, 1 partition")
 prod("all-p1", "produce acks=all, 1 partition")
 prod("one-p8", "produce acks=1, 8 partitions")

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +39,12 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// Kafka's `producer.id.expiration.ms`: idle producers' state is dropped after this.
     pub producer_id_expiration_ms: i64,
+    /// The group coordinator's settings (`crate::group`).
+    pub groups: crate::group::GroupConfig,
+    /// Tiered storage: when the partition logs on this broker hold more than this many bytes
+    /// (uploads are behind, e.g. the bucket is unreachable), produce fails with
+    /// KAFKA_STORAGE_ERROR instead of filling the disk. `None`: no limit.
+    pub max_local_bytes: Option<u64>,
 }
 
 impl BrokerConfig {
@@ -57,6 +64,8 @@ impl BrokerConfig {
             topic_defaults: BTreeMap::new(),
             retention_check_interval: Duration::from_secs(300),
             producer_id_expiration_ms: 86_400_000,
+            groups: crate::group::GroupConfig::default(),
+            max_local_bytes: None,
         }
     }
 }
@@ -86,6 +95,10 @@ pub enum StartError {
     Defaults(String),
     #[error("cannot prepare data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot load consumer groups: {0}")]
+    Groups(String),
+    #[error("cannot open the remote log of {topic}-{partition}: {source}")]
+    Tier { topic: String, partition: i32, source: sediment_tier::TierError },
 }
 
 pub struct Broker {
@@ -98,6 +111,15 @@ pub struct Broker {
     shutdown: watch::Receiver<bool>,
     /// (next producer id, end of the reserved block).
     producer_ids: Mutex<(i64, i64)>,
+    /// Consumer groups and committed offsets.
+    pub groups: crate::group::GroupCoordinator,
+    /// Tiered storage (the bucket and the read-through cache), if configured.
+    pub tier: Option<Arc<sediment_tier::Tier>>,
+    /// Bytes of all partition logs on this broker (refreshed every few hundred ms and bumped by
+    /// appends in between), checked against `max_local_bytes`.
+    local_bytes: AtomicU64,
+    /// When a refused produce was last logged (rate limit of that log line).
+    disk_full_logged_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Producer ids reserved per metadata write (Kafka's ProducerIdManager uses blocks of 1000).
@@ -127,6 +149,12 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 impl Broker {
     /// Opens the data dir: metadata, then every partition log (recovering torn tails).
     pub fn open(config: BrokerConfig, shutdown: watch::Receiver<bool>) -> Result<Arc<Broker>, StartError> {
+        Self::open_with_tier(config, shutdown, None)
+    }
+
+    /// [`open`](Self::open) with tiered storage: every partition of a non-internal topic gets
+    /// its remote side, and tiered topics keep only `local.retention.*` on disk.
+    pub fn open_with_tier(config: BrokerConfig, shutdown: watch::Receiver<bool>, tier: Option<Arc<sediment_tier::Tier>>) -> Result<Arc<Broker>, StartError> {
         let defaults = BrokerDefaults::new(&config.topic_defaults).map_err(StartError::Defaults)?;
         let logs = config.data_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|source| StartError::DataDir { path: logs.clone(), source })?;
@@ -138,14 +166,10 @@ impl Broker {
         for rec in meta.topics() {
             let mut partitions = Vec::new();
             for p in 0..rec.partitions {
-                let part = Partition::open(
-                    &rec.name,
-                    p,
-                    partition_dir(&logs, &rec.name, p),
-                    rec.config.log_config(&defaults),
-                    config.fsync,
-                )
-                .map_err(|source| StartError::Partition { topic: rec.name.clone(), partition: p, source })?;
+                let part = open_partition(&logs, &rec.name, &rec.id, p, &rec.config, &defaults, config.fsync, tier.as_ref(), false).map_err(|e| match e {
+                    PartitionOpenError::Log(source) => StartError::Partition { topic: rec.name.clone(), partition: p, source },
+                    PartitionOpenError::Tier(source) => StartError::Tier { topic: rec.name.clone(), partition: p, source },
+                })?;
                 partitions.push(part);
             }
             let t = Arc::new(Topic { name: rec.name.clone(), id: rec.id, config: rec.config.clone(), partitions });
@@ -153,6 +177,7 @@ impl Broker {
             topics.insert(rec.name.clone(), t);
         }
         tracing::info!(topics = topics.len(), cluster_id = %cluster_id, "metadata loaded");
+        let groups_config = config.groups.clone();
         let broker = Arc::new(Broker {
             config,
             defaults,
@@ -162,8 +187,21 @@ impl Broker {
             cluster_id,
             shutdown,
             producer_ids: Mutex::new((0, 0)),
+            groups: crate::group::GroupCoordinator::new(groups_config),
+            tier,
+            local_bytes: AtomicU64::new(0),
+            disk_full_logged_ms: std::sync::atomic::AtomicI64::new(0),
         });
+        broker.groups.start(&broker).map_err(StartError::Groups)?;
         tokio::spawn(retention_loop(Arc::downgrade(&broker), broker.config.retention_check_interval));
+        if broker.config.max_local_bytes.is_some() {
+            broker.refresh_local_bytes();
+            tokio::spawn(local_usage_loop(Arc::downgrade(&broker)));
+        }
+        for t in broker.topics() {
+            let created = broker.meta.lock().unwrap_or_else(|e| e.into_inner()).topics().find(|r| r.id == t.id).map_or(0, |r| r.created_ms);
+            crate::tiering::publish_topic(broker.tier.as_ref(), &t.name, &t.id, t.partitions.len() as i32, &t.config, created);
+        }
         Ok(broker)
     }
 
@@ -250,13 +288,15 @@ impl Broker {
         }
         let mut parts = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            let part = Partition::open(name, p, partition_dir(&self.logs_dir(), name, p), config.log_config(&self.defaults), self.config.fsync)
+            let part = open_partition(&self.logs_dir(), name, &id, p, &config, &self.defaults, self.config.fsync, self.tier.as_ref(), true)
                 .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, format!("cannot create partition {name}-{p}: {e}")))?;
             parts.push(part);
         }
-        let rec = TopicRecord { name: name.into(), id, partitions, config: config.clone(), created_ms: now_ms() };
+        let created_ms = now_ms();
+        let rec = TopicRecord { name: name.into(), id, partitions, config: config.clone(), created_ms };
         meta.update(|t| t.insert(name.to_string(), rec))
             .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+        crate::tiering::publish_topic(self.tier.as_ref(), name, &id, partitions, &config, created_ms);
         let topic = Arc::new(Topic { name: name.into(), id, config, partitions: parts });
         self.install(topic.clone());
         tracing::info!(topic = name, partitions, "topic created");
@@ -265,6 +305,9 @@ impl Broker {
 
     /// Deletes a topic and, in the background, its data.
     pub fn delete_topic(&self, name: &str) -> Result<Uuid, ApiError> {
+        if name == crate::group::OFFSETS_TOPIC {
+            return Err(ApiError::new(ErrorCode::InvalidTopicException, format!("internal topic {name} cannot be deleted")));
+        }
         let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         let Some(topic) = self.topic(name) else {
             return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
@@ -276,6 +319,9 @@ impl Broker {
         let mut doomed = Vec::new();
         for p in &topic.partitions {
             p.shutdown();
+            if let Some(r) = p.remote() {
+                r.close();
+            }
             let dir = partition_dir(&logs, name, p.index);
             let tomb = logs.join(format!("{}-{}.{}-delete", name, p.index, topic.id.simple()));
             match std::fs::rename(&dir, &tomb) {
@@ -290,12 +336,17 @@ impl Broker {
                 }
             }
         });
+        crate::tiering::forget_topic(self.tier.as_ref(), name, &topic.id);
         tracing::info!(topic = name, "topic deleted");
         Ok(topic.id)
     }
 
     /// Grows a topic to `count` partitions.
     pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), ApiError> {
+        if name == crate::group::OFFSETS_TOPIC {
+            // Groups are placed by hash of their id over the partition count: it must not change.
+            return Err(ApiError::new(ErrorCode::InvalidTopicException, format!("the partition count of internal topic {name} is fixed")));
+        }
         let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         let Some(topic) = self.topic(name) else {
             return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
@@ -315,7 +366,7 @@ impl Broker {
         }
         let mut parts = topic.partitions.clone();
         for p in current..count {
-            let part = Partition::open(name, p, partition_dir(&self.logs_dir(), name, p), topic.config.log_config(&self.defaults), self.config.fsync)
+            let part = open_partition(&self.logs_dir(), name, &topic.id, p, &topic.config, &self.defaults, self.config.fsync, self.tier.as_ref(), true)
                 .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, format!("cannot create partition {name}-{p}: {e}")))?;
             parts.push(part);
         }
@@ -326,6 +377,8 @@ impl Broker {
         })
         .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
         self.install(Arc::new(Topic { name: topic.name.clone(), id: topic.id, config: topic.config.clone(), partitions: parts }));
+        let created = meta.topics().find(|r| r.id == topic.id).map_or(0, |r| r.created_ms);
+        crate::tiering::publish_topic(self.tier.as_ref(), name, &topic.id, count, &topic.config, created);
         tracing::info!(topic = name, from = current, to = count, "partitions created");
         Ok(())
     }
@@ -347,10 +400,18 @@ impl Broker {
             }
         })
         .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
-        let log_config = config.log_config(&self.defaults);
+        let tiered = crate::tiering::is_tiered(self.tier.as_ref(), name, &config, &self.defaults);
+        let log_config = config.log_config_for(&self.defaults, tiered);
+        let policy = crate::tiering::policy(name, &config, &self.defaults);
         for p in &topic.partitions {
-            p.set_config(log_config.clone());
+            p.set_config(log_config);
+            p.set_tiered(tiered);
+            if let Some(r) = p.remote() {
+                r.set_policy(policy);
+            }
         }
+        let created = meta.topics().find(|r| r.id == topic.id).map_or(0, |r| r.created_ms);
+        crate::tiering::publish_topic(self.tier.as_ref(), name, &topic.id, topic.partitions.len() as i32, &config, created);
         self.install(Arc::new(Topic { name: topic.name.clone(), id: topic.id, config, partitions: topic.partitions.clone() }));
         tracing::info!(topic = name, "topic config changed");
         Ok(())
@@ -377,11 +438,45 @@ impl Broker {
     pub fn flush_all(&self) {
         for t in self.topics() {
             for p in &t.partitions {
-                if let Err(e) = p.flush_now() {
+                if let Err(e) = p.shut_down() {
                     tracing::error!(topic = %t.name, partition = p.index, error = %e, "flush on shutdown failed");
                 }
             }
         }
+    }
+
+    /// Bytes of all partition logs on this broker, summed now.
+    pub fn refresh_local_bytes(&self) -> u64 {
+        let total = self.topics().iter().flat_map(|t| t.partitions.iter()).map(|p| p.size_bytes()).sum();
+        self.local_bytes.store(total, Ordering::Relaxed);
+        total
+    }
+
+    /// Counts appended bytes towards the local disk limit until the next refresh.
+    pub fn note_appended(&self, bytes: u64) {
+        if self.config.max_local_bytes.is_some() {
+            self.local_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// `Some(message)` when the partition logs hold more than `max_local_bytes`: produce must
+    /// fail rather than fill the disk (the uploads are behind; the message says by how much).
+    pub fn local_disk_full(&self) -> Option<String> {
+        let limit = self.config.max_local_bytes?;
+        let used = self.local_bytes.load(Ordering::Relaxed);
+        if used <= limit {
+            return None;
+        }
+        let (lag, lag_segments, _) = self.tier.as_ref().map_or((0, 0, 0), |t| t.totals());
+        let why = format!(
+            "local disk limit reached: partition logs hold {used} bytes, max_local_bytes is {limit}; {lag} bytes in {lag_segments} sealed segments wait for upload to the object store (is the bucket reachable?)"
+        );
+        let now = now_ms();
+        let last = self.disk_full_logged_ms.load(Ordering::Relaxed);
+        if now - last >= 5_000 && self.disk_full_logged_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            tracing::error!(reason = %why, "produce refused with KAFKA_STORAGE_ERROR");
+        }
+        Some(why)
     }
 
     /// One retention pass over every partition.
@@ -393,9 +488,9 @@ impl Broker {
                 if expired > 0 {
                     tracing::debug!(topic = %t.name, partition = p.index, expired, "expired idle producer ids");
                 }
-                match p.with_log(|l| l.apply_retention(now)) {
+                // tiered partitions: local.retention.*, and only segments already in the bucket
+                match p.apply_local_retention(now) {
                     Ok(out) if out.segments_deleted > 0 => {
-                        p.clamp_hw();
                         tracing::info!(topic = %t.name, partition = p.index, segments = out.segments_deleted, bytes = out.bytes_deleted, "retention deleted segments");
                     }
                     Ok(_) => {}
@@ -409,6 +504,58 @@ impl Broker {
 /// `<logs>/<topic>-<partition>`, Kafka's layout.
 pub fn partition_dir(logs: &Path, topic: &str, partition: i32) -> PathBuf {
     logs.join(format!("{topic}-{partition}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PartitionOpenError {
+    #[error(transparent)]
+    Log(#[from] sediment_log::LogError),
+    #[error(transparent)]
+    Tier(#[from] sediment_tier::TierError),
+}
+
+/// Opens one partition and, with tiered storage, its remote side. `fresh`: just created.
+#[allow(clippy::too_many_arguments)]
+fn open_partition(
+    logs: &Path,
+    name: &str,
+    id: &Uuid,
+    index: i32,
+    config: &TopicConfig,
+    defaults: &BrokerDefaults,
+    fsync: FsyncPolicy,
+    tier: Option<&Arc<sediment_tier::Tier>>,
+    fresh: bool,
+) -> Result<Arc<Partition>, PartitionOpenError> {
+    let tiered = crate::tiering::is_tiered(tier, name, config, defaults);
+    let dir = partition_dir(logs, name, index);
+    let part = Partition::open(name, index, dir.clone(), config.log_config_for(defaults, tiered), fsync)?;
+    if let Some(tier) = tier {
+        crate::tiering::attach(tier, name, id, &part, dir, fresh, config, defaults)?;
+    }
+    Ok(part)
+}
+
+/// Keeps `local_bytes` exact enough for the `max_local_bytes` check.
+async fn local_usage_loop(weak: std::sync::Weak<Broker>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut was_full = false;
+    loop {
+        tick.tick().await;
+        let Some(b) = weak.upgrade() else { return };
+        if b.is_shutting_down() {
+            return;
+        }
+        b.refresh_local_bytes();
+        match b.local_disk_full() {
+            Some(_) => was_full = true,
+            None if was_full => {
+                tracing::info!("local disk back under max_local_bytes; produce accepted again");
+                was_full = false;
+            }
+            None => {}
+        }
+    }
 }
 
 fn remove_deleted_dirs(logs: &Path) {

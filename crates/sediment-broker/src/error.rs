@@ -34,3 +34,47 @@ impl From<&sediment_log::LogError> for ApiError {
         ApiError::new(code, e.to_string())
     }
 }
+
+/// The Kafka error code for a tiered-storage failure. One exhaustive table: an offset the bucket
+/// does not hold is OFFSET_OUT_OF_RANGE (the consumer resets); everything else — a missing or
+/// damaged object, an unreachable bucket — is KAFKA_STORAGE_ERROR, which clients retry and
+/// never mistake for data.
+pub fn tier_error_code(kind: sediment_tier::ErrorKind) -> ErrorCode {
+    use sediment_tier::ErrorKind as K;
+    match kind {
+        K::OutOfRange => ErrorCode::OffsetOutOfRange,
+        K::Missing | K::Corrupt | K::Unavailable | K::LocalIo | K::Fenced | K::Config => ErrorCode::KafkaStorageError,
+    }
+}
+
+impl From<&sediment_tier::TierError> for ApiError {
+    fn from(e: &sediment_tier::TierError) -> ApiError {
+        ApiError::new(tier_error_code(e.kind()), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sediment_tier::ErrorKind as K;
+
+    #[test]
+    fn tier_errors_map_to_kafka_codes() {
+        let table = [
+            (K::OutOfRange, ErrorCode::OffsetOutOfRange),
+            (K::Missing, ErrorCode::KafkaStorageError),
+            (K::Corrupt, ErrorCode::KafkaStorageError),
+            (K::Unavailable, ErrorCode::KafkaStorageError),
+            (K::LocalIo, ErrorCode::KafkaStorageError),
+            (K::Fenced, ErrorCode::KafkaStorageError),
+            (K::Config, ErrorCode::KafkaStorageError),
+        ];
+        for (kind, code) in table {
+            assert_eq!(tier_error_code(kind), code, "{kind:?}");
+        }
+        let e = sediment_tier::TierError::Missing { key: "topics/t/1/0/segments/x.seg".into() };
+        let api = ApiError::from(&e);
+        assert_eq!(api.code, ErrorCode::KafkaStorageError);
+        assert!(api.message.contains("x.seg"), "{}", api.message);
+    }
+}

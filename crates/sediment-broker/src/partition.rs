@@ -6,16 +6,26 @@
 //! read only below the high watermark, so a crash never takes back a record anyone has seen, and
 //! `acks=all` producers are answered once the high watermark passes their batch.
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sediment_log::{AppendInfo, LogConfig, LogError, PartitionLog, ReadPlan};
 use sediment_protocol::batch::{BatchHeader, BatchIter};
+use sediment_telemetry::{STORAGE_TARGET, TopicMetrics, TraceParent};
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 
 use crate::producer_state::{BatchMeta, ProducerStateTable, Verdict};
+
+/// Where a read of a partition is served from.
+pub enum ReadSource {
+    /// The local log (already read).
+    Local(Result<Bytes, LogError>),
+    /// Tiered storage: the offset lies below the local log start, in a remote segment.
+    Remote(futures::future::BoxFuture<'static, Result<Bytes, sediment_tier::TierError>>),
+}
 
 /// Appended bytes after which a producer-state snapshot is written even without a roll, so
 /// that replay at start-up stays bounded.
@@ -100,6 +110,15 @@ pub struct Partition {
     flush_wanted: Arc<Notify>,
     policy: FsyncPolicy,
     leader_epoch: i32,
+    /// Byte and record counters of the topic (bound handles shared by its partitions).
+    pub metrics: TopicMetrics,
+    /// Trace context of the first append since the last fsync started (only with tracing on):
+    /// the fsync span joins that request's trace.
+    flush_parent: Mutex<TraceParent>,
+    /// The partition's remote side (tiered storage), set once when the broker has a bucket.
+    remote: OnceLock<Arc<sediment_tier::RemoteLog>>,
+    /// `remote.storage.enable` is on: local retention deletes only uploaded segments.
+    tiered: AtomicBool,
 }
 
 /// Why a wait for the high watermark ended without reaching the target.
@@ -135,6 +154,10 @@ impl Partition {
             flush_wanted: Arc::new(Notify::new()),
             policy,
             leader_epoch: 0,
+            metrics: sediment_telemetry::metrics().topic(topic),
+            flush_parent: Mutex::new(TraceParent::default()),
+            remote: OnceLock::new(),
+            tiered: AtomicBool::new(false),
         });
         if policy == FsyncPolicy::Always {
             tokio::spawn(flusher(Arc::downgrade(&p), p.flush_wanted.clone()));
@@ -206,6 +229,11 @@ impl Partition {
             inner.bytes_since_snapshot += batch.len() as u64;
             let segments = inner.log.segments().len();
             if segments != inner.segments_at_snapshot || inner.bytes_since_snapshot >= SNAPSHOT_EVERY_BYTES {
+                if segments != inner.segments_at_snapshot
+                    && let Some(r) = self.remote.get()
+                {
+                    r.notify(); // a segment was sealed: the uploader has work
+                }
                 inner.segments_at_snapshot = segments;
                 inner.bytes_since_snapshot = 0;
                 write_producer_snapshot(&inner, &self.topic, self.index);
@@ -217,6 +245,12 @@ impl Partition {
             info
         };
         if self.policy == FsyncPolicy::Always {
+            if sediment_telemetry::traces_enabled() {
+                let mut parent = self.flush_parent.lock().unwrap_or_else(|e| e.into_inner());
+                if parent.is_empty() {
+                    *parent = TraceParent::current();
+                }
+            }
             self.flush_wanted.notify_one();
         }
         Ok(Appended::New(info))
@@ -268,6 +302,89 @@ impl Partition {
         plan.execute()
     }
 
+    // ----- tiered storage -----
+
+    /// Attaches the partition's remote side and starts its uploader (once).
+    pub fn attach_remote(self: &Arc<Self>, remote: Arc<sediment_tier::RemoteLog>) {
+        if self.remote.set(remote.clone()).is_ok() {
+            let me: Arc<dyn sediment_tier::LocalLog> = self.clone();
+            remote.start(Arc::downgrade(&me));
+        }
+    }
+
+    pub fn remote(&self) -> Option<&Arc<sediment_tier::RemoteLog>> {
+        self.remote.get()
+    }
+
+    /// Turns upload-fenced local retention on or off (`remote.storage.enable`).
+    pub fn set_tiered(&self, on: bool) {
+        self.tiered.store(on, Ordering::Release);
+    }
+
+    /// Segments are uploaded and local retention waits for them.
+    pub fn is_tiered(&self) -> bool {
+        self.tiered.load(Ordering::Acquire) && self.remote.get().is_some()
+    }
+
+    /// First offset of the whole log, remote segments included (ListOffsets EARLIEST, the log
+    /// start offset in Fetch responses). [`log_start_offset`](Self::log_start_offset) is the
+    /// local one (EARLIEST_LOCAL).
+    pub fn log_start_offset_all(&self) -> i64 {
+        let local = self.log_start_offset();
+        match self.remote.get().and_then(|r| r.log_start_offset()) {
+            Some(remote) => remote.min(local),
+            None => local,
+        }
+    }
+
+    /// (log start including remote segments, high watermark, log end).
+    pub fn offsets_all(&self) -> (i64, i64, i64) {
+        let (local, hw, leo) = self.offsets();
+        match self.remote.get().and_then(|r| r.log_start_offset()) {
+            Some(remote) => (remote.min(local), hw, leo),
+            None => (local, hw, leo),
+        }
+    }
+
+    /// Reads whole batches from the local log, or, below the local log start, from the remote
+    /// segment holding `offset` (a future: the caller awaits it outside any lock).
+    pub fn read_tiered(&self, offset: i64, max_bytes: usize, min_one: bool) -> ReadSource {
+        let Some(remote) = self.remote.get() else {
+            return ReadSource::Local(self.read(offset, max_bytes, min_one));
+        };
+        if offset >= self.log_start_offset() {
+            match self.read(offset, max_bytes, min_one) {
+                // local retention moved the start past `offset` meanwhile: the bucket has it
+                Err(LogError::OffsetOutOfRange { .. }) if offset < self.log_start_offset() && remote.covers(offset) => {}
+                other => return ReadSource::Local(other),
+            }
+        }
+        if remote.covers(offset) {
+            let r = remote.clone();
+            return ReadSource::Remote(Box::pin(async move { r.read(offset, max_bytes, min_one).await }));
+        }
+        ReadSource::Local(self.read(offset, max_bytes, min_one))
+    }
+
+    /// `true` when a read at `offset` goes to the bucket.
+    pub fn reads_remote(&self, offset: i64) -> bool {
+        self.remote.get().is_some_and(|r| offset < self.log_start_offset() && r.covers(offset))
+    }
+
+    /// Local retention: the log's own retention settings (the local ones when tiered), fenced at
+    /// the uploaded end while tiered so that a segment not in the bucket is never deleted.
+    pub fn apply_local_retention(&self, now_ms: i64) -> Result<sediment_log::RetentionOutcome, LogError> {
+        let fence = match self.remote.get() {
+            Some(r) if self.is_tiered() => r.uploaded_end(),
+            _ => i64::MAX,
+        };
+        let out = self.lock().log.apply_retention_below(now_ms, fence)?;
+        if out.segments_deleted > 0 {
+            self.clamp_hw();
+        }
+        Ok(out)
+    }
+
     /// Runs `f` with the log locked (admin paths: timestamp search, retention, delete records).
     pub fn with_log<R>(&self, f: impl FnOnce(&mut PartitionLog) -> R) -> R {
         f(&mut self.lock())
@@ -284,6 +401,13 @@ impl Partition {
         };
         self.wm_tx.send_modify(|w| w.high_watermark = hw);
         Ok(())
+    }
+
+    /// Final flush at shutdown: producer snapshot, indexes and the clean-shutdown marker, so
+    /// the next start skips the CRC scan. The log refuses writes afterwards.
+    pub fn shut_down(&self) -> Result<(), LogError> {
+        self.flush_now()?;
+        self.lock().log.shut_down()
     }
 
     /// Raises the high watermark consistently after truncation or retention (it never exceeds the log end).
@@ -309,10 +433,25 @@ async fn flusher(weak: std::sync::Weak<Partition>, wanted: Arc<Notify>) {
             let Some(p) = weak.upgrade() else { return };
             let job = p.lock().begin_flush();
             let Some(job) = job else { break };
+            let fsync_span = || tracing::info_span!(target: STORAGE_TARGET, "log.fsync", topic = %p.topic, partition = p.index, offset = job.target_offset());
+            let span = if sediment_telemetry::traces_enabled() {
+                // Traced only as part of a sampled request's trace.
+                let parent = std::mem::take(&mut *p.flush_parent.lock().unwrap_or_else(|e| e.into_inner()));
+                if parent.is_empty() {
+                    tracing::Span::none()
+                } else {
+                    let span = fsync_span();
+                    parent.adopt(&span);
+                    span
+                }
+            } else {
+                fsync_span()
+            };
             let started = Instant::now();
-            let res = tokio::task::spawn_blocking(move || job.run()).await;
+            let res = tokio::task::spawn_blocking(move || job.run()).instrument(span).await;
             match res {
                 Ok(Ok(done)) => {
+                    sediment_telemetry::metrics().fsync(started.elapsed());
                     let hw = {
                         let mut log = p.lock();
                         log.complete_flush(done);
@@ -322,6 +461,7 @@ async fn flusher(weak: std::sync::Weak<Partition>, wanted: Arc<Notify>) {
                     tracing::trace!(topic = %p.topic, partition = p.index, hw, fsync_us = started.elapsed().as_micros() as u64, "flushed");
                 }
                 Ok(Err(e)) => {
+                    sediment_telemetry::metrics().fsync_failed();
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "fsync failed; partition refuses writes until restart");
                     p.wm_tx.send_modify(|w| w.failed = true);
                     return;
@@ -431,4 +571,30 @@ fn load_producer_state(log: &PartitionLog, topic: &str, partition: i32) -> Produ
         tracing::info!(topic, partition, producers = table.len(), replayed_batches = replayed, from, "producer state loaded");
     }
     table
+}
+
+impl sediment_tier::LocalLog for Partition {
+    fn segments(&self) -> (Vec<sediment_log::SegmentInfo>, i64) {
+        let log = self.lock();
+        (log.segments(), self.high_watermark())
+    }
+
+    fn leader_epoch(&self) -> Option<i32> {
+        // single node: this broker leads every partition it hosts (replication fences here)
+        Some(self.leader_epoch)
+    }
+
+    fn uploaded(&self, _uploaded_end: i64) {
+        if !self.is_tiered() {
+            return;
+        }
+        // local.retention.* may now let the uploaded segments go
+        match self.apply_local_retention(crate::broker::now_ms()) {
+            Ok(out) if out.segments_deleted > 0 => {
+                tracing::debug!(topic = %self.topic, partition = self.index, segments = out.segments_deleted, bytes = out.bytes_deleted, "local retention after upload");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "local retention after upload failed"),
+        }
+    }
 }

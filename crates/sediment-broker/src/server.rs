@@ -17,6 +17,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
@@ -27,9 +28,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::broker::Broker;
 use crate::handlers::{self, Reply, RequestContext};
+use crate::observe;
 
 /// Requests of one connection whose responses may be pending at once.
 const MAX_IN_FLIGHT: usize = 64;
@@ -58,6 +61,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             Ok(p) => p,
             Err(_) => {
                 tracing::warn!(%peer, max = broker.config.max_connections, "connection limit reached; closing new connection");
+                sediment_telemetry::metrics().connection_rejected();
                 drop(stream);
                 continue;
             }
@@ -66,6 +70,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
         let b = broker.clone();
         conns.spawn(async move {
             let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
+            let _open = OpenConnection::new();
             if let Err(e) = handle_connection(b, stream, peer, id).await {
                 tracing::debug!(%peer, conn = id, error = %e, "connection ended with error");
             }
@@ -78,6 +83,22 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
     while conns.join_next().await.is_some() {}
 }
 
+/// Counts a connection in `sediment_connections_open` while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> OpenConnection {
+        sediment_telemetry::metrics().connection_opened();
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        sediment_telemetry::metrics().connection_closed();
+    }
+}
+
 /// What the writer task receives for each request that gets a response.
 struct Pending {
     correlation_id: i32,
@@ -85,6 +106,25 @@ struct Pending {
     /// Version to encode the body with (ApiVersions errors are always encoded as v0).
     version: i16,
     reply: Reply,
+    /// When the complete frame was taken off the buffer (latency is measured from here).
+    started: Instant,
+    /// The request span (disabled unless tracing is on); closed once the response is written.
+    span: tracing::Span,
+    /// Produce acks (for `sediment_produce_latency_seconds`), 0 for other APIs.
+    acks: i16,
+}
+
+/// Records a finished request: counter and latency by API, produce/fetch latency.
+fn observe_done(api_key: ApiKey, acks: i16, started: Instant) {
+    let elapsed = started.elapsed();
+    if let Some(m) = observe::api_metrics(api_key) {
+        m.record(elapsed);
+    }
+    match api_key {
+        ApiKey::Produce => sediment_telemetry::metrics().produce_latency(acks, elapsed),
+        ApiKey::Fetch => sediment_telemetry::metrics().fetch_latency(elapsed),
+        _ => {}
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +148,8 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
             match frame::check_frame(&buf, max) {
                 Ok(FrameStatus::Complete { len }) => {
                     let mut body = buf.split_to(4 + len).freeze().slice(4..);
-                    let pending = match process(&broker, &mut body, peer).await? {
+                    let started = Instant::now();
+                    let pending = match process(&broker, &mut body, peer, started).await? {
                         Some(p) => p,
                         None => continue,
                     };
@@ -147,11 +188,15 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
 /// Phase 2: parse and dispatch one complete frame. `Ok(None)` means no response (acks=0);
 /// `Err` closes the connection, which is what Kafka does for unknown keys, unsupported versions
 /// (other than ApiVersions) and undecodable requests.
-async fn process(broker: &Arc<Broker>, body: &mut Bytes, peer: SocketAddr) -> Result<Option<Pending>, ConnError> {
-    let prefix = frame::peek_prefix(body).map_err(|e| ConnError::Protocol(e.to_string()))?;
+async fn process(broker: &Arc<Broker>, body: &mut Bytes, peer: SocketAddr, started: Instant) -> Result<Option<Pending>, ConnError> {
+    let prefix = frame::peek_prefix(body).map_err(|e| {
+        observe::refused(None, "INVALID_REQUEST");
+        ConnError::Protocol(e.to_string())
+    })?;
     let key = match ApiKey::try_from(prefix.api_key) {
         Ok(k) => k,
         Err(_) => {
+            observe::refused(None, "INVALID_REQUEST");
             tracing::warn!(%peer, api_key = prefix.api_key, "closing connection: unknown api key");
             return Err(ConnError::Protocol(HeaderError::UnknownApiKey(prefix.api_key).to_string()));
         }
@@ -164,17 +209,23 @@ async fn process(broker: &Arc<Broker>, body: &mut Bytes, peer: SocketAddr) -> Re
                 api_key: key,
                 version: 0,
                 reply: Reply::Ready(handlers::api_versions::unsupported()),
+                started,
+                span: tracing::Span::none(),
+                acks: 0,
             }));
         }
+        observe::refused(Some(key), "UNSUPPORTED_VERSION");
         tracing::warn!(%peer, api = ?key, version = prefix.api_version, "closing connection: unsupported api or version");
         return Err(ConnError::Protocol(format!("unsupported {key:?} v{}", prefix.api_version)));
     }
     let (key, header) = frame::parse_request_header(body).map_err(|e| {
+        observe::refused(Some(key), "INVALID_REQUEST");
         tracing::warn!(%peer, error = %e, "closing connection: bad request header");
         ConnError::Protocol(e.to_string())
     })?;
     let version = header.request_api_version;
     let request = RequestKind::decode(key, body, version).map_err(|e| {
+        observe::refused(Some(key), "INVALID_REQUEST");
         tracing::warn!(%peer, api = ?key, version, error = %e, "closing connection: undecodable request");
         ConnError::Protocol(format!("undecodable {key:?} v{version}: {e}"))
     })?;
@@ -185,21 +236,75 @@ async fn process(broker: &Arc<Broker>, body: &mut Bytes, peer: SocketAddr) -> Re
         client_id: header.client_id.as_ref().map(|s| s.to_string()),
         peer,
     };
-    let span = tracing::debug_span!("request", api = ?key, version, correlation_id = ctx.correlation_id, client_id = ctx.client_id.as_deref().unwrap_or(""));
-    let reply = handlers::dispatch(broker, &ctx, request).instrument(span).await;
+    let acks = match &request {
+        RequestKind::Produce(r) => r.acks,
+        _ => 0,
+    };
+    // One span per request (target sediment::request). Without OTLP export no layer enables it
+    // and it costs a cached callsite check; with export, requests the sampler leaves out get no
+    // span at all. The fields below are computed only for a live span.
+    let api = observe::api_name(key);
+    let span = if !sediment_telemetry::sample_request() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+        target: sediment_telemetry::REQUEST_TARGET,
+        "kafka.request",
+        otel.name = api,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        messaging.system = "kafka",
+        kafka.api = api,
+        kafka.api_key = prefix.api_key,
+        kafka.api_version = version,
+        kafka.correlation_id = ctx.correlation_id,
+        kafka.client_id = ctx.client_id.as_deref().unwrap_or(""),
+        client.address = %peer,
+        messaging.destination.name = Empty,
+        kafka.partition_count = Empty,
+        kafka.bytes = Empty,
+        kafka.acks = Empty,
+        kafka.error_code = Empty,
+        )
+    };
+    if !span.is_disabled() {
+        let s = observe::summarize(&request);
+        if !s.topics.is_empty() {
+            span.record("messaging.destination.name", s.topics.as_str());
+        }
+        span.record("kafka.partition_count", s.partitions as i64);
+        if key == ApiKey::Produce {
+            span.record("kafka.bytes", s.bytes as i64);
+            span.record("kafka.acks", acks);
+        }
+    }
+    let reply = handlers::dispatch(broker, &ctx, request).instrument(span.clone()).await;
     if matches!(reply, Reply::None) {
+        // acks=0: no response; the request is done once appended.
+        span.record("kafka.error_code", 0);
+        observe_done(key, acks, started);
         return Ok(None);
     }
-    Ok(Some(Pending { correlation_id: ctx.correlation_id, api_key: key, version, reply }))
+    Ok(Some(Pending { correlation_id: ctx.correlation_id, api_key: key, version, reply, started, span, acks }))
 }
 
 async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
     while let Some(p) = rx.recv().await {
         let body = match p.reply {
             Reply::Ready(r) => r,
-            Reply::Later(f) => f.await,
+            Reply::Later(f) => f.instrument(p.span.clone()).await,
             Reply::None => continue,
         };
+        let error_code = observe::record_errors(observe::api_name(p.api_key), &body);
+        if !p.span.is_disabled() {
+            p.span.record("kafka.error_code", error_code);
+            if error_code != 0 {
+                p.span.record("otel.status_code", "ERROR");
+            }
+            if p.api_key == ApiKey::Fetch {
+                p.span.record("kafka.bytes", observe::response_record_bytes(&body) as i64);
+            }
+        }
         let frame = match encode_response(p.correlation_id, p.api_key, p.version, &body) {
             Ok(f) => f,
             Err(e) => {
@@ -211,6 +316,7 @@ async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Recei
             tracing::debug!(error = %e, "write failed");
             return;
         }
+        observe_done(p.api_key, p.acks, p.started);
     }
     let _ = wr.shutdown().await;
 }

@@ -133,6 +133,22 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         validate: |v| int_min(v, 1),
     },
     ConfigDef {
+        name: "local.retention.bytes",
+        ty: ConfigType::Long,
+        default: "-2",
+        broker_synonym: Some("log.local.retention.bytes"),
+        doc: "With remote storage, the largest size of a partition's local segments before the oldest uploaded ones are deleted from disk; -2 uses retention.bytes, -1 for no limit.",
+        validate: |v| long_min(v, -2),
+    },
+    ConfigDef {
+        name: "local.retention.ms",
+        ty: ConfigType::Long,
+        default: "-2",
+        broker_synonym: Some("log.local.retention.ms"),
+        doc: "With remote storage, the age after which uploaded segments are deleted from local disk; -2 uses retention.ms, -1 keeps them.",
+        validate: |v| long_min(v, -2),
+    },
+    ConfigDef {
         name: "retention.bytes",
         ty: ConfigType::Long,
         default: "-1",
@@ -147,6 +163,14 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         broker_synonym: Some("log.retention.ms"),
         doc: "Age after which a segment (by its newest record timestamp) is deleted; -1 keeps data forever.",
         validate: |v| long_min(v, -1),
+    },
+    ConfigDef {
+        name: "remote.storage.enable",
+        ty: ConfigType::Boolean,
+        default: "true",
+        broker_synonym: Some("remote.log.storage.system.enable"),
+        doc: "Upload sealed segments to the object store, keep only local.retention.* on disk and read older data back from the bucket. Internal topics are never tiered.",
+        validate: boolean,
     },
     ConfigDef {
         name: "segment.bytes",
@@ -246,6 +270,17 @@ impl BrokerDefaults {
     }
 }
 
+/// A `local.retention.*` value resolved against its `retention.*` counterpart: -2 takes the
+/// total, -1 (unlimited) yields to a finite total, and local never exceeds total.
+fn effective_local(local: i64, total: i64) -> i64 {
+    match (local, total) {
+        (-2, t) => t,
+        (l, -1) => l,
+        (-1, t) => t,
+        (l, t) => l.min(t),
+    }
+}
+
 /// One resolved config entry as DescribeConfigs reports it.
 pub struct Resolved {
     pub def: &'static ConfigDef,
@@ -295,6 +330,29 @@ impl TopicConfig {
 
     pub fn timestamp_after_max_ms(&self, d: &BrokerDefaults) -> i64 {
         self.get_i64("message.timestamp.after.max.ms", d)
+    }
+
+    /// `remote.storage.enable`.
+    pub fn remote_storage_enable(&self, d: &BrokerDefaults) -> bool {
+        self.get("remote.storage.enable", d).trim() == "true"
+    }
+
+    /// What stays on local disk when the topic is tiered: `local.retention.*` (-2 means the
+    /// `retention.*` value), never more than the total retention (Kafka's rule).
+    pub fn local_retention(&self, d: &BrokerDefaults) -> (i64, i64) {
+        let ms = effective_local(self.get_i64("local.retention.ms", d), self.get_i64("retention.ms", d));
+        let bytes = effective_local(self.get_i64("local.retention.bytes", d), self.get_i64("retention.bytes", d));
+        (ms, bytes)
+    }
+
+    /// The partition log settings for a partition whose segments are (`tiered`) or are not
+    /// uploaded: a tiered log's own retention is the local retention.
+    pub fn log_config_for(&self, d: &BrokerDefaults, tiered: bool) -> LogConfig {
+        let mut c = self.log_config(d);
+        if tiered {
+            (c.retention_ms, c.retention_bytes) = self.local_retention(d);
+        }
+        c
     }
 
     /// The partition log settings these configs imply.
@@ -356,6 +414,28 @@ mod tests {
         let lc = t.log_config(&d);
         assert_eq!(lc.segment_bytes, 2048);
         assert_eq!(lc.retention_ms, 1000);
+    }
+
+    #[test]
+    fn local_retention_resolves_against_total() {
+        let d = BrokerDefaults::new(&BTreeMap::new()).unwrap();
+        let mut t = TopicConfig::default();
+        assert!(t.remote_storage_enable(&d));
+        assert_eq!(t.local_retention(&d), (604_800_000, -1), "-2 takes retention.*");
+        t.overrides.insert("local.retention.bytes".into(), "2097152".into());
+        t.overrides.insert("retention.ms".into(), "-1".into());
+        t.overrides.insert("local.retention.ms".into(), "3600000".into());
+        assert_eq!(t.local_retention(&d), (3_600_000, 2_097_152));
+        let lc = t.log_config_for(&d, true);
+        assert_eq!((lc.retention_ms, lc.retention_bytes), (3_600_000, 2_097_152));
+        let lc = t.log_config_for(&d, false);
+        assert_eq!((lc.retention_ms, lc.retention_bytes), (-1, -1));
+        t.overrides.insert("retention.bytes".into(), "1000".into());
+        assert_eq!(t.local_retention(&d).1, 1000, "local never exceeds total");
+        assert!(validate("local.retention.ms", "-3").is_err());
+        assert!(validate("remote.storage.enable", "yes").is_err());
+        t.overrides.insert("remote.storage.enable".into(), "false".into());
+        assert!(!t.remote_storage_enable(&d));
     }
 
     #[test]

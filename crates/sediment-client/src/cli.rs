@@ -1,5 +1,5 @@
 //! The client subcommands of the `sediment` binary: `topic`, `produce`,
-//! `consume` and `bench`.
+//! `consume`, `bench` and `group`.
 //!
 //! The binary flattens [`ClientCommand`] into its own subcommand enum and
 //! calls [`run`]; an `Err` becomes exit code 1 (clap usage errors exit 2 before
@@ -45,6 +45,43 @@ pub enum ClientCommand {
     Consume(ConsumeArgs),
     /// Load generator: produce and consume, report throughput and latency
     Bench(BenchArgs),
+    /// List consumer groups, describe one (members, assignments, lag)
+    Group(GroupArgs),
+}
+
+/// `sediment group`.
+#[derive(clap::Args, Debug)]
+pub struct GroupArgs {
+    /// Group operation
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+/// `sediment group <operation>`.
+#[derive(clap::Subcommand, Debug)]
+pub enum GroupCommand {
+    /// List groups with their state and protocol type
+    List(GroupListArgs),
+    /// Show a group's members, their assignments, and committed offsets and lag per partition
+    Describe(GroupDescribeArgs),
+}
+
+/// `sediment group list`.
+#[derive(clap::Args, Debug)]
+pub struct GroupListArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnArgs,
+}
+
+/// `sediment group describe GROUP`.
+#[derive(clap::Args, Debug)]
+pub struct GroupDescribeArgs {
+    /// Group id
+    pub group: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnArgs,
 }
 
 /// `sediment topic`.
@@ -75,10 +112,10 @@ pub enum TopicCommand {
 pub struct TopicCreateArgs {
     /// Topic name
     pub name: String,
-    /// Number of partitions (-1 = broker default)
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    /// Number of partitions (-1 = the broker's num.partitions)
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub partitions: i32,
-    /// Replication factor (-1 = broker default)
+    /// Replication factor (-1 = the broker's default)
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub replication_factor: i16,
     /// Topic config, repeatable
@@ -112,6 +149,7 @@ pub struct TopicNameArgs {
 
 /// `sediment topic alter`.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["set", "delete"])))]
 pub struct TopicAlterArgs {
     /// Topic name
     pub name: String,
@@ -174,7 +212,7 @@ pub struct ConsumeArgs {
     #[arg(long, conflicts_with = "offset")]
     pub from_beginning: bool,
     /// Start at this offset (in every partition read)
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..), allow_negative_numbers = true)]
     pub offset: Option<i64>,
     /// Exit after this many records
     #[arg(long)]
@@ -269,7 +307,29 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Produce(a) => run_produce(a).await,
         ClientCommand::Consume(a) => run_consume(a).await,
         ClientCommand::Bench(a) => run_bench(a).await,
+        ClientCommand::Group(g) => run_group(g.command).await,
     }
+}
+
+async fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
+    use crate::group::{render_description, GroupAdmin};
+    let mut out = std::io::stdout();
+    match cmd {
+        GroupCommand::List(a) => {
+            let groups = GroupAdmin::new(Client::connect(&a.conn.bootstrap).await?).list_groups().await?;
+            let width = groups.iter().map(|g| g.group.len()).max().unwrap_or(5).max(5);
+            writeln!(out, "{:<width$}  {:<20}  PROTOCOL-TYPE", "GROUP", "STATE")?;
+            for g in groups {
+                let ptype = if g.protocol_type.is_empty() { "-" } else { g.protocol_type.as_str() };
+                writeln!(out, "{:<width$}  {:<20}  {ptype}", g.group, g.state)?;
+            }
+        }
+        GroupCommand::Describe(a) => {
+            let d = GroupAdmin::new(Client::connect(&a.conn.bootstrap).await?).describe_group(&a.group).await?;
+            write!(out, "{}", render_description(&d))?;
+        }
+    }
+    Ok(())
 }
 
 async fn admin(conn: &ConnArgs) -> anyhow::Result<Admin> {
@@ -421,8 +481,8 @@ fn render_description(d: &crate::admin::TopicDescription, configs: &[crate::admi
 
 fn progress_bar(total: Option<u64>) -> ProgressBar {
     let (pb, template) = match total {
-        Some(t) => (ProgressBar::new(t), "{bar:40} {human_pos}/{human_len} records ({per_sec}, eta {eta})"),
-        None => (ProgressBar::new_spinner(), "{spinner} {human_pos} records ({per_sec})"),
+        Some(t) => (ProgressBar::new(t), "{bar:40} {human_pos}/{human_len} records ({per_sec:0}, eta {eta})"),
+        None => (ProgressBar::new_spinner(), "{spinner} {human_pos} records ({per_sec:0})"),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {
         pb.set_style(style);
@@ -660,7 +720,6 @@ impl Format {
 async fn run_consume(a: ConsumeArgs) -> anyhow::Result<()> {
     let client = Client::connect(&a.conn.bootstrap).await?;
     let start = match (a.from_beginning, a.offset) {
-        (_, Some(o)) if o < 0 => anyhow::bail!("--offset must not be negative"),
         (_, Some(o)) => StartOffset::At(o),
         (true, None) => StartOffset::Earliest,
         (false, None) => StartOffset::Latest,
@@ -680,6 +739,7 @@ async fn run_consume(a: ConsumeArgs) -> anyhow::Result<()> {
     let timeout = a.timeout_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
     let mut count: u64 = 0;
+    let mut broken_pipe = false;
     let mut records = Vec::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -699,6 +759,7 @@ async fn run_consume(a: ConsumeArgs) -> anyhow::Result<()> {
         }
         for r in &records {
             if let Err(e) = a.format.write(&mut out, r) {
+                broken_pipe = e.kind() == std::io::ErrorKind::BrokenPipe;
                 break 'outer io_result(e);
             }
             count += 1;
@@ -707,6 +768,7 @@ async fn run_consume(a: ConsumeArgs) -> anyhow::Result<()> {
             }
         }
         if let Err(e) = out.flush() {
+            broken_pipe = e.kind() == std::io::ErrorKind::BrokenPipe;
             break io_result(e);
         }
         if let Some(pb) = &progress {
@@ -719,10 +781,14 @@ async fn run_consume(a: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
+    if broken_pipe {
+        // Nothing more can be written; the buffer's remains are discarded.
+        return Ok(());
+    }
     let flushed = out.flush();
     result?;
     if let Err(e) = flushed {
-        io_result(e)?;
+        return io_result(e);
     }
     eprintln!("consumed {count} records");
     Ok(())
@@ -836,6 +902,10 @@ mod tests {
         assert!(c.from_beginning);
         assert!(parse(&["consume", "--topic", "t", "--from-beginning", "--offset", "3"]).is_err());
         assert!(parse(&["consume", "--topic", "t", "--format", "%x"]).is_err());
+        let e = parse(&["consume", "--topic", "t", "--offset", "-3"]).unwrap_err().to_string();
+        assert!(e.contains("-3 is not in 0.."), "{e}");
+        assert!(parse(&["topic", "alter", "t"]).is_err(), "alter needs --set or --delete");
+        assert!(parse(&["topic", "alter", "t", "--delete", "retention.ms"]).is_ok());
         assert!(parse(&["bench", "--consume-only", "--produce-only"]).is_err());
         assert!(parse(&["bench", "--duration", "0"]).is_err());
         let cmd = parse(&["bench", "--acks", "0", "--json", "--duration", "0.5"]).unwrap();
@@ -863,6 +933,16 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), "2:7@99 k= [a=1,b] 100%\t.\n");
         assert!(Format::parse("%").is_err());
         assert!(Format::parse("%z").is_err());
+    }
+
+    #[test]
+    fn progress_templates_parse() {
+        for t in [Some(10), None] {
+            let pb = progress_bar(t);
+            pb.finish_and_clear();
+        }
+        assert!(ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} records ({per_sec:0}, eta {eta})").is_ok());
+        assert!(ProgressStyle::with_template("{spinner} {human_pos} records ({per_sec:0})").is_ok());
     }
 
     #[test]

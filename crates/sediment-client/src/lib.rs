@@ -16,9 +16,10 @@
 //! - [`admin`]: topic create/delete/list/describe and topic configs.
 //! - [`producer`]: batching producer with per-batch delivery reports.
 //! - [`consumer`]: fetch loop over one or all partitions of a topic.
+//! - [`group`]: consumer group listing and description (members, assignments, lag).
 //! - [`partitioner`]: Java-compatible murmur2 key partitioning.
 //! - [`bench`]: the load generator behind `sediment bench`.
-//! - [`cli`]: the `topic`, `produce`, `consume` and `bench` subcommands.
+//! - [`cli`]: the `topic`, `produce`, `consume`, `bench` and `group` subcommands.
 
 pub mod admin;
 pub mod bench;
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod conn;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 

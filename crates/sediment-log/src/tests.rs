@@ -1253,3 +1253,24 @@ fn concurrent_reads_see_only_whole_valid_batches() {
     done.store(true, Ordering::Relaxed);
     assert!(reader.join().expect("reader") >= 100);
 }
+
+#[test]
+fn retention_below_a_fence_keeps_segments_past_it() {
+    let dir = tmp();
+    let mut log = open(dir.path(), LogConfig { retention_ms: -1, ..small() });
+    for _ in 0..50 {
+        append(&mut log, 1, 200, 0);
+    }
+    let segs = log.segments();
+    assert!(segs.len() >= 4, "{} segments", segs.len());
+    log.set_config(LogConfig { retention_ms: -1, retention_bytes: 0, ..small() });
+    // only the first two segments are below the fence (e.g. uploaded to the object store)
+    let fence = segs[1].next_offset;
+    let out = log.apply_retention_below(0, fence).expect("retention");
+    assert_eq!(out.segments_deleted, 2);
+    assert_eq!(log.log_start_offset(), fence);
+    // a fence inside a segment does not release it
+    let out = log.apply_retention_below(0, segs[2].next_offset - 1).expect("retention");
+    assert_eq!(out.segments_deleted, 0);
+    assert_eq!(log.segments()[0].base_offset, segs[2].base_offset);
+}

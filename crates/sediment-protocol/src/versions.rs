@@ -38,6 +38,22 @@ pub const SUPPORTED: &[ApiSupport] = &[
     api(ApiKey::DescribeCluster, 0, 2),
     // v6 adds two-phase-commit transactions (KIP-939), which need transactions first.
     api(ApiKey::InitProducerId, 0, 5),
+    // Consumer groups, classic protocol (the broker's group coordinator). Ranges are
+    // kafka-protocol's (Kafka 4.1 schemas, which already drop what KIP-896 removed: OffsetCommit
+    // v0-1, OffsetFetch v0). FindCoordinator v6 may name share groups (key type 2), answered
+    // INVALID_REQUEST as by a Kafka broker without share groups; DescribeGroups v6 answers
+    // GROUP_ID_NOT_FOUND for unknown groups (KIP-1043).
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::ListGroups, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 6),
+    api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The support entry for `key`, if Sediment implements it.
@@ -70,6 +86,6 @@ mod tests {
         assert_eq!(p.advertised_min, 0);
         assert!(!is_served(ApiKey::Produce, 2));
         assert!(is_served(ApiKey::Produce, 3));
-        assert!(!is_served(ApiKey::JoinGroup, 5));
+        assert!(!is_served(ApiKey::ConsumerGroupHeartbeat, 0));
     }
 }

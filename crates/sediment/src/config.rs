@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use sediment_broker::{BrokerConfig, FsyncPolicy};
+use sediment_telemetry::{LogFormat, OtlpSettings};
 
 /// Flags of `sediment serve`. Each is optional so that unset flags do not override the
 /// environment or the file.
@@ -69,6 +70,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "POLICY")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fsync: Option<String>,
+    /// Tiered storage: refuse produce (KAFKA_STORAGE_ERROR) once the partition logs on this broker
+    /// hold more than this, e.g. 50GiB, while uploads are behind [default: no limit]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_local_bytes: Option<String>,
+    /// Log line format: text (default) or json (one JSON object per line). Filter with RUST_LOG
+    #[arg(long, value_name = "FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
 }
 
 /// The file/env/flag schema. Unknown keys are errors.
@@ -85,7 +95,11 @@ pub struct RawConfig {
     pub peers: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub cache_size: String,
+    /// Tiered storage: local disk limit of the partition logs (a size, e.g. 50GiB).
+    pub max_local_bytes: Option<String>,
     pub fsync: String,
+    /// `text` or `json`.
+    pub log_format: String,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub max_connections: usize,
@@ -93,12 +107,28 @@ pub struct RawConfig {
     pub retention_check_interval_ms: u64,
     /// Kafka's producer.id.expiration.ms: idle idempotent producers' state is dropped after this.
     pub producer_id_expiration_ms: i64,
+    /// Consumer groups (Kafka's names with underscores; see sediment_broker::group::GroupConfig).
+    /// group.initial.rebalance.delay.ms: 0 here (Kafka: 3000), so a new group's first member
+    /// gets its assignment at once.
+    pub group_initial_rebalance_delay_ms: i64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// Partitions of __consumer_offsets when it is created (Kafka: 50).
+    pub offsets_topic_num_partitions: i32,
+    pub offset_metadata_max_bytes: usize,
+    pub offsets_commit_timeout_ms: u64,
+    /// offsets.retention.minutes, in ms (-1: never expire).
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: i64,
+    /// Records appended to an offsets partition before it is compacted by a snapshot.
+    pub offsets_snapshot_min_records: u64,
     /// Broker-wide defaults for topic configs, by Kafka topic config name.
     pub topic_defaults: BTreeMap<String, String>,
 }
 
 impl Default for RawConfig {
     fn default() -> Self {
+        let g = sediment_broker::group::GroupConfig::default();
         RawConfig {
             node_id: 1,
             listen: "127.0.0.1:9092".into(),
@@ -110,13 +140,24 @@ impl Default for RawConfig {
             peers: None,
             cache_dir: None,
             cache_size: "1GiB".into(),
+            max_local_bytes: None,
             fsync: "always".into(),
+            log_format: "text".into(),
             num_partitions: 1,
             auto_create_topics: true,
             max_connections: 10_000,
             max_request_bytes: sediment_protocol_max(),
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: 86_400_000,
+            group_initial_rebalance_delay_ms: g.initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: g.min_session_timeout_ms,
+            group_max_session_timeout_ms: g.max_session_timeout_ms,
+            offsets_topic_num_partitions: g.offsets_topic_partitions,
+            offset_metadata_max_bytes: g.offset_metadata_max_bytes,
+            offsets_commit_timeout_ms: g.offset_commit_timeout_ms,
+            offsets_retention_ms: g.offsets_retention_ms,
+            offsets_retention_check_interval_ms: g.offsets_retention_check_interval_ms,
+            offsets_snapshot_min_records: g.offsets_snapshot_min_records,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -137,13 +178,24 @@ const KEYS: &[&str] = &[
     "peers",
     "cache_dir",
     "cache_size",
+    "max_local_bytes",
     "fsync",
+    "log_format",
     "num_partitions",
     "auto_create_topics",
     "max_connections",
     "max_request_bytes",
     "retention_check_interval_ms",
     "producer_id_expiration_ms",
+    "group_initial_rebalance_delay_ms",
+    "group_min_session_timeout_ms",
+    "group_max_session_timeout_ms",
+    "offsets_topic_num_partitions",
+    "offset_metadata_max_bytes",
+    "offsets_commit_timeout_ms",
+    "offsets_retention_ms",
+    "offsets_retention_check_interval_ms",
+    "offsets_snapshot_min_records",
 ];
 
 /// A validated configuration.
@@ -156,6 +208,9 @@ pub struct ServeConfig {
     pub peers: BTreeMap<i32, String>,
     pub cache_dir: PathBuf,
     pub cache_size: u64,
+    pub log_format: LogFormat,
+    /// OpenTelemetry export, from the standard `OTEL_*` variables (validated with the rest).
+    pub otlp: OtlpSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,7 +325,9 @@ pub fn load(args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
         });
         ConfigError(e.unwrap_or_else(|| "invalid config".into()))
     })?;
-    validate(raw)
+    let mut cfg = validate(raw)?;
+    cfg.otlp = OtlpSettings::from_env().map_err(|e| ConfigError(format!("invalid config {e}")))?;
+    Ok(cfg)
 }
 
 fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
@@ -307,12 +364,17 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     if !peers.is_empty() && !peers.contains_key(&raw.node_id) {
         return Err(bad("peers", format!("the voter list does not include this node ({})", raw.node_id)));
     }
+    let max_local_bytes = match &raw.max_local_bytes {
+        Some(v) => Some(parse_size(v).filter(|n| *n > 0).ok_or_else(|| bad("max_local_bytes", format!("\"{v}\" is not a positive size (e.g. 50GiB)")))?),
+        None => None,
+    };
     let cache_size = parse_size(&raw.cache_size).ok_or_else(|| bad("cache_size", format!("\"{}\" is not a size (e.g. 512MiB, 4GiB)", raw.cache_size)))?;
     let fsync = match raw.fsync.as_str() {
         "always" => FsyncPolicy::Always,
         "never" => FsyncPolicy::Never,
         other => return Err(bad("fsync", format!("\"{other}\" is not always or never"))),
     };
+    let log_format: LogFormat = raw.log_format.parse().map_err(|e| bad("log_format", e))?;
     if raw.num_partitions < 1 {
         return Err(bad("num_partitions", "must be at least 1"));
     }
@@ -327,6 +389,21 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     }
     if raw.retention_check_interval_ms == 0 {
         return Err(bad("retention_check_interval_ms", "must be positive"));
+    }
+    let groups = sediment_broker::group::GroupConfig {
+        offsets_topic_partitions: raw.offsets_topic_num_partitions,
+        initial_rebalance_delay_ms: raw.group_initial_rebalance_delay_ms,
+        min_session_timeout_ms: raw.group_min_session_timeout_ms,
+        max_session_timeout_ms: raw.group_max_session_timeout_ms,
+        offset_metadata_max_bytes: raw.offset_metadata_max_bytes,
+        offset_commit_timeout_ms: raw.offsets_commit_timeout_ms,
+        offsets_retention_ms: raw.offsets_retention_ms,
+        offsets_retention_check_interval_ms: raw.offsets_retention_check_interval_ms,
+        offsets_snapshot_min_records: raw.offsets_snapshot_min_records,
+        ..Default::default()
+    };
+    if let Err((key, msg)) = groups.validate() {
+        return Err(bad(key, msg));
     }
     if let Err(e) = sediment_broker::topic_config::BrokerDefaults::new(&raw.topic_defaults) {
         return Err(bad("topic_defaults", e));
@@ -347,6 +424,8 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             topic_defaults: raw.topic_defaults,
             retention_check_interval: Duration::from_millis(raw.retention_check_interval_ms),
             producer_id_expiration_ms: raw.producer_id_expiration_ms,
+            groups,
+            max_local_bytes,
         },
         admin_listen,
         raft_listen,
@@ -354,6 +433,8 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
         peers,
         cache_dir,
         cache_size,
+        log_format,
+        otlp: OtlpSettings::off(),
     })
 }
 
@@ -410,6 +491,41 @@ mod tests {
         let mut a = args();
         a.object_store = Some("ftp://x".into());
         assert!(load(&a).unwrap_err().0.contains("object_store"));
+    }
+
+    #[test]
+    fn log_format() {
+        assert_eq!(load(&args()).unwrap().log_format, LogFormat::Text);
+        let mut a = args();
+        a.log_format = Some("json".into());
+        assert_eq!(load(&a).unwrap().log_format, LogFormat::Json);
+        a.log_format = Some("xml".into());
+        assert!(load(&a).unwrap_err().0.contains("log_format"));
+    }
+
+    #[test]
+    fn max_local_bytes() {
+        assert_eq!(load(&args()).unwrap().broker.max_local_bytes, None);
+        let mut a = args();
+        a.max_local_bytes = Some("2GiB".into());
+        assert_eq!(load(&a).unwrap().broker.max_local_bytes, Some(2 << 30));
+        a.max_local_bytes = Some("0".into());
+        assert!(load(&a).unwrap_err().0.contains("max_local_bytes"));
+    }
+
+    #[test]
+    fn group_settings_come_from_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "group_initial_rebalance_delay_ms = 3000\noffsets_topic_num_partitions = 50\n").unwrap();
+        let mut a = args();
+        a.config = Some(f.clone());
+        let c = load(&a).unwrap();
+        assert_eq!(c.broker.groups.initial_rebalance_delay_ms, 3000);
+        assert_eq!(c.broker.groups.offsets_topic_partitions, 50);
+        assert_eq!(load(&args()).unwrap().broker.groups.initial_rebalance_delay_ms, 0, "Sediment's default");
+        std::fs::write(&f, "group_max_session_timeout_ms = 1000\n").unwrap();
+        assert!(load(&a).unwrap_err().0.contains("group_max_session_timeout_ms"));
     }
 
     #[test]

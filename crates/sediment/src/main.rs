@@ -3,7 +3,9 @@
 //! Exit codes: 0 success, 2 usage or configuration error (one line naming the flag or key),
 //! 1 runtime failure.
 
+mod admin;
 mod config;
+mod tier;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,11 +31,6 @@ enum Command {
     Client(sediment_client::cli::ClientCommand),
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -53,7 +50,6 @@ fn main() -> ExitCode {
                 eprintln!("error: invalid config peers: replication is not available in this build yet; --peers may name only this node");
                 return ExitCode::from(2);
             }
-            init_tracing();
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -61,10 +57,31 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(serve(cfg)) {
+            // Logs, trace and metric export. HTTP exporters are built here, outside the runtime
+            // (their blocking client must not live in async code); gRPC ones inside it.
+            let telemetry_cfg = sediment_telemetry::TelemetryConfig {
+                log_format: cfg.log_format,
+                otlp: cfg.otlp.clone(),
+                instance_id: Some(cfg.broker.node_id.to_string()),
+            };
+            let telemetry = match sediment_telemetry::init(&telemetry_cfg, Some(rt.handle())) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            sediment_broker::observe::init();
+            let result = rt.block_on(serve(cfg));
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "broker failed");
+            }
+            // Flush spans and metrics while the runtime still exists (gRPC), outside async code.
+            telemetry.shutdown();
+            drop(rt);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %e, "broker failed");
                     eprintln!("error: {e}");
                     ExitCode::from(1)
                 }
@@ -104,31 +121,53 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         "starting sediment {}",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(t) = &cfg.otlp.traces {
+        tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, sampler = ?cfg.otlp.sampler, "exporting traces over otlp");
+    }
+    if let Some(m) = &cfg.otlp.metrics {
+        tracing::info!(endpoint = %m.endpoint, protocol = ?m.protocol, "exporting metrics over otlp");
+    }
+    // The admin listener comes first: /health and /ready (503) answer during log recovery.
+    let admin_listener = TcpListener::bind(cfg.admin_listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} (admin): {e}", cfg.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin = admin::Admin::new(&cfg, admin_addr);
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin.clone()));
+    tracing::info!(admin = %admin_addr, "admin listener ready (/health, /ready, /metrics, /v1/cluster, /v1/topics)");
     let broker_cfg = cfg.broker.clone();
     let listen = broker_cfg.listen;
+    let tier = tier::open(&cfg).await?;
     // Recovery can read whole segments: keep it off the async workers.
     let broker = tokio::task::spawn_blocking({
         let rx = shutdown_rx.clone();
         let handle = tokio::runtime::Handle::current();
+        let tier = tier.clone();
         move || {
             let _guard = handle.enter();
-            sediment_broker::Broker::open(broker_cfg, rx)
+            sediment_broker::Broker::open_with_tier(broker_cfg, rx, tier)
         }
     })
     .await??;
+    admin.set_broker(broker.clone());
+    sediment_broker::observe::register(&broker);
     let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(listen = %listener.local_addr()?, advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port), "kafka listener ready");
     let server = tokio::spawn(sediment_broker::server::serve(broker.clone(), listener));
+    sediment_telemetry::set_ready(true);
 
     wait_for_signal().await;
     tracing::info!("shutdown requested; finishing in-flight requests");
+    sediment_telemetry::set_ready(false);
     let _ = shutdown_tx.send(true);
     if tokio::time::timeout(Duration::from_secs(30), server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within 30s; closing anyway");
     }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.flush_all()).await?;
+    if let Some(t) = &tier {
+        t.close().await;
+    }
     drop(broker);
+    admin_task.abort();
     tracing::info!("shutdown complete");
     Ok(())
 }

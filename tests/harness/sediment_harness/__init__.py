@@ -9,7 +9,8 @@ Modules:
     proxy          Kafka-aware TCP proxy for fault injection (dropped responses, delay)
     pytest_plugin  fixtures (sediment_bin, broker_factory, broker) and log tails
                    on failure
-    s3             plan for S3-compatible servers (tiering suites; not built yet)
+    s3             S3-compatible servers on loopback (moto, SeaweedFS, LocalStack) and
+                   their pytest fixtures, for the tiering suites
 
 Clusters (the Raft issue) are several Brokers sharing a --peers list built
 from Broker.allocate_ports() of each node.

@@ -1,8 +1,11 @@
 //! DeleteRecords: raises a partition's log start offset (offset -1 means the high watermark) and
 //! deletes whole segments below it. Offsets above the high watermark are OFFSET_OUT_OF_RANGE.
+//! On a tiered partition the remote log start moves too (a committed manifest change; the
+//! objects below it are deleted from the bucket in the background), so the answer waits for it.
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ResponseKind};
 use sediment_protocol::ErrorCode;
@@ -12,6 +15,8 @@ use crate::broker::Broker;
 
 pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) -> Reply {
     let mut r = DeleteRecordsResponse::default();
+    // (topic index, partition index in the topic result, partition, target) for remote raises
+    let mut remote = Vec::new();
     for t in req.topics {
         let topic = broker.topic(t.name.0.as_str());
         let mut tr = DeleteRecordsTopicResult::default();
@@ -29,7 +34,12 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
                         pr.error_code = ErrorCode::OffsetOutOfRange.code();
                     } else {
                         match p.with_log(|l| l.delete_records_before(target)) {
-                            Ok(start) => pr.low_watermark = start,
+                            Ok(start) => {
+                                pr.low_watermark = start;
+                                if p.remote().and_then(|r| r.log_start_offset()).is_some_and(|rs| rs < target) {
+                                    remote.push((r.topics.len(), tr.partitions.len(), p.clone(), target));
+                                }
+                            }
                             Err(e) => {
                                 tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "delete records failed");
                                 pr.error_code = crate::error::ApiError::from(&e).code.code();
@@ -42,5 +52,24 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
         }
         r.topics.push(tr);
     }
-    Reply::Ready(ResponseKind::DeleteRecords(r))
+    if remote.is_empty() {
+        return Reply::Ready(ResponseKind::DeleteRecords(r));
+    }
+    Reply::Later(
+        async move {
+            for (ti, pi, p, target) in remote {
+                let Some(rl) = p.remote() else { continue };
+                let pr = &mut r.topics[ti].partitions[pi];
+                match rl.raise_log_start(target).await {
+                    Ok(()) => pr.low_watermark = p.log_start_offset_all(),
+                    Err(e) => {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "delete records in the bucket failed");
+                        pr.error_code = crate::error::ApiError::from(&e).code.code();
+                    }
+                }
+            }
+            ResponseKind::DeleteRecords(r)
+        }
+        .boxed(),
+    )
 }

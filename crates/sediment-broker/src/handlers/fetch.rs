@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::Reply;
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::partition::Partition;
+use crate::partition::{Partition, ReadSource};
 
 /// One requested partition, resolved once.
 struct Want {
@@ -51,8 +51,9 @@ fn error_partition(index: i32, code: ErrorCode) -> PartitionData {
 
 impl Plan {
     /// Reads every partition once. Returns the response parts, the bytes gathered, and whether an
-    /// error should end the long poll early.
-    fn read_all(&self) -> (Vec<PartitionData>, usize, bool) {
+    /// error should end the long poll early. Local reads complete without awaiting anything;
+    /// reads below the local log start await the tiered-storage read-through cache.
+    async fn read_all(&self) -> (Vec<PartitionData>, usize, bool) {
         let mut out = Vec::with_capacity(self.wants.len());
         let mut total = 0usize;
         let mut errors = false;
@@ -71,7 +72,7 @@ impl Plan {
                 out.push(error_partition(w.index, code));
                 continue;
             }
-            let (start, hw, _leo) = p.offsets();
+            let (start, hw, _leo) = p.offsets_all();
             let mut pd = PartitionData::default();
             pd.partition_index = w.index;
             pd.high_watermark = hw;
@@ -86,7 +87,11 @@ impl Plan {
             let records = if budget == 0 && !min_one {
                 Ok(Bytes::new())
             } else {
-                p.read(w.fetch_offset, budget, min_one)
+                match p.read_tiered(w.fetch_offset, budget, min_one) {
+                    ReadSource::Local(r) => r.map_err(|e| ApiError::from(&e)),
+                    // tiered storage logs its own failures (with the object key)
+                    ReadSource::Remote(f) => f.await.map_err(|e| ApiError::from(&e)),
+                }
             };
             match records {
                 Ok(b) => {
@@ -94,9 +99,8 @@ impl Plan {
                     pd.records = Some(b);
                 }
                 Err(e) => {
-                    let e = ApiError::from(&e);
                     if e.code != ErrorCode::OffsetOutOfRange {
-                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "fetch read failed");
+                        tracing::warn!(topic = %p.topic, partition = p.index, offset = w.fetch_offset, error = %e, "fetch read failed");
                     }
                     errors = true;
                     pd.error_code = e.code.code();
@@ -123,6 +127,9 @@ impl Plan {
             })
             .collect();
         for (w, pd) in self.wants.iter().zip(parts) {
+            if let (Ok(p), Some(records)) = (&w.partition, &pd.records) {
+                p.metrics.fetched(records.len() as u64);
+            }
             topics[w.topic_idx].partitions.push(pd);
         }
         let mut r = FetchResponse::default();
@@ -167,51 +174,67 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
             });
         }
     }
-    let (parts, total, errors) = plan.read_all();
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let deadline = Instant::now() + max_wait;
+    let remote = plan.wants.iter().any(|w| w.partition.as_ref().is_ok_and(|p| p.reads_remote(w.fetch_offset)));
+    // all-local requests are answered in request order without a task; a read from the bucket
+    // (or a retention race that turns a local read into one) continues in the reply future
+    let first = if remote { None } else { plan.read_all().now_or_never() };
+    let Some((parts, total, errors)) = first else {
+        let broker = broker.clone();
+        return Reply::Later(
+            async move {
+                let (parts, total, errors) = plan.read_all().await;
+                if total >= plan.min_bytes.max(1) || errors || Instant::now() >= deadline || plan.wants.is_empty() || broker.is_shutting_down() {
+                    return plan.respond(parts);
+                }
+                long_poll(plan, parts, deadline, broker.shutdown_signal()).await
+            }
+            .boxed(),
+        );
+    };
     if total >= plan.min_bytes.max(1) || errors || max_wait.is_zero() || plan.wants.is_empty() || broker.is_shutting_down() {
         return Reply::Ready(plan.respond(parts));
     }
-    let deadline = Instant::now() + max_wait;
-    let mut shutdown = broker.shutdown_signal();
-    Reply::Later(
-        async move {
-            let mut receivers: Vec<_> = plan
-                .wants
-                .iter()
-                .filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe()))
-                .collect();
-            for r in receivers.iter_mut() {
-                r.borrow_and_update();
+    Reply::Later(long_poll(plan, parts, deadline, broker.shutdown_signal()).boxed())
+}
+
+/// Waits for any requested partition's high watermark to move (or the deadline, or shutdown),
+/// reading again each time, until `min_bytes` are there.
+async fn long_poll(plan: Plan, parts: Vec<PartitionData>, deadline: Instant, mut shutdown: tokio::sync::watch::Receiver<bool>) -> ResponseKind {
+    let mut receivers: Vec<_> = plan
+        .wants
+        .iter()
+        .filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe()))
+        .collect();
+    for r in receivers.iter_mut() {
+        r.borrow_and_update();
+    }
+    let mut last = parts;
+    loop {
+        if receivers.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
             }
-            let mut last = parts;
-            loop {
-                if receivers.is_empty() {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline.into()) => {}
-                        _ = shutdown.wait_for(|s| *s) => {}
-                    }
-                    return plan.respond(last);
-                }
-                let closed = {
-                    let changed = select_all(receivers.iter_mut().map(|r| Box::pin(r.changed())));
-                    tokio::select! {
-                        (res, idx, _) = changed => res.is_err().then_some(idx),
-                        _ = tokio::time::sleep_until(deadline.into()) => return plan.respond(last),
-                        _ = shutdown.wait_for(|s| *s) => return plan.respond(last),
-                    }
-                };
-                if let Some(idx) = closed {
-                    // The partition went away (topic deleted): stop watching it.
-                    receivers.swap_remove(idx);
-                }
-                let (parts, total, errors) = plan.read_all();
-                if total >= plan.min_bytes.max(1) || errors || Instant::now() >= deadline {
-                    return plan.respond(parts);
-                }
-                last = parts;
-            }
+            return plan.respond(last);
         }
-        .boxed(),
-    )
+        let closed = {
+            let changed = select_all(receivers.iter_mut().map(|r| Box::pin(r.changed())));
+            tokio::select! {
+                (res, idx, _) = changed => res.is_err().then_some(idx),
+                _ = tokio::time::sleep_until(deadline.into()) => return plan.respond(last),
+                _ = shutdown.wait_for(|s| *s) => return plan.respond(last),
+            }
+        };
+        if let Some(idx) = closed {
+            // The partition went away (topic deleted): stop watching it.
+            receivers.swap_remove(idx);
+        }
+        let (parts, total, errors) = plan.read_all().await;
+        if total >= plan.min_bytes.max(1) || errors || Instant::now() >= deadline {
+            return plan.respond(parts);
+        }
+        last = parts;
+    }
 }

@@ -14,6 +14,7 @@ fn topic_entry(b: &Broker, t: &Topic) -> MetadataResponseTopic {
     let mut mt = MetadataResponseTopic::default();
     mt.name = Some(TopicName(sb(t.name.clone())));
     mt.topic_id = t.id;
+    mt.is_internal = t.name == crate::group::OFFSETS_TOPIC;
     mt.partitions = t
         .partitions
         .iter()

@@ -14,14 +14,25 @@ pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// Who asked, and with which API version.
 #[derive(Debug, Clone)]
@@ -51,7 +62,7 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
         RequestKind::Metadata(r) => Reply::Ready(ResponseKind::Metadata(metadata::handle(broker, r, v))),
         RequestKind::Produce(r) => produce::handle(broker, r, v),
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
-        RequestKind::ListOffsets(r) => Reply::Ready(ResponseKind::ListOffsets(list_offsets::handle(broker, r, v))),
+        RequestKind::ListOffsets(r) => list_offsets::handle(broker, r, v),
         RequestKind::CreateTopics(r) => Reply::Ready(ResponseKind::CreateTopics(create_topics::handle(broker, r, v))),
         RequestKind::DeleteTopics(r) => Reply::Ready(ResponseKind::DeleteTopics(delete_topics::handle(broker, r, v))),
         RequestKind::CreatePartitions(r) => {
@@ -66,6 +77,22 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
             Reply::Ready(ResponseKind::DescribeCluster(describe_cluster::handle(broker, r, v)))
         }
         RequestKind::DeleteRecords(r) => delete_records::handle(broker, r, v),
+        // consumer groups (crate::group)
+        RequestKind::FindCoordinator(r) => {
+            Reply::Ready(ResponseKind::FindCoordinator(find_coordinator::handle(broker, r, v)))
+        }
+        RequestKind::JoinGroup(r) => join_group::handle(broker, ctx, r, v),
+        RequestKind::SyncGroup(r) => sync_group::handle(broker, r, v),
+        RequestKind::Heartbeat(r) => Reply::Ready(ResponseKind::Heartbeat(heartbeat::handle(broker, r, v))),
+        RequestKind::LeaveGroup(r) => Reply::Ready(ResponseKind::LeaveGroup(leave_group::handle(broker, r, v))),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(broker, r, v),
+        RequestKind::OffsetFetch(r) => offset_fetch::handle(broker, r, v),
+        RequestKind::ListGroups(r) => Reply::Ready(ResponseKind::ListGroups(list_groups::handle(broker, r, v))),
+        RequestKind::DescribeGroups(r) => {
+            Reply::Ready(ResponseKind::DescribeGroups(describe_groups::handle(broker, r, v)))
+        }
+        RequestKind::DeleteGroups(r) => delete_groups::handle(broker, r, v),
+        RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r, v),
         RequestKind::InitProducerId(r) => {
             Reply::Ready(ResponseKind::InitProducerId(init_producer_id::handle(broker, r, v)))
         }
@@ -205,6 +232,122 @@ mod tests {
                 r.endpoint_type = 1;
                 RequestKind::DescribeCluster(r)
             }
+            // consumer groups: a join per version (v0-3 and static v5+ complete at once, v4
+            // gets MEMBER_ID_REQUIRED), an admin commit to "c" that waits for its fsync, reads
+            // of "c", and deletions
+            ApiKey::FindCoordinator => {
+                let mut r = FindCoordinatorRequest::default();
+                if v >= 4 {
+                    r.coordinator_keys = vec![sb("c"), sb("d")];
+                } else {
+                    r.key = sb("c");
+                }
+                RequestKind::FindCoordinator(r)
+            }
+            ApiKey::JoinGroup => {
+                let mut r = JoinGroupRequest::default();
+                r.group_id = GroupId(sb(format!("g{v}")));
+                r.session_timeout_ms = 10_000;
+                r.rebalance_timeout_ms = 10_000;
+                r.protocol_type = sb("consumer");
+                if v >= 5 {
+                    r.group_instance_id = Some(sb("instance"));
+                }
+                let mut p = join_group_request::JoinGroupRequestProtocol::default();
+                p.name = sb("range");
+                p.metadata = bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 0]);
+                r.protocols.push(p);
+                RequestKind::JoinGroup(r)
+            }
+            ApiKey::SyncGroup => {
+                let mut r = SyncGroupRequest::default();
+                r.group_id = GroupId(sb("c"));
+                RequestKind::SyncGroup(r)
+            }
+            ApiKey::Heartbeat => {
+                let mut r = HeartbeatRequest::default();
+                r.group_id = GroupId(sb("c"));
+                RequestKind::Heartbeat(r)
+            }
+            ApiKey::LeaveGroup => {
+                let mut r = LeaveGroupRequest::default();
+                r.group_id = GroupId(sb("c"));
+                if v >= 3 {
+                    let mut m = leave_group_request::MemberIdentity::default();
+                    m.member_id = sb("nobody");
+                    r.members.push(m);
+                }
+                RequestKind::LeaveGroup(r)
+            }
+            ApiKey::OffsetCommit => {
+                let mut r = OffsetCommitRequest::default();
+                r.group_id = GroupId(sb("c"));
+                r.generation_id_or_member_epoch = -1;
+                let mut ot = offset_commit_request::OffsetCommitRequestTopic::default();
+                ot.name = TopicName(sb("t"));
+                for p in [0, 1, 7] {
+                    let mut op = offset_commit_request::OffsetCommitRequestPartition::default();
+                    op.partition_index = p;
+                    op.committed_offset = 5;
+                    op.committed_metadata = Some(sb("m"));
+                    ot.partitions.push(op);
+                }
+                r.topics.push(ot);
+                RequestKind::OffsetCommit(r)
+            }
+            ApiKey::OffsetFetch => {
+                let mut r = OffsetFetchRequest::default();
+                r.require_stable = v >= 7;
+                if v >= 8 {
+                    let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
+                    g.group_id = GroupId(sb("c"));
+                    g.topics = None;
+                    r.groups.push(g);
+                    let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
+                    g.group_id = GroupId(sb("missing"));
+                    let mut t = offset_fetch_request::OffsetFetchRequestTopics::default();
+                    t.name = TopicName(sb("t"));
+                    t.partition_indexes = vec![0];
+                    g.topics = Some(vec![t]);
+                    r.groups.push(g);
+                } else {
+                    r.group_id = GroupId(sb("c"));
+                    let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
+                    t.name = TopicName(sb("t"));
+                    t.partition_indexes = vec![0, 1];
+                    r.topics = Some(vec![t]);
+                }
+                RequestKind::OffsetFetch(r)
+            }
+            ApiKey::ListGroups => {
+                let mut r = ListGroupsRequest::default();
+                if v >= 4 {
+                    r.states_filter = vec![sb("empty"), sb("Stable"), sb("CompletingRebalance")];
+                }
+                RequestKind::ListGroups(r)
+            }
+            ApiKey::DescribeGroups => {
+                let mut r = DescribeGroupsRequest::default();
+                r.groups = vec![GroupId(sb("c")), GroupId(sb("g3")), GroupId(sb("g9")), GroupId(sb("missing"))];
+                r.include_authorized_operations = v >= 3;
+                RequestKind::DescribeGroups(r)
+            }
+            ApiKey::DeleteGroups => {
+                let mut r = DeleteGroupsRequest::default();
+                r.groups_names = vec![GroupId(sb("missing")), GroupId(sb("g9"))];
+                RequestKind::DeleteGroups(r)
+            }
+            ApiKey::OffsetDelete => {
+                let mut r = OffsetDeleteRequest::default();
+                r.group_id = GroupId(sb("c"));
+                let mut t = offset_delete_request::OffsetDeleteRequestTopic::default();
+                t.name = TopicName(sb("t"));
+                let mut p = offset_delete_request::OffsetDeleteRequestPartition::default();
+                p.partition_index = 1;
+                t.partitions.push(p);
+                r.topics.push(t);
+                RequestKind::OffsetDelete(r)
+            }
             other => panic!("no default request for {other:?}: add it here when advertising it"),
         }
     }
@@ -226,6 +369,17 @@ mod tests {
             ApiKey::CreatePartitions => ResponseKind::CreatePartitions(Default::default()),
             ApiKey::IncrementalAlterConfigs => ResponseKind::IncrementalAlterConfigs(Default::default()),
             ApiKey::DescribeCluster => ResponseKind::DescribeCluster(Default::default()),
+            ApiKey::FindCoordinator => ResponseKind::FindCoordinator(Default::default()),
+            ApiKey::JoinGroup => ResponseKind::JoinGroup(Default::default()),
+            ApiKey::SyncGroup => ResponseKind::SyncGroup(Default::default()),
+            ApiKey::Heartbeat => ResponseKind::Heartbeat(Default::default()),
+            ApiKey::LeaveGroup => ResponseKind::LeaveGroup(Default::default()),
+            ApiKey::OffsetCommit => ResponseKind::OffsetCommit(Default::default()),
+            ApiKey::OffsetFetch => ResponseKind::OffsetFetch(Default::default()),
+            ApiKey::ListGroups => ResponseKind::ListGroups(Default::default()),
+            ApiKey::DescribeGroups => ResponseKind::DescribeGroups(Default::default()),
+            ApiKey::DeleteGroups => ResponseKind::DeleteGroups(Default::default()),
+            ApiKey::OffsetDelete => ResponseKind::OffsetDelete(Default::default()),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -36,11 +36,18 @@ fn partition_error(index: i32, e: &ApiError) -> PartitionProduceResponse {
 }
 
 fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Option<&bytes::Bytes>, acks: i16) -> Result<(PartitionProduceResponse, i64), ApiError> {
+    if topic.name == crate::group::OFFSETS_TOPIC {
+        return Err(ApiError::new(ErrorCode::InvalidTopicException, format!("cannot append to internal topic {}", topic.name)));
+    }
     let Some(records) = records else {
         return Err(ApiError::new(ErrorCode::InvalidRecord, "produce request without records"));
     };
     if partition.watermark().failed {
         return Err(ApiError::new(ErrorCode::KafkaStorageError, "partition log failed an fsync; it refuses writes until the broker restarts"));
+    }
+    if let Some(why) = broker.local_disk_full() {
+        // the uploads are behind (bucket unreachable?): refuse rather than fill the disk
+        return Err(ApiError::new(ErrorCode::KafkaStorageError, why));
     }
     if acks == -1 && topic.config.min_insync_replicas(&broker.defaults) > 1 {
         return Err(ApiError::new(
@@ -75,8 +82,15 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
         }
         AppendError::Producer(code, msg) => ApiError::new(code, msg),
     })?;
-    if let Appended::Duplicate(meta) = appended {
-        tracing::debug!(topic = %topic.name, partition = partition.index, producer_id = header.producer_id, base_offset = meta.base_offset, "duplicate batch answered with its original offsets");
+    match appended {
+        // bytes in: the whole batch as sent (header and compressed records), as Kafka counts it
+        Appended::New(info) => {
+            partition.metrics.produced(records.len() as u64, (info.last_offset - info.base_offset + 1) as u64);
+            broker.note_appended(records.len() as u64);
+        }
+        Appended::Duplicate(meta) => {
+            tracing::debug!(topic = %topic.name, partition = partition.index, producer_id = header.producer_id, base_offset = meta.base_offset, "duplicate batch answered with its original offsets");
+        }
     }
     let mut p = PartitionProduceResponse::default();
     p.index = partition.index;

@@ -1,0 +1,224 @@
+"""Tiered storage benchmark, driven by benches/tiering.sh (release builds, one machine).
+
+Measures, in one run against one S3 server (SeaweedFS by default, on loopback):
+  raw GET     plain object_store ranged GETs of the segment objects (tier-get), 1 and N in flight
+  cold replay `sediment bench --consume-only` from offset 0 after a restart with an empty cache
+  warm replay the same again (cache hits)
+  local fetch the same volume from a topic with remote.storage.enable=false (page cache)
+  produce     produce throughput alone, and while a cold replay of the archive runs
+and the object store requests per GiB moved (PUT-class for uploads, GET-class for replays).
+Prints a markdown table and writes results.json to the output directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "harness"))
+
+from sediment_harness.broker import Broker  # noqa: E402
+from sediment_harness.s3 import SERVERS  # noqa: E402
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def metrics(b: Broker) -> dict[str, float]:
+    text = urllib.request.urlopen(f"{b.admin_url}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("sediment_object_store_requests_total") or line.startswith("sediment_tier_") or \
+                line.startswith("sediment_cache_"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def ops(m: dict[str, float], *names: str) -> float:
+    return sum(m.get(f'sediment_object_store_requests_total{{op="{n}"}}', 0.0) for n in names)
+
+
+def run_json(cmd: list[str], timeout: float = 1800, env: dict | None = None) -> dict:
+    import os
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, **(env or {})})
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({p.returncode}): {p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def local_log_bytes(b: Broker, topic: str) -> int:
+    d = b.data_dir / "logs" / f"{topic}-0"
+    total = 0
+    for p in d.glob("*.log"):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def wait_uploaded(b: Broker, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    time.sleep(2)
+    while True:
+        m = metrics(b)
+        if m.get("sediment_tier_upload_lag_bytes", 1) == 0:
+            time.sleep(1.5)
+            if metrics(b).get("sediment_tier_upload_lag_bytes", 1) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError("uploads did not finish")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--tier-get", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--server", default="seaweedfs", choices=sorted(SERVERS))
+    ap.add_argument("--produce-seconds", type=float, default=10)
+    ap.add_argument("--concurrent-seconds", type=float, default=8)
+    ap.add_argument("--record-size", type=int, default=16384)
+    ap.add_argument("--segment-mib", type=int, default=128)
+    ap.add_argument("--get-concurrency", type=int, default=4)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    S = args.bin
+
+    server = SERVERS[args.server](work / "s3")
+    server.start()
+    bucket = server.bucket("bench")
+    env = dict(server.env())
+    env["SEDIMENT_RETENTION_CHECK_INTERVAL_MS"] = "1000"
+    env["RUST_LOG"] = "warn"
+    b = Broker(work / "broker", bin=S, env=env, object_store=f"s3://{bucket}/sediment",
+               extra_args=["--cache-size", "8GiB"])
+    b.start(timeout=120)
+    results: dict = {"server": args.server, "record_size": args.record_size, "segment_mib": args.segment_mib}
+    try:
+        seg = str(args.segment_mib * MiB)
+        topic_cfg = ["--config", f"segment.bytes={seg}", "--config", f"local.retention.bytes={2 * args.segment_mib * MiB}",
+                     "--config", "retention.ms=-1"]
+        for t, extra in (("archive", []), ("local", ["--config", "remote.storage.enable=false"]),
+                         ("live-alone", []), ("live-during", [])):
+            subprocess.run([S, "topic", "create", t, "--partitions", "1", "--bootstrap", b.bootstrap, *topic_cfg, *extra],
+                           check=True, capture_output=True)
+        bench = [S, "bench", "--bootstrap", b.bootstrap, "--partitions", "1", "--record-size", str(args.record_size),
+                 "--batch-size", "1000000", "--linger-ms", "5", "--json"]
+
+        # 1. produce the archive (and the same volume into a local-only topic)
+        m0 = metrics(b)
+        r = run_json(bench + ["--topic", "archive", "--produce-only", "--duration", str(args.produce_seconds)])
+        results["produce_alone_first_mib_s"] = r["produced_mib_per_s"]
+        archive_bytes = r["produced_records"] * args.record_size
+        results["archive_mib"] = round(archive_bytes / MiB, 1)
+        wait_uploaded(b)
+        m1 = metrics(b)
+        uploaded = m1.get("sediment_tier_uploaded_bytes_total", 0) - m0.get("sediment_tier_uploaded_bytes_total", 0)
+        results["uploaded_mib"] = round(uploaded / MiB, 1)
+        puts = ops(m1, "put", "put_part") - ops(m0, "put", "put_part")
+        results["puts_per_gib_uploaded"] = round(puts / (uploaded / GiB), 1) if uploaded else None
+        results["archive_local_mib_after_upload"] = round(local_log_bytes(b, "archive") / MiB, 1)
+        r = run_json(bench + ["--topic", "local", "--produce-only", "--duration", str(args.produce_seconds)])
+
+        # 2. raw ranged GETs of the same objects
+        topic_prefix = f"sediment/topics/archive/"
+        for conc in (1, args.get_concurrency):
+            g = run_json([args.tier_get, "--url", f"s3://{bucket}", "--under", topic_prefix, "--chunk", str(4 * MiB),
+                          "--concurrency", str(conc)], timeout=1800, env=server.env())
+            results[f"raw_get_c{conc}_mib_s"] = round(g["mib_per_sec"], 1)
+            results["raw_get_requests"] = g["requests"]
+            results["remote_mib"] = round(g["bytes"] / MiB, 1)
+
+        # 3. cold replay: restart with an empty cache
+        b.stop()
+        shutil.rmtree(b.data_dir / "cache", ignore_errors=True)
+        b.start(timeout=120)
+        m2 = metrics(b)
+        r = run_json(bench + ["--topic", "archive", "--consume-only", "--duration", "3600"])
+        results["cold_replay_mib_s"] = r["consumed_mib_per_s"]
+        results["cold_replay_records"] = r["consumed_records"]
+        m3 = metrics(b)
+        gets = ops(m3, "get", "get_range") - ops(m2, "get", "get_range")
+        remote_gib = results["remote_mib"] / 1024
+        results["gets_per_gib_cold"] = round(gets / remote_gib, 1) if remote_gib else None
+        results["cold_cache_misses"] = m3.get("sediment_cache_misses_total", 0) - m2.get("sediment_cache_misses_total", 0)
+
+        # 4. warm replay
+        r = run_json(bench + ["--topic", "archive", "--consume-only", "--duration", "3600"])
+        results["warm_replay_mib_s"] = r["consumed_mib_per_s"]
+        m4 = metrics(b)
+        results["gets_warm"] = ops(m4, "get", "get_range") - ops(m3, "get", "get_range")
+
+        # 5. local-log fetch of the same volume
+        r = run_json(bench + ["--topic", "local", "--consume-only", "--duration", "3600"])
+        results["local_fetch_mib_s"] = r["consumed_mib_per_s"]
+
+        # 6. produce alone vs during a cold replay (restart: empty cache again)
+        b.stop()
+        shutil.rmtree(b.data_dir / "cache", ignore_errors=True)
+        b.start(timeout=120)
+        r = run_json(bench + ["--topic", "live-alone", "--produce-only", "--duration", str(args.concurrent_seconds)])
+        results["produce_alone_mib_s"] = r["produced_mib_per_s"]
+        results["produce_alone_p99_us"] = r["latency_us"]["p99"]
+        b.stop()
+        shutil.rmtree(b.data_dir / "cache", ignore_errors=True)
+        b.start(timeout=120)
+        replay: dict = {}
+        t = threading.Thread(target=lambda: replay.update(run_json(bench + ["--topic", "archive", "--consume-only", "--duration", "3600"])))
+        t.start()
+        time.sleep(0.5)
+        r = run_json(bench + ["--topic", "live-during", "--produce-only", "--duration", str(args.concurrent_seconds)])
+        t.join()
+        results["produce_during_replay_mib_s"] = r["produced_mib_per_s"]
+        results["produce_during_replay_p99_us"] = r["latency_us"]["p99"]
+        results["replay_during_produce_mib_s"] = replay.get("consumed_mib_per_s")
+        alone = results["produce_alone_mib_s"]
+        results["produce_drop_pct"] = round(100 * (alone - results["produce_during_replay_mib_s"]) / alone, 1) if alone else None
+        results["cold_vs_raw_pct"] = round(100 * results["cold_replay_mib_s"] / results[f"raw_get_c{args.get_concurrency}_mib_s"], 1)
+        results["warm_vs_local_pct"] = round(100 * results["warm_replay_mib_s"] / results["local_fetch_mib_s"], 1)
+    finally:
+        try:
+            b.stop()
+        finally:
+            server.stop()
+
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    c = args.get_concurrency
+    rows = [
+        ("raw ranged GET, object_store, 4 MiB, 1 in flight", f"{results['raw_get_c1_mib_s']} MiB/s"),
+        (f"raw ranged GET, object_store, 4 MiB, {c} in flight", f"{results[f'raw_get_c{c}_mib_s']} MiB/s"),
+        ("cold replay (empty cache), 1 partition", f"{results['cold_replay_mib_s']} MiB/s ({results['cold_vs_raw_pct']}% of raw)"),
+        ("warm replay (cache hits)", f"{results['warm_replay_mib_s']} MiB/s ({results['warm_vs_local_pct']}% of local fetch)"),
+        ("local-log fetch, same volume", f"{results['local_fetch_mib_s']} MiB/s"),
+        ("produce alone, acks=all", f"{results['produce_alone_mib_s']} MiB/s, p99 {results['produce_alone_p99_us']} µs"),
+        ("produce during a cold replay", f"{results['produce_during_replay_mib_s']} MiB/s ({results['produce_drop_pct']}% drop), p99 {results['produce_during_replay_p99_us']} µs"),
+        ("PUT-class requests per GiB uploaded", f"{results['puts_per_gib_uploaded']}"),
+        ("GET-class requests per GiB, cold replay", f"{results['gets_per_gib_cold']} (warm replay: {int(results['gets_warm'])} GETs)"),
+    ]
+    print(f"\n{args.server}, {results['archive_mib']} MiB archive in {args.segment_mib} MiB segments, "
+          f"{args.record_size} B records\n")
+    print("| measurement | result |\n|---|---|")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+    print(f"\nraw JSON: {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
