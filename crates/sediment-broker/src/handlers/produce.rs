@@ -100,32 +100,29 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
     Ok((p, appended.last_offset() + 1))
 }
 
+/// The same error for every partition of the request (request-level refusals).
+fn refuse_all(req: &ProduceRequest, e: &ApiError) -> ProduceResponse {
+    let mut resp = ProduceResponse::default();
+    for t in &req.topic_data {
+        let mut tr = TopicProduceResponse::default();
+        tr.name = t.name.clone();
+        tr.topic_id = t.topic_id;
+        tr.partition_responses = t.partition_data.iter().map(|p| partition_error(p.index, e)).collect();
+        resp.responses.push(tr);
+    }
+    resp
+}
+
 pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
     let acks = req.acks;
     if !matches!(acks, -1..=1) {
         // Kafka answers INVALID_REQUIRED_ACKS for every partition.
         let e = ApiError::new(ErrorCode::InvalidRequiredAcks, format!("acks={acks} is not one of -1, 0, 1"));
-        let mut resp = ProduceResponse::default();
-        for t in &req.topic_data {
-            let mut tr = TopicProduceResponse::default();
-            tr.name = t.name.clone();
-            tr.topic_id = t.topic_id;
-            tr.partition_responses = t.partition_data.iter().map(|p| partition_error(p.index, &e)).collect();
-            resp.responses.push(tr);
-        }
-        return Reply::Ready(ResponseKind::Produce(resp));
+        return Reply::Ready(ResponseKind::Produce(refuse_all(&req, &e)));
     }
     if req.transactional_id.is_some() {
         let e = ApiError::new(ErrorCode::TransactionalIdAuthorizationFailed, "transactions are not supported by this broker yet");
-        let mut resp = ProduceResponse::default();
-        for t in &req.topic_data {
-            let mut tr = TopicProduceResponse::default();
-            tr.name = t.name.clone();
-            tr.topic_id = t.topic_id;
-            tr.partition_responses = t.partition_data.iter().map(|p| partition_error(p.index, &e)).collect();
-            resp.responses.push(tr);
-        }
-        return Reply::Ready(ResponseKind::Produce(resp));
+        return Reply::Ready(ResponseKind::Produce(refuse_all(&req, &e)));
     }
     let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
     let mut outcomes: Vec<Outcome> = Vec::new();
