@@ -561,10 +561,10 @@ async fn local_usage_loop(weak: std::sync::Weak<Broker>) {
 fn remove_deleted_dirs(logs: &Path) {
     let Ok(entries) = std::fs::read_dir(logs) else { return };
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().ends_with("-delete") {
-            if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove deleted partition dir");
-            }
+        if e.file_name().to_string_lossy().ends_with("-delete")
+            && let Err(err) = std::fs::remove_dir_all(e.path())
+        {
+            tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove deleted partition dir");
         }
     }
 }

@@ -86,10 +86,10 @@ impl ProducerStateTable {
         let Some(entry) = self.producers.get(&h.producer_id) else {
             return Verdict::Append;
         };
-        if h.producer_epoch == entry.epoch {
-            if let Some(b) = entry.batches.iter().find(|b| b.first_seq == first && b.last_seq == last) {
-                return Verdict::Duplicate(*b);
-            }
+        if h.producer_epoch == entry.epoch
+            && let Some(b) = entry.batches.iter().find(|b| b.first_seq == first && b.last_seq == last)
+        {
+            return Verdict::Duplicate(*b);
         }
         if h.producer_epoch < entry.epoch {
             return Verdict::Reject(
