@@ -7,6 +7,7 @@ for both, since idempotence requires it) and prints records/s and MiB/s per run 
 ratio. The issue's target: idempotent within 5% of plain.
 
 Usage: benches/idempotence_bench.py [--records 300000] [--rounds 3]
+(BENCH_FSYNC=never runs the broker with fsync = "never", to separate durability cost from idempotence cost)
 (run with the test venv's python: ~/.cache/sediment-venv/bin/python)
 """
 
@@ -67,7 +68,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "broker.toml")
         with open(cfg, "w") as f:
-            f.write('retention_check_interval_ms = 2000\n[topic_defaults]\n"segment.bytes" = "134217728"\n'
+            f.write('retention_check_interval_ms = 2000\nfsync = "' + os.environ.get("BENCH_FSYNC", "always") + '"\n[topic_defaults]\n"segment.bytes" = "134217728"\n'
                     '"retention.bytes" = "1073741824"\n"remote.storage.enable" = "false"\n')
         port = free_port()
         log = open(os.path.join(d, "broker.log"), "w")
