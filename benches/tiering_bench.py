@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--record-size", type=int, default=16384)
     ap.add_argument("--segment-mib", type=int, default=128)
     ap.add_argument("--get-concurrency", type=int, default=4)
+    ap.add_argument("--keep", action="store_true", help="keep the broker and S3 data (several GiB)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,7 @@ def main() -> None:
     env["SEDIMENT_RETENTION_CHECK_INTERVAL_MS"] = "1000"
     env["RUST_LOG"] = "warn"
     b = Broker(work / "broker", bin=S, env=env, object_store=f"s3://{bucket}/sediment",
-               extra_args=["--cache-size", "8GiB"])
+               extra_args=["--cache-size", "6GiB"])
     b.start(timeout=120)
     results: dict = {"server": args.server, "record_size": args.record_size, "segment_mib": args.segment_mib}
     try:
@@ -116,7 +117,7 @@ def main() -> None:
         topic_cfg = ["--config", f"segment.bytes={seg}", "--config", f"local.retention.bytes={2 * args.segment_mib * MiB}",
                      "--config", "retention.ms=-1"]
         for t, extra in (("archive", []), ("local", ["--config", "remote.storage.enable=false"]),
-                         ("live-alone", []), ("live-during", [])):
+                         ("live-alone", []), ("live-during", []), ("live-during-local", [])):
             subprocess.run([S, "topic", "create", t, "--partitions", "1", "--bootstrap", b.bootstrap, *topic_cfg, *extra],
                            check=True, capture_output=True)
         bench = [S, "bench", "--bootstrap", b.bootstrap, "--partitions", "1", "--record-size", str(args.record_size),
@@ -191,6 +192,18 @@ def main() -> None:
         results["replay_during_produce_mib_s"] = replay.get("consumed_mib_per_s")
         alone = results["produce_alone_mib_s"]
         results["produce_drop_pct"] = round(100 * (alone - results["produce_during_replay_mib_s"]) / alone, 1) if alone else None
+
+        # 7. the same with a replay of the local-only topic: how much of the drop is the machine
+        # (2 cores shared by the producer, the consumer, the broker and the S3 server)
+        replay = {}
+        t = threading.Thread(target=lambda: replay.update(run_json(bench + ["--topic", "local", "--consume-only", "--duration", "3600"])))
+        t.start()
+        time.sleep(0.5)
+        r = run_json(bench + ["--topic", "live-during-local", "--produce-only", "--duration", str(args.concurrent_seconds)])
+        t.join()
+        results["produce_during_local_replay_mib_s"] = r["produced_mib_per_s"]
+        results["local_replay_during_produce_mib_s"] = replay.get("consumed_mib_per_s")
+        results["produce_drop_local_replay_pct"] = round(100 * (alone - r["produced_mib_per_s"]) / alone, 1) if alone else None
         results["cold_vs_raw_pct"] = round(100 * results["cold_replay_mib_s"] / results[f"raw_get_c{args.get_concurrency}_mib_s"], 1)
         results["warm_vs_local_pct"] = round(100 * results["warm_replay_mib_s"] / results["local_fetch_mib_s"], 1)
     finally:
@@ -198,6 +211,8 @@ def main() -> None:
             b.stop()
         finally:
             server.stop()
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)  # the archive, its bucket copy, the cache
 
     (out / "results.json").write_text(json.dumps(results, indent=2))
     c = args.get_concurrency
@@ -208,7 +223,8 @@ def main() -> None:
         ("warm replay (cache hits)", f"{results['warm_replay_mib_s']} MiB/s ({results['warm_vs_local_pct']}% of local fetch)"),
         ("local-log fetch, same volume", f"{results['local_fetch_mib_s']} MiB/s"),
         ("produce alone, acks=all", f"{results['produce_alone_mib_s']} MiB/s, p99 {results['produce_alone_p99_us']} µs"),
-        ("produce during a cold replay", f"{results['produce_during_replay_mib_s']} MiB/s ({results['produce_drop_pct']}% drop), p99 {results['produce_during_replay_p99_us']} µs"),
+        ("produce during a cold replay", f"{results['produce_during_replay_mib_s']} MiB/s ({results['produce_drop_pct']}% drop), p99 {results['produce_during_replay_p99_us']} µs; the replay meanwhile: {results['replay_during_produce_mib_s']} MiB/s"),
+        ("produce during a local-log replay (baseline)", f"{results['produce_during_local_replay_mib_s']} MiB/s ({results['produce_drop_local_replay_pct']}% drop); the replay meanwhile: {results['local_replay_during_produce_mib_s']} MiB/s"),
         ("PUT-class requests per GiB uploaded", f"{results['puts_per_gib_uploaded']}"),
         ("GET-class requests per GiB, cold replay", f"{results['gets_per_gib_cold']} (warm replay: {int(results['gets_warm'])} GETs)"),
     ]

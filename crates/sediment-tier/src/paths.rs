@@ -126,7 +126,11 @@ mod tests {
     use super::*;
 
     fn p() -> PartitionRef {
-        PartitionRef { topic: "orders.v1".into(), topic_id: "3f2c".into(), partition: 7 }
+        PartitionRef {
+            topic: "orders.v1".into(),
+            topic_id: "3f2c".into(),
+            partition: 7,
+        }
     }
 
     #[test]
@@ -136,12 +140,24 @@ mod tests {
             k.as_ref(),
             "topics/orders.v1/3f2c/7/segments/00000000000000000042-00000000000000000099-0000000003.seg"
         );
-        assert_eq!(parse_segment_name(k.filename().unwrap_or_default()), Some((42, 99, 3)));
+        assert_eq!(
+            parse_segment_name(k.filename().unwrap_or_default()),
+            Some((42, 99, 3))
+        );
         assert_eq!(parse_segment_name("00042-0099-3.seg"), None);
-        assert_eq!(manifest_root(&p(), 5).as_ref(), "topics/orders.v1/3f2c/7/manifest/roots/00000000000000000005.json");
+        assert_eq!(
+            manifest_root(&p(), 5).as_ref(),
+            "topics/orders.v1/3f2c/7/manifest/roots/00000000000000000005.json"
+        );
         assert_eq!(parse_version_name("00000000000000000005.json"), Some(5));
-        assert_eq!(manifest_chunk(&p(), 2).as_ref(), "topics/orders.v1/3f2c/7/manifest/chunks/0000000002.json");
-        assert_eq!(topic_meta("t", "id", 9).as_ref(), "topics/t/id/meta/00000000000000000009.json");
+        assert_eq!(
+            manifest_chunk(&p(), 2).as_ref(),
+            "topics/orders.v1/3f2c/7/manifest/chunks/0000000002.json"
+        );
+        assert_eq!(
+            topic_meta("t", "id", 9).as_ref(),
+            "topics/t/id/meta/00000000000000000009.json"
+        );
     }
 
     #[test]

@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use foyer::{BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, PsyncIoEngineConfig};
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    PsyncIoEngineConfig,
+};
 use object_store::{ObjectStore, ObjectStoreExt};
 use sediment_log::index::{lookup_offset, lookup_time};
 use sediment_protocol::batch::{BatchHeader, BatchIter, HEADER_LEN, verify_crc};
@@ -83,9 +86,11 @@ pub struct ChunkKey {
 impl foyer::Code for ChunkKey {
     fn encode(&self, w: &mut impl std::io::Write) -> foyer::Result<()> {
         let b = self.object.as_bytes();
-        w.write_all(&(b.len() as u32).to_be_bytes()).map_err(foyer::Error::io_error)?;
+        w.write_all(&(b.len() as u32).to_be_bytes())
+            .map_err(foyer::Error::io_error)?;
         w.write_all(b).map_err(foyer::Error::io_error)?;
-        w.write_all(&self.chunk.to_be_bytes()).map_err(foyer::Error::io_error)
+        w.write_all(&self.chunk.to_be_bytes())
+            .map_err(foyer::Error::io_error)
     }
 
     fn decode(r: &mut impl std::io::Read) -> foyer::Result<Self> {
@@ -95,8 +100,12 @@ impl foyer::Code for ChunkKey {
         r.read_exact(&mut b).map_err(foyer::Error::io_error)?;
         let mut c = [0u8; 4];
         r.read_exact(&mut c).map_err(foyer::Error::io_error)?;
-        let object = String::from_utf8(b).map_err(|e| foyer::Error::io_error(std::io::Error::other(e)))?;
-        Ok(ChunkKey { object, chunk: u32::from_be_bytes(c) })
+        let object =
+            String::from_utf8(b).map_err(|e| foyer::Error::io_error(std::io::Error::other(e)))?;
+        Ok(ChunkKey {
+            object,
+            chunk: u32::from_be_bytes(c),
+        })
     }
 
     fn estimated_size(&self) -> usize {
@@ -119,7 +128,10 @@ pub struct ChunkCache {
 
 impl std::fmt::Debug for ChunkCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkCache").field("chunk_bytes", &self.chunk_bytes).field("read_ahead", &self.read_ahead).finish()
+        f.debug_struct("ChunkCache")
+            .field("chunk_bytes", &self.chunk_bytes)
+            .field("read_ahead", &self.read_ahead)
+            .finish()
     }
 }
 
@@ -174,7 +186,8 @@ impl ByteBucket {
         let mut b = bucket.lock().await;
         loop {
             let now = std::time::Instant::now();
-            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * b.per_sec).min(b.per_sec.max(n as f64));
+            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * b.per_sec)
+                .min(b.per_sec.max(n as f64));
             b.at = now;
             if b.tokens >= n as f64 {
                 b.tokens -= n as f64;
@@ -187,9 +200,15 @@ impl ByteBucket {
 }
 
 impl ChunkCache {
-    pub async fn open(store: Arc<dyn ObjectStore>, stats: Arc<TierStats>, cfg: &CacheConfig) -> Result<ChunkCache> {
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        stats: Arc<TierStats>,
+        cfg: &CacheConfig,
+    ) -> Result<ChunkCache> {
         let chunk_bytes = cfg.chunk_bytes.clamp(64 << 10, (DISK_BLOCK as u64) / 2);
-        let runtime = (cfg.cold_read_threads > 0).then(|| ColdRuntime::new(cfg.cold_read_threads)).transpose()?;
+        let runtime = (cfg.cold_read_threads > 0)
+            .then(|| ColdRuntime::new(cfg.cold_read_threads))
+            .transpose()?;
         let mut builder = HybridCacheBuilder::new()
             .with_name("sediment-chunks")
             .memory(cfg.memory_bytes.max(chunk_bytes as usize * 2))
@@ -201,12 +220,15 @@ impl ChunkCache {
         }
         let chunks = match &cfg.dir {
             Some(dir) if cfg.disk_bytes > 0 => {
-                std::fs::create_dir_all(dir).map_err(|e| TierError::io("create cache directory", dir, e))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| TierError::io("create cache directory", dir, e))?;
                 let capacity = (cfg.disk_bytes as usize).max(4 * DISK_BLOCK);
                 let device = FsDeviceBuilder::new(dir)
                     .with_capacity(capacity)
                     .build()
-                    .map_err(|e| TierError::Config(format!("cache directory {}: {e}", dir.display())))?;
+                    .map_err(|e| {
+                        TierError::Config(format!("cache directory {}: {e}", dir.display()))
+                    })?;
                 builder
                     .with_io_engine_config(PsyncIoEngineConfig::new())
                     .with_engine_config(BlockEngineConfig::new(device).with_block_size(DISK_BLOCK))
@@ -222,7 +244,11 @@ impl ChunkCache {
         Ok(ChunkCache {
             _runtime: runtime,
             rate: cfg.cold_read_bytes_per_sec.filter(|r| *r > 0).map(|r| {
-                Arc::new(tokio::sync::Mutex::new(ByteBucket { per_sec: r as f64, tokens: r as f64, at: std::time::Instant::now() }))
+                Arc::new(tokio::sync::Mutex::new(ByteBucket {
+                    per_sec: r as f64,
+                    tokens: r as f64,
+                    at: std::time::Instant::now(),
+                }))
             }),
             store,
             chunks,
@@ -276,7 +302,10 @@ impl ChunkCache {
     }
 
     fn chunk_key(seg: &RemoteSegment, idx: u32) -> ChunkKey {
-        ChunkKey { object: seg.key.clone(), chunk: idx }
+        ChunkKey {
+            object: seg.key.clone(),
+            chunk: idx,
+        }
     }
 
     /// Chunk `idx` of the segment's `.log` bytes.
@@ -284,7 +313,10 @@ impl ChunkCache {
         let start = idx as u64 * self.chunk_bytes;
         let end = (start + self.chunk_bytes).min(seg.log_bytes);
         if start >= end {
-            return Err(corrupt(seg, format!("chunk {idx} lies outside the {} log bytes", seg.log_bytes)));
+            return Err(corrupt(
+                seg,
+                format!("chunk {idx} lies outside the {} log bytes", seg.log_bytes),
+            ));
         }
         let store = self.store.clone();
         let key = seg.key.clone();
@@ -303,9 +335,15 @@ impl ChunkCache {
                     ByteBucket::take(rate, end - start).await;
                 }
                 let path = object_store::path::Path::from(key.as_str());
-                let b = store.get_range(&path, start..end).await.map_err(|e| TierError::store(&key, e))?;
+                let b = store
+                    .get_range(&path, start..end)
+                    .await
+                    .map_err(|e| TierError::store(&key, e))?;
                 if b.len() as u64 != end - start {
-                    return Err(TierError::corrupt(key, format!("ranged get of {}..{end} returned {} bytes", start, b.len())));
+                    return Err(TierError::corrupt(
+                        key,
+                        format!("ranged get of {}..{end} returned {} bytes", start, b.len()),
+                    ));
                 }
                 Ok::<_, TierError>(b)
             })
@@ -321,7 +359,13 @@ impl ChunkCache {
     /// copy when one chunk holds them).
     async fn read_range(&self, seg: &RemoteSegment, start: u64, end: u64) -> Result<Bytes> {
         if end > seg.log_bytes || start >= end {
-            return Err(corrupt(seg, format!("read of {start}..{end} outside the {} log bytes", seg.log_bytes)));
+            return Err(corrupt(
+                seg,
+                format!(
+                    "read of {start}..{end} outside the {} log bytes",
+                    seg.log_bytes
+                ),
+            ));
         }
         let first = (start / self.chunk_bytes) as u32;
         let last = ((end - 1) / self.chunk_bytes) as u32;
@@ -383,22 +427,45 @@ impl ChunkCache {
     /// Whole batches of `seg` starting with the one holding `offset`: at most `max_bytes`,
     /// or the first batch alone when `min_one` and it is bigger. Empty if `offset` is past the
     /// segment. `next` is the following segment (for read-ahead).
-    pub async fn read(self: &Arc<Self>, seg: &RemoteSegment, next: Option<&RemoteSegment>, offset: i64, max_bytes: usize, min_one: bool) -> Result<Bytes> {
+    pub async fn read(
+        self: &Arc<Self>,
+        seg: &RemoteSegment,
+        next: Option<&RemoteSegment>,
+        offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Bytes> {
         let meta = self.meta(seg).await?;
         let f = meta.footer;
         if offset > f.last_offset {
             return Ok(Bytes::new());
         }
-        let rel = offset.saturating_sub(f.base_offset).clamp(0, u32::MAX as i64) as u32;
+        let rel = offset
+            .saturating_sub(f.base_offset)
+            .clamp(0, u32::MAX as i64) as u32;
         let mut pos = lookup_offset(&meta.offsets, rel).map_or(0, |e| e.position as u64);
         let first = loop {
             if pos + HEADER_LEN as u64 > f.log_len {
-                return Err(corrupt(seg, format!("no batch holds offset {offset} (walked to position {pos})")));
+                return Err(corrupt(
+                    seg,
+                    format!("no batch holds offset {offset} (walked to position {pos})"),
+                ));
             }
             let hb = self.read_range(seg, pos, pos + HEADER_LEN as u64).await?;
-            let h = BatchHeader::parse(&hb).map_err(|e| corrupt(seg, format!("invalid batch at position {pos}: {e}")))?;
-            if pos + h.total_len() as u64 > f.log_len || h.base_offset < f.base_offset || h.last_offset() > f.last_offset {
-                return Err(corrupt(seg, format!("batch at position {pos} (offsets {}..={}) does not fit the segment", h.base_offset, h.last_offset())));
+            let h = BatchHeader::parse(&hb)
+                .map_err(|e| corrupt(seg, format!("invalid batch at position {pos}: {e}")))?;
+            if pos + h.total_len() as u64 > f.log_len
+                || h.base_offset < f.base_offset
+                || h.last_offset() > f.last_offset
+            {
+                return Err(corrupt(
+                    seg,
+                    format!(
+                        "batch at position {pos} (offsets {}..={}) does not fit the segment",
+                        h.base_offset,
+                        h.last_offset()
+                    ),
+                ));
             }
             if h.last_offset() >= offset {
                 break h;
@@ -418,9 +485,17 @@ impl ChunkCache {
         let mut expected = first.base_offset;
         for (h, b) in BatchIter::new(&bytes) {
             if h.base_offset != expected {
-                return Err(corrupt(seg, format!("batch at position {} has base offset {}, expected {expected}", pos + cut as u64, h.base_offset)));
+                return Err(corrupt(
+                    seg,
+                    format!(
+                        "batch at position {} has base offset {}, expected {expected}",
+                        pos + cut as u64,
+                        h.base_offset
+                    ),
+                ));
             }
-            verify_crc(b).map_err(|e| corrupt(seg, format!("batch at offset {}: {e}", h.base_offset)))?;
+            verify_crc(b)
+                .map_err(|e| corrupt(seg, format!("batch at offset {}: {e}", h.base_offset)))?;
             expected = h.next_offset();
             cut += b.len();
         }
@@ -433,25 +508,37 @@ impl ChunkCache {
 
     /// The first batch of `seg` at or above `min_offset` whose max timestamp is `>= ts`, found
     /// through the time index (ListOffsets by timestamp).
-    pub async fn find_by_timestamp(&self, seg: &RemoteSegment, ts: i64, min_offset: i64) -> Result<Option<Bytes>> {
+    pub async fn find_by_timestamp(
+        &self,
+        seg: &RemoteSegment,
+        ts: i64,
+        min_offset: i64,
+    ) -> Result<Option<Bytes>> {
         let meta = self.meta(seg).await?;
         let f = meta.footer;
         if f.max_timestamp < ts || f.last_offset < min_offset {
             return Ok(None);
         }
-        let from = lookup_time(&meta.times, ts).map_or(f.base_offset, |e| f.base_offset + e.relative_offset as i64).max(min_offset);
+        let from = lookup_time(&meta.times, ts)
+            .map_or(f.base_offset, |e| f.base_offset + e.relative_offset as i64)
+            .max(min_offset);
         let rel = (from - f.base_offset).clamp(0, u32::MAX as i64) as u32;
         let mut pos = lookup_offset(&meta.offsets, rel).map_or(0, |e| e.position as u64);
         while pos + HEADER_LEN as u64 <= f.log_len {
             let hb = self.read_range(seg, pos, pos + HEADER_LEN as u64).await?;
-            let h = BatchHeader::parse(&hb).map_err(|e| corrupt(seg, format!("invalid batch at position {pos}: {e}")))?;
+            let h = BatchHeader::parse(&hb)
+                .map_err(|e| corrupt(seg, format!("invalid batch at position {pos}: {e}")))?;
             let len = h.total_len() as u64;
             if pos + len > f.log_len {
-                return Err(corrupt(seg, format!("batch at position {pos} extends past the log bytes")));
+                return Err(corrupt(
+                    seg,
+                    format!("batch at position {pos} extends past the log bytes"),
+                ));
             }
             if h.max_timestamp >= ts && h.last_offset() >= min_offset {
                 let b = self.read_range(seg, pos, pos + len).await?;
-                verify_crc(&b).map_err(|e| corrupt(seg, format!("batch at offset {}: {e}", h.base_offset)))?;
+                verify_crc(&b)
+                    .map_err(|e| corrupt(seg, format!("batch at offset {}: {e}", h.base_offset)))?;
                 return Ok(Some(b));
             }
             pos += len;

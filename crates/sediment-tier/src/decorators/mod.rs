@@ -47,5 +47,8 @@ pub(crate) async fn buffer_get(mut r: GetResult) -> object_store::Result<(GetRes
 /// A generic error naming the decorator, as `object_store` builds its own.
 pub(crate) fn generic(store: &'static str, msg: impl Into<String>) -> object_store::Error {
     let msg: String = msg.into();
-    object_store::Error::Generic { store, source: msg.into() }
+    object_store::Error::Generic {
+        store,
+        source: msg.into(),
+    }
 }
