@@ -263,7 +263,7 @@ impl StorageSource for Broker {
         let mut out = Vec::new();
         for t in self.topics() {
             for p in &t.partitions {
-                let (start, leo, size, segments) = p.with_log(|l| (l.log_start_offset(), l.log_end_offset(), l.size_bytes(), l.segments().len() as u64));
+                let (start, leo, size, segments) = p.with_log(|l| (l.log_start_offset(), l.log_end_offset(), l.size_bytes(), l.segment_count() as u64));
                 out.push(PartitionStats {
                     topic: t.name.clone(),
                     partition: p.index,

@@ -38,7 +38,8 @@ pub struct Inner {
     pub log: PartitionLog,
     pub producers: ProducerStateTable,
     bytes_since_snapshot: u64,
-    segments_at_snapshot: usize,
+    /// Active segment when the last snapshot was written: a roll triggers the next one.
+    active_base_at_snapshot: i64,
 }
 
 impl std::ops::Deref for Inner {
@@ -139,8 +140,8 @@ impl Partition {
     ) -> Result<Arc<Partition>, LogError> {
         let log = PartitionLog::open(dir, config)?;
         let producers = load_producer_state(&log, topic, index);
-        let segments_at_snapshot = log.segments().len();
-        let log = Inner { log, producers, bytes_since_snapshot: 0, segments_at_snapshot };
+        let active_base_at_snapshot = log.active_base_offset();
+        let log = Inner { log, producers, bytes_since_snapshot: 0, active_base_at_snapshot };
         let hw = match policy {
             FsyncPolicy::Always => log.flushed_offset(),
             FsyncPolicy::Never => log.log_end_offset(),
@@ -227,14 +228,17 @@ impl Partition {
                 inner.producers.record(&assigned, now_ms);
             }
             inner.bytes_since_snapshot += batch.len() as u64;
-            let segments = inner.log.segments().len();
-            if segments != inner.segments_at_snapshot || inner.bytes_since_snapshot >= SNAPSHOT_EVERY_BYTES {
-                if segments != inner.segments_at_snapshot
+            // Compared by active segment, not by segment count: retention also changes the count,
+            // and building the segment list here would allocate on every append.
+            let active_base = inner.log.active_base_offset();
+            let rolled = active_base != inner.active_base_at_snapshot;
+            if rolled || inner.bytes_since_snapshot >= SNAPSHOT_EVERY_BYTES {
+                if rolled
                     && let Some(r) = self.remote.get()
                 {
                     r.notify(); // a segment was sealed: the uploader has work
                 }
-                inner.segments_at_snapshot = segments;
+                inner.active_base_at_snapshot = active_base;
                 inner.bytes_since_snapshot = 0;
                 write_producer_snapshot(&inner, &self.topic, self.index);
             }

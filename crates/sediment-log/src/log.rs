@@ -241,6 +241,17 @@ impl PartitionLog {
         self.size_bytes
     }
 
+    /// Number of segments, without building [`SegmentInfo`]s (hot paths and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offset of the active segment: it changes exactly when the log rolls (or truncates
+    /// into an older segment).
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
+
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.segments
             .iter()
