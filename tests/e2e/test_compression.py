@@ -78,8 +78,16 @@ def test_codec_round_trip(broker, topic_name, client, codec):
         batches = kw.fetch_batches(c, topic_name, 0, 0, N)
     assert batches, "no batches fetched"
     assert all(b.crc_ok for b in batches), "served batch with a bad CRC-32C"
+    # The CRC-32C covers the attributes, so a valid CRC proves the broker served
+    # each batch's codec as the producer wrote it. Producers may still send a
+    # batch uncompressed when compression would not shrink it (librdkafka does
+    # for small batches under load), so: only the chosen codec or none, and the
+    # bulk of the records compressed.
+    want = kw.CODEC_IDS[codec]
     codecs = {b.compression for b in batches}
-    assert codecs == {kw.CODEC_IDS[codec]}, f"batches served with codecs {codecs}, produced as {codec}"
+    assert codecs <= {want, 0}, f"batches served with codecs {codecs}, produced as {codec}"
+    compressed = sum(b.records_count for b in batches if b.compression == want)
+    assert compressed >= 0.9 * N, f"only {compressed}/{N} records in {codec} batches"
     assert [b.base_offset for b in batches][0] == 0
     assert batches[-1].last_offset == N - 1
     for prev, nxt in zip(batches, batches[1:]):
