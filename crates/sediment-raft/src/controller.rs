@@ -1,0 +1,365 @@
+//! The metadata Raft group (the controller): every broker is a voter, every broker applies
+//! the same [`MetaCommand`]s to its [`ClusterState`] and serves Metadata from it.
+//!
+//! Writes go to the group's leader: a broker that is not the leader forwards the command over
+//! the peer transport ([`KIND_CLIENT`]) and retries while leadership moves. The applied state is
+//! published on a `watch` channel that the broker follows to open and close its partitions.
+//!
+//! Snapshots are the whole `ClusterState` (small: topics and brokers), written to
+//! `snapshot.bin` next to the log; the log is purged behind them.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Config, Entry, EntryPayload, LogId, Raft, RaftSnapshotBuilder, SnapshotMeta, SnapshotPolicy,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, watch};
+
+use crate::cluster::{ClusterState, MetaCommand, MetaResponse};
+use crate::log_store::{FileLogStore, write_atomic};
+use crate::network::{ClientHandler, KIND_CLIENT, NetworkFactory, RaftHandler, Registry, decode, encode};
+use crate::transport::{GroupId, Peers};
+
+/// The metadata group's id on the peer transport.
+pub const METADATA_GROUP: GroupId = 0;
+
+openraft::declare_raft_types!(
+    /// Type config of the metadata group.
+    pub MetaTc:
+        D = MetaCommand,
+        R = MetaResponse,
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = Entry<MetaTc>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, BasicNode>,
+    data: Vec<u8>,
+}
+
+struct SmInner {
+    dir: PathBuf,
+    state: ClusterState,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    snapshot: Option<StoredSnapshot>,
+    snapshot_seq: u64,
+}
+
+/// The metadata state machine; clones share it (openraft gets one, the snapshot builder another).
+#[derive(Clone)]
+pub struct MetaStateMachine {
+    inner: Arc<Mutex<SmInner>>,
+    tx: Arc<watch::Sender<Arc<ClusterState>>>,
+}
+
+fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+impl MetaStateMachine {
+    /// Opens the state machine in `dir`, starting from the last snapshot if there is one.
+    pub fn open(dir: &Path) -> std::io::Result<MetaStateMachine> {
+        std::fs::create_dir_all(dir)?;
+        let mut inner = SmInner {
+            dir: dir.to_path_buf(),
+            state: ClusterState::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            snapshot: None,
+            snapshot_seq: 0,
+        };
+        match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => {
+                let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("metadata snapshot: {m}"));
+                let snap: StoredSnapshot = decode(&bytes).map_err(bad)?;
+                inner.state = decode(&snap.data).map_err(bad)?;
+                inner.last_applied = snap.meta.last_log_id;
+                inner.membership = snap.meta.last_membership.clone();
+                inner.snapshot = Some(snap);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let (tx, _) = watch::channel(Arc::new(inner.state.clone()));
+        Ok(MetaStateMachine { inner: Arc::new(Mutex::new(inner)), tx: Arc::new(tx) })
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.tx.subscribe()
+    }
+}
+
+impl SmInner {
+    fn install(&mut self, snap: StoredSnapshot) -> Result<(), StorageError<u64>> {
+        let bytes = encode(&snap).map_err(sm_err)?;
+        write_atomic(&self.dir, SNAPSHOT_FILE, &bytes).map_err(sm_err)?;
+        self.snapshot = Some(snap);
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<MetaTc> for MetaStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<MetaTc>, StorageError<u64>> {
+        let mut inner = self.inner.lock().await;
+        let data = encode(&inner.state).map_err(sm_err)?;
+        inner.snapshot_seq += 1;
+        let snapshot_id = match inner.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshot_seq),
+            None => format!("none-{}", inner.snapshot_seq),
+        };
+        let meta = SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone(), snapshot_id };
+        inner.install(StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<MetaTc> for MetaStateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
+        let inner = self.inner.lock().await;
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<MetaResponse>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<MetaTc>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut inner = self.inner.lock().await;
+        let mut out = Vec::new();
+        for e in entries {
+            inner.last_applied = Some(e.log_id);
+            out.push(match e.payload {
+                EntryPayload::Blank => MetaResponse::Done,
+                EntryPayload::Normal(cmd) => inner.state.apply(&cmd),
+                EntryPayload::Membership(m) => {
+                    inner.membership = StoredMembership::new(Some(e.log_id), m);
+                    MetaResponse::Done
+                }
+            });
+        }
+        self.tx.send_replace(Arc::new(inner.state.clone()));
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let data = snapshot.into_inner();
+        let state: ClusterState = decode(&data).map_err(sm_err)?;
+        let mut inner = self.inner.lock().await;
+        inner.install(StoredSnapshot { meta: meta.clone(), data })?;
+        inner.state = state;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        self.tx.send_replace(Arc::new(inner.state.clone()));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<MetaTc>>, StorageError<u64>> {
+        let inner = self.inner.lock().await;
+        Ok(inner
+            .snapshot
+            .as_ref()
+            .map(|s| Snapshot { meta: s.meta.clone(), snapshot: Box::new(Cursor::new(s.data.clone())) }))
+    }
+}
+
+/// Timers of the metadata group. openraft's defaults (50 ms heartbeats, 150–300 ms elections)
+/// misfire on a loaded 2-core machine; these still fail over within about two seconds.
+pub fn raft_config(cluster: &str) -> Arc<Config> {
+    let c = Config {
+        cluster_name: cluster.to_string(),
+        heartbeat_interval: 150,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        install_snapshot_timeout: 2000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 100,
+        ..Config::default()
+    };
+    Arc::new(c.validate().expect("metadata raft config is valid"))
+}
+
+/// Why a metadata write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("no metadata leader within {0:?} (is a majority of brokers up?)")]
+    NoLeader(Duration),
+    #[error("metadata group stopped: {0}")]
+    Fatal(String),
+}
+
+/// This broker's member of the metadata group.
+pub struct Controller {
+    pub raft: Raft<MetaTc>,
+    node_id: u64,
+    peers: Arc<Peers>,
+    state: watch::Receiver<Arc<ClusterState>>,
+}
+
+/// Forwarded writes: apply on this node if it leads, else tell the caller who does.
+struct Forwarded {
+    raft: Raft<MetaTc>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum ForwardAnswer {
+    Applied(MetaResponse, LogId<u64>),
+    NotLeader(Option<u64>),
+}
+
+impl ClientHandler for Forwarded {
+    fn handle(&self, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        let raft = self.raft.clone();
+        Box::pin(async move {
+            let cmd: MetaCommand = decode(&payload)?;
+            let answer = match raft.client_write(cmd).await {
+                Ok(r) => ForwardAnswer::Applied(r.data, r.log_id),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardAnswer::NotLeader(f.leader_id),
+                Err(e) => return Err(e.to_string()),
+            };
+            encode(&answer).map(Bytes::from)
+        })
+    }
+}
+
+impl Controller {
+    /// Starts this broker's member of the metadata group with its state in `dir`. `voters`
+    /// (id → raft address, this node included) seeds the group on a first start; afterwards
+    /// membership comes from the log.
+    pub async fn start(
+        node_id: u64,
+        dir: &Path,
+        voters: &BTreeMap<u64, String>,
+        peers: Arc<Peers>,
+        registry: &Registry,
+    ) -> anyhow::Result<Controller> {
+        let log = FileLogStore::<MetaTc>::open(dir)?;
+        let sm = MetaStateMachine::open(dir)?;
+        let state = sm.subscribe();
+        let net = NetworkFactory::<MetaTc>::new(peers.clone(), METADATA_GROUP);
+        let raft = Raft::new(node_id, raft_config("sediment-metadata"), net, log, sm).await?;
+        registry.register(
+            METADATA_GROUP,
+            Arc::new(RaftHandler { raft: raft.clone(), client: Some(Arc::new(Forwarded { raft: raft.clone() })) }),
+        );
+        if !raft.is_initialized().await? {
+            let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
+            // Every voter seeds the same membership at log index 0; whoever wins the first
+            // election carries it. A node that already has a log refuses, which is fine.
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(node_id, voters = voters.len(), "metadata group initialized"),
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Controller { raft, node_id, peers, state })
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The applied metadata, as of now.
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.state.borrow().clone()
+    }
+
+    /// Follows the applied metadata.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterState>> {
+        self.state.clone()
+    }
+
+    /// The metadata leader, if one is known.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Commits `cmd` through the leader (forwarding if needed) and returns what applying it
+    /// produced. Retries while there is no leader or leadership moves, up to `timeout`. Once
+    /// this returns, the command is applied on this broker's state too.
+    pub async fn write(&self, cmd: MetaCommand, timeout: Duration) -> Result<MetaResponse, WriteError> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let leader = self.leader();
+            let attempt: Result<Option<(MetaResponse, LogId<u64>)>, WriteError> = match leader {
+                Some(l) if l == self.node_id => match self.raft.client_write(cmd.clone()).await {
+                    Ok(r) => Ok(Some((r.data, r.log_id))),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
+                    Err(RaftError::APIError(e)) => Err(WriteError::Fatal(e.to_string())),
+                    Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
+                },
+                Some(l) => self.forward(l, &cmd, deadline).await,
+                None => Ok(None),
+            };
+            match attempt? {
+                Some((resp, log_id)) => {
+                    // read-your-writes on this broker: wait until it applied the entry too
+                    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                    let _ = self.raft.wait(Some(left)).applied_index_at_least(Some(log_id.index), "metadata write applied").await;
+                    return Ok(resp);
+                }
+                None => {
+                    if Instant::now() + backoff > deadline {
+                        return Err(WriteError::NoLeader(timeout));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    async fn forward(&self, leader: u64, cmd: &MetaCommand, deadline: Instant) -> Result<Option<(MetaResponse, LogId<u64>)>, WriteError> {
+        let addr = {
+            let m = self.raft.metrics().borrow().membership_config.clone();
+            m.membership().get_node(&leader).map(|n| n.addr.clone())
+        };
+        let Some(addr) = addr else { return Ok(None) };
+        let body = encode(cmd).map_err(WriteError::Fatal)?;
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(50));
+        match self.peers.client(leader, &addr).call(METADATA_GROUP, KIND_CLIENT, &body, left).await {
+            Ok(bytes) => match decode::<ForwardAnswer>(&bytes).map_err(WriteError::Fatal)? {
+                ForwardAnswer::Applied(r, log_id) => Ok(Some((r, log_id))),
+                ForwardAnswer::NotLeader(_) => Ok(None),
+            },
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "metadata write forward failed; retrying");
+                Ok(None)
+            }
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}

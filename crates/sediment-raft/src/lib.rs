@@ -1,0 +1,26 @@
+//! Replication for Sediment, on openraft.
+//!
+//! * [`transport`]: one multiplexed TCP connection per peer, shared by every Raft group.
+//! * [`network`]: openraft's network traits over that transport, and the registry routing an
+//!   incoming request to its group.
+//! * [`log_store`]: a file-backed Raft log for small groups (the metadata group).
+//! * [`cluster`]: the replicated cluster metadata (brokers, topics, assignments, configs) and
+//!   its commands.
+//! * [`controller`]: the metadata Raft group every broker runs.
+//!
+//! See ARCHITECTURE.md ("Replication") for the design: one log per partition, Raft terms as
+//! Kafka leader epochs, the high watermark as the commit index.
+
+// openraft's StorageError is what its storage traits return; boxing it at our helpers would
+// only move the allocation.
+#![allow(clippy::result_large_err)]
+
+pub mod cluster;
+pub mod controller;
+pub mod log_store;
+pub mod network;
+pub mod transport;
+
+pub use cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
+pub use controller::{Controller, METADATA_GROUP, MetaTc, WriteError};
+pub use transport::{GroupId, Peers};

@@ -1,0 +1,200 @@
+//! openraft's network traits over the shared peer transport, and the registry that routes an
+//! incoming request to the group it names.
+//!
+//! Every group on a broker talks to a peer through that peer's single [`PeerClient`]; a
+//! request carries its group id. Bodies are postcard-encoded openraft messages, answers are
+//! `Result<Response, RaftError>` encoded the same way, so a remote `RaftError` (a higher vote,
+//! a fatal storage error) reaches the local core as openraft expects.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{BasicNode, Raft, RaftNetwork, RaftNetworkFactory, RaftTypeConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::transport::{CallError, Dispatch, GroupId, PeerClient, Peers};
+
+pub const KIND_APPEND: u8 = 1;
+pub const KIND_VOTE: u8 = 2;
+pub const KIND_SNAPSHOT: u8 = 3;
+/// An application request for the group (e.g. a metadata write forwarded to the leader).
+pub const KIND_CLIENT: u8 = 4;
+
+/// Node ids are broker ids; nodes carry their raft address.
+pub trait TypeConfig: RaftTypeConfig<NodeId = u64, Node = BasicNode> {}
+impl<T: RaftTypeConfig<NodeId = u64, Node = BasicNode>> TypeConfig for T {}
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
+    postcard::to_stdvec(v).map_err(|e| format!("encode: {e}"))
+}
+
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(b).map_err(|e| format!("decode: {e}"))
+}
+
+/// Creates the per-target clients of one group.
+pub struct NetworkFactory<C> {
+    peers: Arc<Peers>,
+    group: GroupId,
+    _c: PhantomData<fn() -> C>,
+}
+
+impl<C> NetworkFactory<C> {
+    pub fn new(peers: Arc<Peers>, group: GroupId) -> Self {
+        NetworkFactory { peers, group, _c: PhantomData }
+    }
+}
+
+pub struct GroupClient<C> {
+    client: Arc<PeerClient>,
+    target: u64,
+    group: GroupId,
+    _c: PhantomData<fn() -> C>,
+}
+
+impl<C: TypeConfig> RaftNetworkFactory<C> for NetworkFactory<C> {
+    type Network = GroupClient<C>;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> GroupClient<C> {
+        GroupClient { client: self.peers.client(target, &node.addr), target, group: self.group, _c: PhantomData }
+    }
+}
+
+fn rpc_err<E: std::error::Error>(e: CallError) -> RPCError<u64, BasicNode, E> {
+    match e {
+        CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Timeout { .. } | CallError::Remote { .. } => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn codec_err<E: std::error::Error>(m: String) -> RPCError<u64, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(m)))
+}
+
+impl<C: TypeConfig> GroupClient<C> {
+    async fn call<Req, Resp, E>(&self, kind: u8, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<u64, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = encode(req).map_err(codec_err)?;
+        let answer = self.client.call(self.group, kind, &body, option.hard_ttl()).await.map_err(rpc_err)?;
+        let r: Result<Resp, E> = decode(&answer).map_err(codec_err)?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl<C: TypeConfig> RaftNetwork<C> for GroupClient<C> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(KIND_APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<C>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+        self.call(KIND_SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.call(KIND_VOTE, &rpc, &option).await
+    }
+}
+
+/// Handles the requests addressed to one group on this broker.
+pub trait GroupHandler: Send + Sync + 'static {
+    fn handle(&self, kind: u8, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
+}
+
+/// Application requests of a group (kind [`KIND_CLIENT`]).
+pub trait ClientHandler: Send + Sync + 'static {
+    fn handle(&self, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>>;
+}
+
+/// Serves a group's Raft RPCs from its local `Raft`, and its client requests from `client`.
+pub struct RaftHandler<C: TypeConfig> {
+    pub raft: Raft<C>,
+    pub client: Option<Arc<dyn ClientHandler>>,
+}
+
+impl<C> GroupHandler for RaftHandler<C>
+where
+    C: TypeConfig,
+    C::SnapshotData: tokio::io::AsyncRead + tokio::io::AsyncWrite + tokio::io::AsyncSeek + Unpin,
+{
+    fn handle(&self, kind: u8, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        let raft = self.raft.clone();
+        let client = self.client.clone();
+        Box::pin(async move {
+            match kind {
+                KIND_APPEND => {
+                    let req: AppendEntriesRequest<C> = decode(&payload)?;
+                    encode(&raft.append_entries(req).await).map(Bytes::from)
+                }
+                KIND_VOTE => {
+                    let req: VoteRequest<u64> = decode(&payload)?;
+                    encode(&raft.vote(req).await).map(Bytes::from)
+                }
+                KIND_SNAPSHOT => {
+                    let req: InstallSnapshotRequest<C> = decode(&payload)?;
+                    encode(&raft.install_snapshot(req).await).map(Bytes::from)
+                }
+                KIND_CLIENT => match client {
+                    Some(c) => c.handle(payload).await,
+                    None => Err("this group takes no client requests".into()),
+                },
+                other => Err(format!("unknown request kind {other}")),
+            }
+        })
+    }
+}
+
+/// Routes incoming requests by group id.
+#[derive(Default)]
+pub struct Registry {
+    groups: RwLock<HashMap<GroupId, Arc<dyn GroupHandler>>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    pub fn register(&self, group: GroupId, handler: Arc<dyn GroupHandler>) {
+        self.groups.write().unwrap_or_else(|e| e.into_inner()).insert(group, handler);
+    }
+
+    pub fn unregister(&self, group: GroupId) {
+        self.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
+    }
+}
+
+impl Dispatch for Registry {
+    fn dispatch(&self, group: GroupId, kind: u8, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        let h = self.groups.read().unwrap_or_else(|e| e.into_inner()).get(&group).cloned();
+        match h {
+            Some(h) => h.handle(kind, payload),
+            None => Box::pin(async move { Err(format!("group {group} is not hosted here")) }),
+        }
+    }
+}
