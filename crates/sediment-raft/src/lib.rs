@@ -16,6 +16,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod cluster;
+pub mod entry_index;
 pub mod controller;
 pub mod log_store;
 pub mod network;
