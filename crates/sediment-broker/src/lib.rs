@@ -20,6 +20,7 @@ pub mod metadata;
 pub mod observe;
 pub mod partition;
 pub mod producer_state;
+pub mod replica;
 pub mod server;
 pub mod tiering;
 pub mod topic_config;

@@ -40,6 +40,8 @@ pub struct Inner {
     bytes_since_snapshot: u64,
     /// Active segment when the last snapshot was written: a roll triggers the next one.
     active_base_at_snapshot: i64,
+    /// Replicated partitions: the Raft entry index over this log (`crate::replica`).
+    pub(crate) raft: Option<crate::replica::RaftIndex>,
 }
 
 impl std::ops::Deref for Inner {
@@ -107,10 +109,14 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     log: Mutex<Inner>,
-    wm_tx: watch::Sender<Watermark>,
+    pub(crate) wm_tx: watch::Sender<Watermark>,
     flush_wanted: Arc<Notify>,
-    policy: FsyncPolicy,
-    leader_epoch: i32,
+    pub(crate) policy: FsyncPolicy,
+    /// Kafka leader epoch: 0 on a single node; the Raft term of the current leader when
+    /// replicated.
+    leader_epoch: std::sync::atomic::AtomicI32,
+    /// Set for a replicated partition once its Raft group runs (`crate::replica`).
+    pub(crate) replica: OnceLock<Arc<crate::replica::Replica>>,
     /// Byte and record counters of the topic (bound handles shared by its partitions).
     pub metrics: TopicMetrics,
     /// Trace context of the first append since the last fsync started (only with tracing on):
@@ -139,38 +145,75 @@ impl Partition {
         policy: FsyncPolicy,
     ) -> Result<Arc<Partition>, LogError> {
         let log = PartitionLog::open(dir, config)?;
-        let producers = load_producer_state(&log, topic, index);
-        let active_base_at_snapshot = log.active_base_offset();
-        let log = Inner { log, producers, bytes_since_snapshot: 0, active_base_at_snapshot };
         let hw = match policy {
             FsyncPolicy::Always => log.flushed_offset(),
             FsyncPolicy::Never => log.log_end_offset(),
         };
-        let (wm_tx, _) = watch::channel(Watermark { high_watermark: hw, failed: false });
-        let p = Arc::new(Partition {
-            topic: topic.to_string(),
-            index,
-            log: Mutex::new(log),
-            wm_tx,
-            flush_wanted: Arc::new(Notify::new()),
-            policy,
-            leader_epoch: 0,
-            metrics: sediment_telemetry::metrics().topic(topic),
-            flush_parent: Mutex::new(TraceParent::default()),
-            remote: OnceLock::new(),
-            tiered: AtomicBool::new(false),
-        });
+        let p = Self::assemble(topic, index, log, None, policy, hw);
         if policy == FsyncPolicy::Always {
             tokio::spawn(flusher(Arc::downgrade(&p), p.flush_wanted.clone()));
         }
         Ok(p)
     }
 
-    pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+    /// Opens a replicated partition: the log and its Raft entry index, made to agree after a
+    /// crash. No flusher runs (Raft appends fsync themselves) and the high watermark starts
+    /// at the log start: the Raft group raises it to the commit point once it applies.
+    pub fn open_replicated(
+        topic: &str,
+        index: i32,
+        dir: std::path::PathBuf,
+        config: LogConfig,
+        policy: FsyncPolicy,
+    ) -> Result<Arc<Partition>, crate::replica::ReplicaOpenError> {
+        let mut log = PartitionLog::open(&dir, config)?;
+        let raft = crate::replica::RaftIndex::open(&dir, &mut log)?;
+        let hw = log.log_start_offset();
+        Ok(Self::assemble(topic, index, log, Some(raft), policy, hw))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn assemble(
+        topic: &str,
+        index: i32,
+        log: PartitionLog,
+        raft: Option<crate::replica::RaftIndex>,
+        policy: FsyncPolicy,
+        hw: i64,
+    ) -> Arc<Partition> {
+        let producers = load_producer_state(&log, topic, index);
+        let active_base_at_snapshot = log.active_base_offset();
+        let log = Inner { log, producers, bytes_since_snapshot: 0, active_base_at_snapshot, raft };
+        let (wm_tx, _) = watch::channel(Watermark { high_watermark: hw, failed: false });
+        Arc::new(Partition {
+            topic: topic.to_string(),
+            index,
+            log: Mutex::new(log),
+            wm_tx,
+            flush_wanted: Arc::new(Notify::new()),
+            policy,
+            leader_epoch: std::sync::atomic::AtomicI32::new(0),
+            replica: OnceLock::new(),
+            metrics: sediment_telemetry::metrics().topic(topic),
+            flush_parent: Mutex::new(TraceParent::default()),
+            remote: OnceLock::new(),
+            tiered: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The partition's Raft group, when replicated.
+    pub fn replica(&self) -> Option<&Arc<crate::replica::Replica>> {
+        self.replica.get()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock would leave the log in an unknown state; recover the
         // guard anyway because every log method keeps its own invariants per call.
         self.log.lock().unwrap_or_else(|e| e.into_inner())
@@ -221,27 +264,13 @@ impl Partition {
                 Verdict::Duplicate(meta) => return Ok(Appended::Duplicate(meta)),
                 Verdict::Reject(code, msg) => return Err(AppendError::Producer(code, msg)),
             }
-            let info = inner.log.append(batch, self.leader_epoch, now_ms).map_err(AppendError::Log)?;
+            let info = inner.log.append(batch, self.leader_epoch(), now_ms).map_err(AppendError::Log)?;
             if header.has_producer_id() {
                 let mut assigned = *header;
                 assigned.base_offset = info.base_offset;
                 inner.producers.record(&assigned, now_ms);
             }
-            inner.bytes_since_snapshot += batch.len() as u64;
-            // Compared by active segment, not by segment count: retention also changes the count,
-            // and building the segment list here would allocate on every append.
-            let active_base = inner.log.active_base_offset();
-            let rolled = active_base != inner.active_base_at_snapshot;
-            if rolled || inner.bytes_since_snapshot >= SNAPSHOT_EVERY_BYTES {
-                if rolled
-                    && let Some(r) = self.remote.get()
-                {
-                    r.notify(); // a segment was sealed: the uploader has work
-                }
-                inner.active_base_at_snapshot = active_base;
-                inner.bytes_since_snapshot = 0;
-                write_producer_snapshot(&inner, &self.topic, self.index);
-            }
+            self.after_append(&mut inner, batch.len());
             if self.policy == FsyncPolicy::Never {
                 let leo = inner.log.log_end_offset();
                 self.wm_tx.send_modify(|w| w.high_watermark = leo);
@@ -258,6 +287,31 @@ impl Partition {
             self.flush_wanted.notify_one();
         }
         Ok(Appended::New(info))
+    }
+
+    /// Bookkeeping after a batch of `len` bytes was appended: producer-state snapshots (on a
+    /// roll or every [`SNAPSHOT_EVERY_BYTES`]) and waking the uploader when a segment sealed.
+    pub(crate) fn after_append(&self, inner: &mut Inner, len: usize) {
+        inner.bytes_since_snapshot += len as u64;
+        // Compared by active segment, not by segment count: retention also changes the count,
+        // and building the segment list here would allocate on every append.
+        let active_base = inner.log.active_base_offset();
+        let rolled = active_base != inner.active_base_at_snapshot;
+        if rolled || inner.bytes_since_snapshot >= SNAPSHOT_EVERY_BYTES {
+            if rolled
+                && let Some(r) = self.remote.get()
+            {
+                r.notify(); // a segment was sealed: the uploader has work
+            }
+            inner.active_base_at_snapshot = active_base;
+            inner.bytes_since_snapshot = 0;
+            write_producer_snapshot(inner, &self.topic, self.index);
+        }
+    }
+
+    /// Rebuilds the producer state from the log (after a Raft truncation took batches back).
+    pub(crate) fn reload_producers(&self, inner: &mut Inner) {
+        inner.producers = load_producer_state(&inner.log, &self.topic, self.index);
     }
 
     /// Forgets producers idle longer than `max_age_ms`.
@@ -584,8 +638,12 @@ impl sediment_tier::LocalLog for Partition {
     }
 
     fn leader_epoch(&self) -> Option<i32> {
-        // single node: this broker leads every partition it hosts (replication fences here)
-        Some(self.leader_epoch)
+        match self.replica.get() {
+            // replicated: only the current leader uploads, fenced by its epoch
+            Some(r) => r.leader_epoch(),
+            // single node: this broker leads every partition it hosts
+            None => Some(self.leader_epoch()),
+        }
     }
 
     fn uploaded(&self, _uploaded_end: i64) {

@@ -49,6 +49,10 @@ pub enum EntryKind {
     /// A proposal the leader refused at append (a duplicate or out-of-order idempotent batch):
     /// it keeps its Raft index but holds no records.
     Noop = 4,
+    /// No entry: filler for an index openraft skipped. openraft itself always appends
+    /// contiguously; its storage conformance suite appends with gaps (as a keyed store would
+    /// take them), and reads treat a hole as an absent entry.
+    Hole = 5,
 }
 
 impl EntryKind {
@@ -58,6 +62,7 @@ impl EntryKind {
             2 => EntryKind::Blank,
             3 => EntryKind::Membership,
             4 => EntryKind::Noop,
+            5 => EntryKind::Hole,
             _ => return None,
         })
     }
@@ -107,7 +112,7 @@ pub enum IndexError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("raft index {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("raft index: entry {index} appended after entry {last:?} (entries must be contiguous)")]
+    #[error("raft index: entry {index} appended after entry {last:?} (entries must follow the last one)")]
     NotContiguous { index: u64, last: Option<u64> },
 }
 
@@ -133,6 +138,8 @@ pub struct EntryIndex {
     last: Option<(u64, EntryRecord)>,
     /// Payloads of membership entries still in the log, by index.
     memberships: BTreeMap<u64, Vec<u8>>,
+    /// Entries up to here are purged: never returned, even while their chunk file remains.
+    floor: Option<u64>,
 }
 
 fn chunk_path(dir: &Path, first: u64) -> PathBuf {
@@ -187,9 +194,9 @@ impl EntryIndex {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(io(&dir.join(MEMBERSHIP_FILE))(e)),
         };
-        let mut idx = EntryIndex { dir: dir.to_path_buf(), chunks, last: None, memberships };
+        let mut idx = EntryIndex { dir: dir.to_path_buf(), chunks, last: None, memberships, floor: None };
         idx.last = match idx.last_index() {
-            Some(i) => Some((i, idx.get(i)?.ok_or_else(|| IndexError::Corrupt { path: dir.to_path_buf(), reason: format!("entry {i} unreadable") })?)),
+            Some(i) => Some(idx.raw(i)?.ok_or_else(|| IndexError::Corrupt { path: dir.to_path_buf(), reason: format!("entry {i} unreadable") })?),
             None => None,
         };
         Ok(idx)
@@ -197,7 +204,17 @@ impl EntryIndex {
 
     /// First index still present.
     pub fn first_index(&self) -> Option<u64> {
-        self.chunks.iter().find(|c| c.len > 0).map(|c| c.first)
+        let first = self.chunks.iter().find(|c| c.len > 0).map(|c| c.first)?;
+        let first = match self.floor {
+            Some(f) => first.max(f + 1),
+            None => first,
+        };
+        (Some(first) <= self.last_index()).then_some(first)
+    }
+
+    /// Hides entries `..=index` (the purge point recorded elsewhere, restored at open).
+    pub fn set_floor(&mut self, index: u64) {
+        self.floor = Some(self.floor.map_or(index, |f| f.max(index)));
     }
 
     pub fn last_index(&self) -> Option<u64> {
@@ -221,8 +238,20 @@ impl EntryIndex {
 
     /// Records of the present entries in `[start, end)`, in order.
     pub fn range(&self, start: u64, end: u64) -> Result<Vec<(u64, EntryRecord)>, IndexError> {
+        self.records(start, end, false)
+    }
+
+    /// The record at `index`, holes included (for the last-entry bookkeeping).
+    fn raw(&self, index: u64) -> Result<Option<(u64, EntryRecord)>, IndexError> {
+        Ok(self.records(index, index + 1, true)?.into_iter().next())
+    }
+
+    fn records(&self, start: u64, end: u64, holes: bool) -> Result<Vec<(u64, EntryRecord)>, IndexError> {
         let mut out = Vec::new();
-        let mut i = start;
+        let mut i = match self.floor {
+            Some(f) if !holes => start.max(f + 1),
+            _ => start,
+        };
         while i < end {
             let Some(c) = self.chunk_of(i) else {
                 // before the first chunk: skip ahead to it; after the last: done
@@ -241,7 +270,9 @@ impl EntryIndex {
             for (k, rec) in buf.chunks_exact(RECORD_LEN as usize).enumerate() {
                 let r = EntryRecord::decode(rec)
                     .ok_or_else(|| IndexError::Corrupt { path: c.path.clone(), reason: format!("bad record for entry {}", i + k as u64) })?;
-                out.push((i + k as u64, r));
+                if holes || r.kind != EntryKind::Hole {
+                    out.push((i + k as u64, r));
+                }
             }
             i = upto;
         }
@@ -252,6 +283,16 @@ impl EntryIndex {
     /// anywhere) and, for a membership entry, its payload.
     pub fn append(&mut self, index: u64, rec: EntryRecord, membership: Option<Vec<u8>>) -> Result<(), IndexError> {
         let last = self.last_index();
+        if let Some(l) = last
+            && index > l + 1
+            && index - l <= 1 << 16
+        {
+            let filler = EntryRecord { base_offset: self.last.map_or(0, |(_, r)| r.next_offset()), term: 0, last_offset_delta: 0, kind: EntryKind::Hole };
+            for i in l + 1..index {
+                self.append(i, filler, None)?;
+            }
+            return self.append(index, rec, membership);
+        }
         match last {
             Some(l) if index != l + 1 => return Err(IndexError::NotContiguous { index, last }),
             None if !self.chunks.is_empty() && self.chunks.last().is_some_and(|c| c.first + c.len != index) => {
@@ -301,6 +342,9 @@ impl EntryIndex {
 
     /// Deletes entries `index..` (Raft truncation of a conflicting suffix).
     pub fn truncate(&mut self, index: u64) -> Result<(), IndexError> {
+        if self.floor.is_some_and(|f| f >= index) {
+            self.floor = index.checked_sub(1);
+        }
         loop {
             let n = self.chunks.len();
             let Some(c) = self.chunks.last_mut() else { break };
@@ -323,7 +367,7 @@ impl EntryIndex {
             self.write_memberships()?;
         }
         self.last = match self.last_index() {
-            Some(i) => self.get(i)?.map(|r| (i, r)),
+            Some(i) => self.raw(i)?,
             None => None,
         };
         Ok(())
@@ -332,6 +376,7 @@ impl EntryIndex {
     /// Forgets entries `..=index` (after Raft purged them): whole chunks below go, and the
     /// membership payloads before the last one at or below `index`.
     pub fn purge(&mut self, index: u64) -> Result<(), IndexError> {
+        self.set_floor(index);
         while self.chunks.len() > 1 && self.chunks[1].first <= index + 1 {
             let c = self.chunks.remove(0);
             std::fs::remove_file(&c.path).map_err(io(&c.path))?;
@@ -429,7 +474,7 @@ mod tests {
         assert_eq!(files(), 3);
         x.purge(CHUNK_ENTRIES + 5).unwrap();
         assert_eq!(files(), 2, "only the wholly purged chunk goes");
-        assert_eq!(x.first_index(), Some(CHUNK_ENTRIES));
+        assert_eq!(x.first_index(), Some(CHUNK_ENTRIES + 6), "purged entries are hidden even while their chunk stays");
         assert_eq!(x.get(n - 1).unwrap(), Some(batch(n as i64 - 1, 1, 3)));
         x.truncate(CHUNK_ENTRIES * 2 - 1).unwrap();
         assert_eq!(files(), 1);

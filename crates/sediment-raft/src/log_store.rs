@@ -59,6 +59,23 @@ fn io_write(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::write_logs(&std::io::Error::other(e.to_string())).into()
 }
 
+/// Writes `value` as a one-record file `dir/name` (temp + rename; fsynced when `durable`).
+pub fn save_small<T: Serialize>(dir: &Path, name: &str, value: &T, durable: bool) -> std::io::Result<()> {
+    let data = record(&encode(value).map_err(std::io::Error::other)?);
+    if durable {
+        write_atomic(dir, name, &data)
+    } else {
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, dir.join(name))
+    }
+}
+
+/// Reads a file written by [`save_small`]; `None` when it does not exist.
+pub fn load_small<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Option<T>> {
+    read_small(path)
+}
+
 fn record(body: &[u8]) -> Vec<u8> {
     let mut r = Vec::with_capacity(8 + body.len());
     r.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -84,12 +101,12 @@ fn records(data: &[u8]) -> (Vec<&[u8]>, usize) {
     (out, pos)
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
 /// Writes `data` to `dir/name` atomically and durably.
-pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     {
         let mut f = std::fs::File::create(&tmp)?;

@@ -1,0 +1,802 @@
+//! A replicated partition: its Raft group (openraft) with the partition's segment log as the
+//! Raft log.
+//!
+//! * **One log.** A record batch is written once, into the segment log, by
+//!   [`ReplicaLog::append`] on every replica; the Raft entry index
+//!   ([`sediment_raft::entry_index`]) maps dense Raft indexes onto the batches' offsets and
+//!   holds the entries that are not batches (blank, membership, refused no-ops), so the
+//!   segments contain only records and consumers see no offset gaps.
+//! * **Epochs.** The Raft term is the Kafka leader epoch: it is patched into each batch's
+//!   partition leader epoch at append (single-term-leader mode: one leader per term).
+//! * **Offsets.** Offsets are assigned at append: the leader patches the base offset to its log
+//!   end; a follower receives the batch already patched and, its log matching the leader's up
+//!   to that entry, lands it at the same offset (checked).
+//! * **Idempotence.** The leader checks a proposal's producer sequence when appending it (the
+//!   single point where proposals are ordered); a duplicate or out-of-order batch becomes a
+//!   no-op entry and its proposer is answered with the original offsets or the error. Every
+//!   replica records producer state as batches append, and rebuilds it after a truncation.
+//! * **High watermark.** The state machine is the high watermark: applying committed entries
+//!   raises it to the end of the last one. Consumers read below it only, so they never see a
+//!   record a leader change could take back.
+//! * **Durability.** Appends land in the page cache; one flusher per partition fsyncs the
+//!   segment and the entry index and then tells openraft (group commit across proposals).
+
+// openraft's StorageError is what its storage traits return; boxing it in our helpers would
+// only move the allocation.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, CommittedLeaderId, Config, Entry, EntryPayload, LogId, LogState, Membership, RaftLogReader,
+    RaftSnapshotBuilder, ServerState, SnapshotMeta, SnapshotPolicy, StorageError, StorageIOError, StoredMembership,
+    Vote,
+};
+use sediment_log::{AppendInfo, LogError, PartitionLog};
+use sediment_protocol::ErrorCode;
+use sediment_protocol::batch::{BatchHeader, BatchIter};
+use sediment_raft::entry_index::{EntryIndex, EntryKind, EntryRecord, IndexError};
+use sediment_raft::log_store::{load_small, save_small};
+use sediment_raft::network::{NetworkFactory, RaftHandler, Registry, decode, encode};
+use sediment_raft::transport::{GroupId, Peers};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::partition::{FsyncPolicy, Inner, Partition};
+use crate::producer_state::{BatchMeta, Verdict};
+
+openraft::declare_raft_types!(
+    /// Type config of partition groups.
+    pub DataTc:
+        D = Proposal,
+        R = (),
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = Entry<DataTc>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type DataRaft = openraft::Raft<DataTc>;
+
+/// A proposed (or replicated) record batch; an empty batch is a no-op entry.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct Proposal {
+    pub batch: Bytes,
+    /// Local only (never sent): non-zero on the leader's own proposals, naming who waits for
+    /// the append outcome. Replicated entries arrive with 0.
+    #[serde(skip)]
+    pub token: u64,
+}
+
+impl Debug for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proposal({} bytes, token {})", self.batch.len(), self.token)
+    }
+}
+
+/// What appending a proposal did on the leader.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Appended(AppendInfo),
+    /// An idempotent retry of a batch already in the log: its original offsets.
+    Duplicate(BatchMeta),
+    /// Refused by the producer-state rules (sequence gap, stale epoch...).
+    Refused(ErrorCode, String),
+}
+
+const VOTE_FILE: &str = "raft.vote";
+const PURGED_FILE: &str = "raft.purged";
+const COMMITTED_FILE: &str = "raft.committed";
+const APPLIED_FILE: &str = "raft.applied";
+/// Bytes of batches one replication RPC carries at most (plus openraft's entry-count cap).
+const MAX_RPC_BYTES: usize = 8 << 20;
+
+/// Why a replicated partition could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaOpenError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("raft state of {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The Raft side of a replicated partition's log, kept under the partition lock with the log.
+pub struct RaftIndex {
+    pub(crate) index: EntryIndex,
+    purged: Option<LogId<u64>>,
+    dir: PathBuf,
+}
+
+impl RaftIndex {
+    /// Opens the entry index in `dir` and makes it and `log` agree (after a crash either may
+    /// hold entries the other lost; neither were acknowledged).
+    pub fn open(dir: &Path, log: &mut PartitionLog) -> Result<RaftIndex, ReplicaOpenError> {
+        let mut index = EntryIndex::open(dir)?;
+        if let Some(cut) = index.reconcile(log.log_end_offset())? {
+            tracing::warn!(dir = %dir.display(), from = cut, to = log.log_end_offset(), "cutting batches no Raft entry names");
+            log.truncate_to(cut)?;
+        }
+        let purged = load_small::<Option<LogId<u64>>>(&dir.join(PURGED_FILE))
+            .map_err(|source| ReplicaOpenError::Io { path: dir.join(PURGED_FILE), source })?
+            .flatten();
+        if let Some(p) = purged {
+            index.set_floor(p.index);
+        }
+        Ok(RaftIndex { index, purged, dir: dir.to_path_buf() })
+    }
+
+    fn last_log_id(&self) -> Option<LogId<u64>> {
+        self.index.last().map(|(i, r)| log_id(r.term, i)).or(self.purged)
+    }
+}
+
+fn log_id(term: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, 0), index)
+}
+
+fn st_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_logs(&std::io::Error::other(e.to_string())).into()
+}
+
+fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::read_logs(&std::io::Error::other(e.to_string())).into()
+}
+
+fn raft_of(inner: &mut Inner) -> Result<&mut RaftIndex, StorageError<u64>> {
+    inner.raft.as_mut().ok_or_else(|| st_err("partition is not replicated"))
+}
+
+/// Proposers waiting for their append outcome, by token.
+#[derive(Default)]
+pub struct Proposals {
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    next: AtomicU64,
+}
+
+impl Proposals {
+    fn notify(&self, token: u64, o: Outcome) {
+        if token == 0 {
+            return;
+        }
+        if let Some(tx) = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&token) {
+            let _ = tx.send(o);
+        }
+    }
+}
+
+/// One fsync request: openraft's callback for an append.
+type FlushReq = LogFlushed<DataTc>;
+
+/// The partition log as openraft's log storage. `light` readers return batch entries without
+/// their bytes: openraft's core reads committed entries back only to apply them, and applying
+/// needs the entries' positions, not their records (replication uses full readers).
+pub struct ReplicaLog {
+    p: Arc<Partition>,
+    proposals: Arc<Proposals>,
+    flush_tx: mpsc::UnboundedSender<FlushReq>,
+    light: bool,
+}
+
+impl ReplicaLog {
+    /// The log storage of `p` (opened with [`Partition::open_replicated`]); starts its flusher.
+    pub fn new(p: Arc<Partition>, proposals: Arc<Proposals>) -> ReplicaLog {
+        let (flush_tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(flusher(p.clone(), rx));
+        ReplicaLog { p, proposals, flush_tx, light: true }
+    }
+
+    fn append_one(&self, inner: &mut Inner, e: Entry<DataTc>, now_ms: i64) -> Result<(), StorageError<u64>> {
+        let idx = e.log_id.index;
+        let term = e.log_id.leader_id.term;
+        let leo = inner.log.log_end_offset();
+        let meta_rec = |kind| EntryRecord { base_offset: leo, term, last_offset_delta: 0, kind };
+        match e.payload {
+            EntryPayload::Blank => raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Blank), None).map_err(st_err),
+            EntryPayload::Membership(m) => {
+                let payload = encode(&m).map_err(st_err)?;
+                raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Membership), Some(payload)).map_err(st_err)
+            }
+            EntryPayload::Normal(prop) if prop.batch.is_empty() => {
+                raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Noop), None).map_err(st_err)
+            }
+            EntryPayload::Normal(prop) => {
+                let header = BatchHeader::parse(&prop.batch).map_err(st_err)?;
+                if prop.token != 0 {
+                    // the leader's own proposal: the idempotence rules decide here, where
+                    // proposals are ordered
+                    let refused = match inner.producers.check(&header) {
+                        Verdict::Append => None,
+                        Verdict::Duplicate(meta) => Some(Outcome::Duplicate(meta)),
+                        Verdict::Reject(code, msg) => Some(Outcome::Refused(code, msg)),
+                    };
+                    if let Some(o) = refused {
+                        raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Noop), None).map_err(st_err)?;
+                        self.proposals.notify(prop.token, o);
+                        return Ok(());
+                    }
+                } else if header.base_offset != leo {
+                    return Err(st_err(format!(
+                        "replicated batch for offset {} arrived at log end {leo}: logs diverged",
+                        header.base_offset
+                    )));
+                }
+                let mut buf = prop.batch.to_vec();
+                let info = inner.log.append(&mut buf, term as i32, now_ms).map_err(st_err)?;
+                if header.has_producer_id() {
+                    let mut assigned = header;
+                    assigned.base_offset = info.base_offset;
+                    inner.producers.record(&assigned, now_ms);
+                }
+                let rec = EntryRecord {
+                    base_offset: info.base_offset,
+                    term,
+                    last_offset_delta: header.last_offset_delta,
+                    kind: EntryKind::Batch,
+                };
+                raft_of(inner)?.index.append(idx, rec, None).map_err(st_err)?;
+                self.p.after_append(inner, buf.len());
+                self.proposals.notify(prop.token, Outcome::Appended(info));
+                Ok(())
+            }
+        }
+    }
+
+    /// Entries `[start, end)` (at most `max_bytes` of batches, at least one entry).
+    fn read_entries(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<Entry<DataTc>>, StorageError<u64>> {
+        let recs = {
+            let mut inner = self.p.lock();
+            raft_of(&mut inner)?.index.range(start, end).map_err(read_err)?
+        };
+        let membership = |inner: &mut Inner, i: u64| -> Result<Membership<u64, BasicNode>, StorageError<u64>> {
+            let bytes = raft_of(inner)?.index.membership(i).ok_or_else(|| read_err(format!("membership entry {i} has no payload")))?.to_vec();
+            decode(&bytes).map_err(read_err)
+        };
+        let mut out = Vec::with_capacity(recs.len());
+        let mut pending: Vec<Bytes> = Vec::new(); // batches read ahead, in offset order
+        let mut next_read: Option<i64> = None;
+        let mut bytes = 0usize;
+        for (i, r) in recs {
+            let id = log_id(r.term, i);
+            let payload = match r.kind {
+                EntryKind::Blank => EntryPayload::Blank,
+                EntryKind::Noop => EntryPayload::Normal(Proposal::default()),
+                EntryKind::Hole => continue,
+                EntryKind::Membership => EntryPayload::Membership(membership(&mut self.p.lock(), i)?),
+                EntryKind::Batch if self.light => EntryPayload::Normal(Proposal::default()),
+                EntryKind::Batch => {
+                    if bytes >= max_bytes && !out.is_empty() {
+                        break;
+                    }
+                    if pending.is_empty() {
+                        let from = next_read.unwrap_or(r.base_offset).max(r.base_offset);
+                        let plan = {
+                            let inner = self.p.lock();
+                            inner.log.read(from, (max_bytes - bytes.min(max_bytes)).max(1), i64::MAX, true).map_err(read_err)?
+                        };
+                        let data = plan.execute().map_err(read_err)?;
+                        let mut pos = 0;
+                        for (h, b) in BatchIter::new(&data) {
+                            pending.push(data.slice(pos..pos + b.len()));
+                            pos += b.len();
+                            next_read = Some(h.next_offset());
+                        }
+                        pending.reverse();
+                    }
+                    let Some(batch) = pending.pop() else {
+                        // truncated under us: return what we have (the caller retries)
+                        break;
+                    };
+                    let h = BatchHeader::parse(&batch).map_err(read_err)?;
+                    if h.base_offset != r.base_offset {
+                        return Err(read_err(format!("entry {i} names offset {} but the log has {}", r.base_offset, h.base_offset)));
+                    }
+                    bytes += batch.len();
+                    EntryPayload::Normal(Proposal { batch, token: 0 })
+                }
+            };
+            out.push(Entry { log_id: id, payload });
+        }
+        Ok(out)
+    }
+}
+
+/// Group commit for a replicated partition: fsync segment + entry index once for every append
+/// queued meanwhile, then acknowledge them in order.
+async fn flusher(p: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<FlushReq>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        if p.policy == FsyncPolicy::Never {
+            for cb in batch.drain(..) {
+                cb.log_io_completed(Ok(()));
+            }
+            continue;
+        }
+        let prepared = {
+            let mut inner = p.lock();
+            let job = inner.log.begin_flush();
+            let files = inner.raft.as_mut().map(|r| r.index.sync_handles()).transpose();
+            files.map(|f| (job, f.unwrap_or_default()))
+        };
+        let started = Instant::now();
+        let res = match prepared {
+            Ok((job, files)) => tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                let done = job.map(|j| j.run()).transpose().map_err(std::io::Error::other)?;
+                for f in files {
+                    f.sync_data()?;
+                }
+                Ok(done)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        match res {
+            Ok(done) => {
+                sediment_telemetry::metrics().fsync(started.elapsed());
+                if let Some(d) = done {
+                    p.lock().log.complete_flush(d);
+                }
+                for cb in batch.drain(..) {
+                    cb.log_io_completed(Ok(()));
+                }
+            }
+            Err(e) => {
+                sediment_telemetry::metrics().fsync_failed();
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "fsync failed; the partition's Raft group stops");
+                p.wm_tx.send_modify(|w| w.failed = true);
+                for cb in batch.drain(..) {
+                    cb.log_io_completed(Err(std::io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn range_bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<DataTc> for ReplicaLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<DataTc>>, StorageError<u64>> {
+        let (start, end) = range_bounds(&range);
+        self.read_entries(start, end, usize::MAX)
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry<DataTc>>, StorageError<u64>> {
+        self.read_entries(start, end, MAX_RPC_BYTES)
+    }
+}
+
+impl RaftLogStorage<DataTc> for ReplicaLog {
+    type LogReader = ReplicaLog;
+
+    async fn get_log_state(&mut self) -> Result<LogState<DataTc>, StorageError<u64>> {
+        let mut inner = self.p.lock();
+        let r = raft_of(&mut inner)?;
+        Ok(LogState { last_purged_log_id: r.purged, last_log_id: r.last_log_id() })
+    }
+
+    async fn get_log_reader(&mut self) -> ReplicaLog {
+        ReplicaLog { p: self.p.clone(), proposals: self.proposals.clone(), flush_tx: self.flush_tx.clone(), light: false }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        let dir = self.p.lock().log.dir().to_path_buf();
+        save_small(&dir, VOTE_FILE, vote, true).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        let dir = self.p.lock().log.dir().to_path_buf();
+        load_small(&dir.join(VOTE_FILE)).map_err(|e| StorageError::from(StorageIOError::read_vote(&e)))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+        let dir = self.p.lock().log.dir().to_path_buf();
+        // a hint (see sediment_raft::log_store): not fsynced
+        save_small(&dir, COMMITTED_FILE, &committed, false).map_err(st_err)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        let dir = self.p.lock().log.dir().to_path_buf();
+        Ok(load_small::<Option<LogId<u64>>>(&dir.join(COMMITTED_FILE)).ok().flatten().flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<DataTc>) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<DataTc>> + Send,
+        I::IntoIter: Send,
+    {
+        let now = crate::broker::now_ms();
+        {
+            let mut inner = self.p.lock();
+            for e in entries {
+                self.append_one(&mut inner, e, now)?;
+            }
+        }
+        self.flush_tx.send(callback).map_err(|_| st_err("partition flusher stopped"))
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let mut inner = self.p.lock();
+        let Some(rec) = raft_of(&mut inner)?.index.get(log_id.index).map_err(st_err)? else {
+            return Ok(()); // past the end
+        };
+        raft_of(&mut inner)?.index.truncate(log_id.index).map_err(st_err)?;
+        if rec.base_offset < inner.log.log_end_offset() {
+            inner.log.truncate_to(rec.base_offset).map_err(st_err)?;
+            self.p.reload_producers(&mut inner);
+        }
+        tracing::info!(topic = %self.p.topic, partition = self.p.index, index = log_id.index, offset = rec.base_offset, "truncated an uncommitted suffix");
+        let (start, leo) = (inner.log.log_start_offset(), inner.log.log_end_offset());
+        self.p.wm_tx.send_modify(|w| w.high_watermark = w.high_watermark.min(leo).max(start));
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let mut inner = self.p.lock();
+        let r = raft_of(&mut inner)?;
+        if r.purged.is_some_and(|p| p >= log_id) {
+            return Ok(());
+        }
+        save_small(&r.dir, PURGED_FILE, &Some(log_id), true).map_err(st_err)?;
+        r.purged = Some(log_id);
+        r.index.purge(log_id.index).map_err(st_err)
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct AppliedCheckpoint {
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    /// The log end offset at the snapshot's last entry.
+    next_offset: i64,
+}
+
+struct SmState {
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    snapshot: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
+    checkpointed: Instant,
+    seq: u64,
+}
+
+/// The partition's state machine: the high watermark. Clones share it.
+#[derive(Clone)]
+pub struct ReplicaSm {
+    p: Arc<Partition>,
+    st: Arc<tokio::sync::Mutex<SmState>>,
+}
+
+impl ReplicaSm {
+    pub fn open(p: Arc<Partition>) -> ReplicaSm {
+        let dir = p.lock().log.dir().to_path_buf();
+        let cp: AppliedCheckpoint = load_small(&dir.join(APPLIED_FILE)).ok().flatten().unwrap_or_default();
+        ReplicaSm {
+            p,
+            st: Arc::new(tokio::sync::Mutex::new(SmState {
+                applied: cp.applied,
+                membership: cp.membership,
+                snapshot: None,
+                checkpointed: Instant::now(),
+                seq: 0,
+            })),
+        }
+    }
+
+    fn checkpoint(&self, st: &mut SmState) {
+        let dir = self.p.lock().log.dir().to_path_buf();
+        let cp = AppliedCheckpoint { applied: st.applied, membership: st.membership.clone() };
+        if let Err(e) = save_small(&dir, APPLIED_FILE, &cp, false) {
+            tracing::warn!(topic = %self.p.topic, partition = self.p.index, error = %e, "cannot checkpoint the applied index");
+        }
+        st.checkpointed = Instant::now();
+    }
+}
+
+impl RaftSnapshotBuilder<DataTc> for ReplicaSm {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<DataTc>, StorageError<u64>> {
+        let mut st = self.st.lock().await;
+        let next_offset = self.p.high_watermark();
+        let data = encode(&SnapshotData { next_offset }).map_err(st_err)?;
+        st.seq += 1;
+        let snapshot_id = format!("{}-{}", st.applied.map_or(0, |l| l.index), st.seq);
+        let meta = SnapshotMeta { last_log_id: st.applied, last_membership: st.membership.clone(), snapshot_id };
+        st.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<DataTc> for ReplicaSm {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError<u64>> {
+        let st = self.st.lock().await;
+        Ok((st.applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<DataTc>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut st = self.st.lock().await;
+        let mut n = 0;
+        let mut membership_changed = false;
+        let mut last = None;
+        for e in entries {
+            n += 1;
+            if let EntryPayload::Membership(m) = &e.payload {
+                st.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                membership_changed = true;
+            }
+            last = Some(e.log_id);
+        }
+        if let Some(last) = last {
+            st.applied = Some(last);
+            let rec = {
+                let mut inner = self.p.lock();
+                inner.raft.as_mut().and_then(|r| r.index.get(last.index).ok().flatten())
+            };
+            if let Some(rec) = rec {
+                let hw = rec.next_offset();
+                self.p.wm_tx.send_modify(|w| w.high_watermark = w.high_watermark.max(hw));
+            }
+            if membership_changed || st.checkpointed.elapsed() > Duration::from_secs(1) {
+                self.checkpoint(&mut st);
+            }
+        }
+        Ok(vec![(); n])
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    /// A snapshot arrives when this replica is behind the leader's purged log: it restarts its
+    /// log empty at the snapshot's offset (what lies below is in the bucket, or gone with
+    /// retention).
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta<u64, BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError<u64>> {
+        let data = snapshot.into_inner();
+        let snap: SnapshotData = decode(&data).map_err(st_err)?;
+        let mut st = self.st.lock().await;
+        {
+            let mut inner = self.p.lock();
+            let have = match (meta.last_log_id, inner.raft.as_ref()) {
+                (Some(l), Some(r)) => r.index.get(l.index).ok().flatten().is_some_and(|rec| rec.term == l.leader_id.term),
+                _ => false,
+            };
+            if !have && inner.log.log_end_offset() != snap.next_offset {
+                let start = snap.next_offset.max(0);
+                inner.log.truncate_fully_and_start_at(start).map_err(st_err)?;
+                if let Some(r) = inner.raft.as_mut() {
+                    r.index.truncate(0).map_err(st_err)?;
+                }
+                self.p.reload_producers(&mut inner);
+            }
+        }
+        self.p.wm_tx.send_modify(|w| w.high_watermark = snap.next_offset);
+        st.applied = meta.last_log_id;
+        st.membership = meta.last_membership.clone();
+        st.snapshot = Some((meta.clone(), data));
+        self.checkpoint(&mut st);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<DataTc>>, StorageError<u64>> {
+        let st = self.st.lock().await;
+        Ok(st.snapshot.as_ref().map(|(m, d)| Snapshot { meta: m.clone(), snapshot: Box::new(Cursor::new(d.clone())) }))
+    }
+}
+
+/// Timers of partition groups (see `sediment_raft::controller::raft_config` for why not
+/// openraft's defaults). Snapshots are not taken on a schedule: the data is the log.
+pub fn raft_config() -> Arc<Config> {
+    let c = Config {
+        cluster_name: "sediment-partition".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        install_snapshot_timeout: 2000,
+        snapshot_policy: SnapshotPolicy::Never,
+        ..Config::default()
+    };
+    Arc::new(c.validate().expect("partition raft config is valid"))
+}
+
+/// The group id of a partition on the peer transport (never 0, the metadata group).
+pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
+    let (hi, lo) = topic_id.as_u64_pair();
+    let mut h = hi ^ lo.rotate_left(17) ^ (partition as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 29;
+    h.max(1)
+}
+
+/// Why a proposal was not appended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader of this partition (leader: {0:?})")]
+    NotLeader(Option<u64>),
+    #[error("the partition's Raft group stopped: {0}")]
+    Stopped(String),
+}
+
+/// A running partition group on this broker.
+pub struct Replica {
+    pub raft: DataRaft,
+    pub group: GroupId,
+    node_id: u64,
+    proposals: Arc<Proposals>,
+}
+
+/// A proposal in flight: first its append outcome (acks=1), then its commit (acks=all).
+pub struct Proposed {
+    token: u64,
+    proposals: Arc<Proposals>,
+    appended: oneshot::Receiver<Outcome>,
+    committed: Option<oneshot::Receiver<openraft::raft::ClientWriteResult<DataTc>>>,
+}
+
+impl Drop for Proposed {
+    fn drop(&mut self) {
+        self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.token);
+    }
+}
+
+fn committed_err(r: Result<openraft::raft::ClientWriteResult<DataTc>, oneshot::error::RecvError>) -> Result<(), ProposeError> {
+    match r {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader(f.leader_id)),
+        Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+        // leadership moved before the entry committed: it may be truncated
+        Err(_) => Err(ProposeError::NotLeader(None)),
+    }
+}
+
+impl Proposed {
+    /// The leader appended the proposal locally (or refused it).
+    pub async fn appended(&mut self) -> Result<Outcome, ProposeError> {
+        let Some(committed) = self.committed.as_mut() else {
+            return (&mut self.appended).await.map_err(|_| ProposeError::NotLeader(None));
+        };
+        tokio::select! {
+            biased;
+            o = &mut self.appended => o.map_err(|_| ProposeError::NotLeader(None)),
+            c = committed => {
+                self.committed = None;
+                committed_err(c)?;
+                // committed implies appended: the outcome is already there
+                (&mut self.appended).await.map_err(|_| ProposeError::NotLeader(None))
+            }
+        }
+    }
+
+    /// The proposal's entry committed (a majority has it on disk). For a refused or duplicate
+    /// batch this is the commit of its no-op entry, which follows the original batch.
+    pub async fn committed(mut self) -> Result<(), ProposeError> {
+        match self.committed.take() {
+            Some(c) => committed_err(c.await),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Replica {
+    /// Starts `p`'s Raft group on this broker (`p` opened with
+    /// [`Partition::open_replicated`]); on a first start every replica seeds the same
+    /// membership (`voters`: broker id → raft address).
+    pub async fn start(
+        p: Arc<Partition>,
+        node_id: u64,
+        group: GroupId,
+        voters: &BTreeMap<u64, String>,
+        peers: Arc<Peers>,
+        registry: &Registry,
+    ) -> anyhow::Result<Arc<Replica>> {
+        let proposals = Arc::new(Proposals::default());
+        let log = ReplicaLog::new(p.clone(), proposals.clone());
+        let sm = ReplicaSm::open(p.clone());
+        let raft = DataRaft::new(node_id, raft_config(), NetworkFactory::<DataTc>::new(peers, group), log, sm).await?;
+        registry.register(group, Arc::new(RaftHandler { raft: raft.clone(), client: None }));
+        if !raft.is_initialized().await? {
+            let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let replica = Arc::new(Replica { raft: raft.clone(), group, node_id, proposals });
+        let _ = p.replica.set(replica.clone());
+        // the Kafka leader epoch follows the Raft term
+        let mut metrics = raft.metrics();
+        let weak = Arc::downgrade(&p);
+        tokio::spawn(async move {
+            loop {
+                let term = metrics.borrow_and_update().current_term;
+                let Some(p) = weak.upgrade() else { return };
+                p.set_leader_epoch(term.min(i32::MAX as u64) as i32);
+                drop(p);
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(replica)
+    }
+
+    /// The current leader's broker id, if known.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// This broker's leader epoch if it leads the partition (tiering uploads only then).
+    pub fn leader_epoch(&self) -> Option<i32> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader).then(|| m.current_term.min(i32::MAX as u64) as i32)
+    }
+
+    /// Proposes one validated record batch. Fails fast when this broker is not the leader.
+    pub async fn propose(&self, batch: Bytes) -> Result<Proposed, ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader(self.leader()));
+        }
+        let token = self.proposals.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(token, tx);
+        let mut proposed = Proposed { token, proposals: self.proposals.clone(), appended: rx, committed: None };
+        match self.raft.client_write_ff(Proposal { batch, token }).await {
+            Ok(c) => {
+                proposed.committed = Some(c);
+                Ok(proposed)
+            }
+            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}

@@ -1,0 +1,266 @@
+//! Partition replication on real sockets: three replicas of one partition (three data dirs,
+//! three peer transports on loopback), the segment log as the Raft log.
+//!
+//! * openraft's storage suite against the segment-log Raft storage;
+//! * acks=all proposals commit on a majority and every replica ends with byte-identical
+//!   batches at identical offsets, the term as the leader epoch;
+//! * the leader is killed mid-stream: a new one is elected, keeps taking proposals, and the
+//!   old one comes back from its disk, truncates any uncommitted suffix and catches up;
+//! * idempotent retries become no-op entries answered with the original offsets.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use openraft::StorageError;
+use openraft::testing::{StoreBuilder, Suite};
+use sediment_broker::partition::{FsyncPolicy, Partition};
+use sediment_broker::replica::{DataTc, Outcome, Proposals, Replica, ReplicaLog, ReplicaSm, group_id};
+use sediment_log::LogConfig;
+use sediment_protocol::batch::{BatchIter, compute_crc, testing::batch_from_values};
+use sediment_raft::network::Registry;
+use sediment_raft::transport::{self, Peers};
+use tokio::sync::watch;
+
+struct SuiteBuilder;
+
+impl StoreBuilder<DataTc, ReplicaLog, ReplicaSm, tempfile::TempDir> for SuiteBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, ReplicaLog, ReplicaSm), StorageError<u64>> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Partition::open_replicated("suite", 0, dir.path().join("p"), LogConfig::default(), FsyncPolicy::Always).unwrap();
+        let log = ReplicaLog::new(p.clone(), Arc::new(Proposals::default()));
+        let sm = ReplicaSm::open(p);
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // openraft's own error type
+fn openraft_storage_suite_on_the_segment_log() -> Result<(), StorageError<u64>> {
+    Suite::<DataTc, ReplicaLog, ReplicaSm, SuiteBuilder, tempfile::TempDir>::test_all(SuiteBuilder)
+}
+
+struct Node {
+    id: u64,
+    dir: PathBuf,
+    addr: std::net::SocketAddr,
+    part: Option<Arc<Partition>>,
+    replica: Option<Arc<Replica>>,
+    stop: Option<watch::Sender<bool>>,
+}
+
+const TOPIC: &str = "orders";
+
+async fn start(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTreeMap<u64, String>) -> Node {
+    let listener = transport::bind(addr).await.unwrap();
+    let registry = Registry::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let part = Partition::open_replicated(TOPIC, 0, dir.join("orders-0"), LogConfig::default(), FsyncPolicy::Always).unwrap();
+    let group = group_id(&uuid::Uuid::from_u128(42), 0);
+    let replica = Replica::start(part.clone(), id, group, voters, Peers::new(), &registry).await.unwrap();
+    tokio::spawn(transport::serve_until(listener, registry, stop_rx));
+    Node { id, dir, addr, part: Some(part), replica: Some(replica), stop: Some(stop_tx) }
+}
+
+impl Node {
+    fn r(&self) -> &Arc<Replica> {
+        self.replica.as_ref().unwrap()
+    }
+
+    fn p(&self) -> &Arc<Partition> {
+        self.part.as_ref().unwrap()
+    }
+
+    /// Like SIGKILL for this node's partition: the transport closes, Raft stops, nothing is
+    /// flushed or closed cleanly.
+    async fn kill(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(true);
+        }
+        if let Some(r) = self.replica.take() {
+            r.shutdown().await;
+        }
+        self.part = None;
+    }
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+async fn leader(nodes: &[Node]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(i) = nodes.iter().position(|n| n.replica.is_some() && n.r().is_leader()) {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn values(tag: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("{tag}-{i}").into_bytes()).collect()
+}
+
+/// Proposes a 3-record batch on the leader and waits for its commit; returns its base offset.
+async fn produce_all(node: &Node, tag: &str) -> Result<i64, String> {
+    let batch = Bytes::from(batch_from_values(&values(tag, 3), 1_000));
+    let mut p = node.r().propose(batch).await.map_err(|e| e.to_string())?;
+    let base = match p.appended().await.map_err(|e| e.to_string())? {
+        Outcome::Appended(info) => info.base_offset,
+        other => return Err(format!("{other:?}")),
+    };
+    p.committed().await.map_err(|e| e.to_string())?;
+    Ok(base)
+}
+
+/// Every batch of the replica's log up to its high watermark.
+fn committed_batches(p: &Partition) -> Vec<(i64, i32, Vec<u8>)> {
+    let hw = p.high_watermark();
+    let mut out = Vec::new();
+    let mut off = p.log_start_offset();
+    while off < hw {
+        let data = p.read(off, 1 << 20, true).unwrap();
+        if data.is_empty() {
+            break;
+        }
+        for (h, b) in BatchIter::new(&data) {
+            out.push((h.base_offset, h.partition_leader_epoch, b.to_vec()));
+            off = h.next_offset();
+        }
+    }
+    out
+}
+
+async fn wait_hw(nodes: &[Node], hw: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in nodes.iter().filter(|n| n.part.is_some()) {
+        while n.p().high_watermark() < hw {
+            assert!(Instant::now() < deadline, "node {} stuck at hw {} < {hw}", n.id, n.p().high_watermark());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_commit_fail_over_and_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addrs: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let voters: BTreeMap<u64, String> = (1..=3u64).zip(addrs.iter().map(|a| a.to_string())).collect();
+    let mut nodes = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        nodes.push(start(i as u64 + 1, tmp.path().join(format!("b{}", i + 1)), *a, &voters).await);
+    }
+    let li = leader(&nodes).await;
+    // followers refuse proposals
+    let fi = (li + 1) % 3;
+    assert!(nodes[fi].r().propose(Bytes::from(batch_from_values(&values("x", 1), 0))).await.is_err());
+
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        acked.push(produce_all(&nodes[li], &format!("a{i}")).await.unwrap());
+    }
+    assert_eq!(acked, (0..20).map(|i| i * 3).collect::<Vec<i64>>(), "offsets are dense: no Raft entry takes an offset");
+    let term1 = nodes[li].p().leader_epoch();
+    wait_hw(&nodes, 60).await;
+
+    // kill the leader; the survivors elect a new one (higher epoch) and keep committing
+    let old = nodes[li].id;
+    let (dir, addr) = (nodes[li].dir.clone(), nodes[li].addr);
+    nodes[li].kill().await;
+    let started = Instant::now();
+    let nl = leader(&nodes).await;
+    eprintln!("partition failover took {:?}", started.elapsed());
+    assert_ne!(nodes[nl].id, old);
+    for i in 0..20 {
+        let mut tries = 0;
+        loop {
+            match produce_all(&nodes[nl], &format!("b{i}")).await {
+                Ok(o) => {
+                    acked.push(o);
+                    break;
+                }
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    eprintln!("retrying after: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(nodes[nl].p().leader_epoch() > term1, "the leader epoch is the Raft term and grows with elections");
+
+    // the old leader returns from its disk and catches up
+    nodes[li] = start(old, dir, addr, &voters).await;
+    let hw = nodes[nl].p().high_watermark();
+    assert_eq!(hw, 120);
+    wait_hw(&nodes, hw).await;
+    let reference = committed_batches(nodes[nl].p());
+    assert_eq!(reference.len(), 40);
+    let mut expected_offset = 0;
+    for (base, _, b) in &reference {
+        assert_eq!(*base, expected_offset, "gap or overlap");
+        let n = BatchIter::new(b).next().unwrap().0.records_count as i64;
+        expected_offset += n;
+    }
+    for n in &nodes {
+        assert_eq!(committed_batches(n.p()), reference, "replica {} differs from the leader", n.id);
+    }
+    for n in nodes.iter_mut() {
+        n.kill().await;
+    }
+}
+
+/// An idempotent batch with producer id `pid`, epoch 0 and base sequence `seq`.
+fn idempotent(values: &[Vec<u8>], pid: i64, seq: i32) -> Bytes {
+    let mut b = batch_from_values(values, 5);
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_become_no_ops_with_the_original_offsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addrs: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let voters: BTreeMap<u64, String> = (1..=3u64).zip(addrs.iter().map(|a| a.to_string())).collect();
+    let mut nodes = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        nodes.push(start(i as u64 + 1, tmp.path().join(format!("b{}", i + 1)), *a, &voters).await);
+    }
+    let li = leader(&nodes).await;
+    let r = nodes[li].r().clone();
+    let first = idempotent(&values("i", 2), 7, 0);
+    let mut p = r.propose(first.clone()).await.unwrap();
+    let Outcome::Appended(info) = p.appended().await.unwrap() else { panic!() };
+    p.committed().await.unwrap();
+    // the retry of the same batch: answered with the original offsets, not appended again
+    let mut p = r.propose(first).await.unwrap();
+    match p.appended().await.unwrap() {
+        Outcome::Duplicate(m) => assert_eq!((m.base_offset, m.last_offset), (info.base_offset, info.last_offset)),
+        other => panic!("{other:?}"),
+    }
+    p.committed().await.unwrap();
+    // a sequence gap is refused
+    let mut p = r.propose(idempotent(&values("j", 1), 7, 5)).await.unwrap();
+    assert!(matches!(p.appended().await.unwrap(), Outcome::Refused(..)));
+    let mut p = r.propose(idempotent(&values("k", 1), 7, 2)).await.unwrap();
+    let Outcome::Appended(next) = p.appended().await.unwrap() else { panic!() };
+    assert_eq!(next.base_offset, 2);
+    p.committed().await.unwrap();
+    wait_hw(&nodes, 3).await;
+    for n in &nodes {
+        let b = committed_batches(n.p());
+        assert_eq!(b.len(), 2, "replica {} holds {} batches", n.id, b.len());
+    }
+    for n in nodes.iter_mut() {
+        n.kill().await;
+    }
+}
