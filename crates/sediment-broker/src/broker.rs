@@ -75,12 +75,37 @@ pub struct Topic {
     pub name: String,
     pub id: Uuid,
     pub config: TopicConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    /// One slot per partition: `Some` when this broker hosts it (always on a single node; in a
+    /// cluster, the partitions with a replica here).
+    pub partitions: Vec<Option<Arc<Partition>>>,
 }
 
 impl Topic {
+    /// The partition if this broker hosts it.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i)).and_then(|p| p.as_ref())
+    }
+
+    /// Partitions of the topic, hosted here or not.
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.len() as i32
+    }
+
+    /// The partition, if this broker may serve clients for it: hosted here and, when
+    /// replicated, led from here. Otherwise the error a Kafka broker answers.
+    pub fn leader_partition(&self, index: i32) -> Result<&Arc<Partition>, ErrorCode> {
+        if index < 0 || index >= self.partition_count() {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        match self.partition(index) {
+            Some(p) if p.replica().is_none_or(|r| r.is_leader()) => Ok(p),
+            _ => Err(ErrorCode::NotLeaderOrFollower),
+        }
+    }
+
+    /// The partitions this broker hosts.
+    pub fn hosted(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.partitions.iter().flatten()
     }
 }
 
@@ -120,10 +145,12 @@ pub struct Broker {
     local_bytes: AtomicU64,
     /// When a refused produce was last logged (rate limit of that log line).
     disk_full_logged_ms: std::sync::atomic::AtomicI64,
+    /// Cluster mode (`--peers` names other brokers): the controller and this broker's peers.
+    pub cluster: Option<Arc<crate::cluster::ClusterCtx>>,
 }
 
 /// Producer ids reserved per metadata write (Kafka's ProducerIdManager uses blocks of 1000).
-const PRODUCER_ID_BLOCK: i64 = 1000;
+pub(crate) const PRODUCER_ID_BLOCK: i64 = 1000;
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -155,6 +182,21 @@ impl Broker {
     /// [`open`](Self::open) with tiered storage: every partition of a non-internal topic gets
     /// its remote side, and tiered topics keep only `local.retention.*` on disk.
     pub fn open_with_tier(config: BrokerConfig, shutdown: watch::Receiver<bool>, tier: Option<Arc<sediment_tier::Tier>>) -> Result<Arc<Broker>, StartError> {
+        Self::open_inner(config, shutdown, tier, None)
+    }
+
+    /// Opens a broker that is a member of a cluster: topics come from the controller (applied
+    /// by [`crate::cluster::follow`]), partitions are replicated by their Raft groups.
+    pub fn open_cluster(config: BrokerConfig, shutdown: watch::Receiver<bool>, ctx: Arc<crate::cluster::ClusterCtx>) -> Result<Arc<Broker>, StartError> {
+        Self::open_inner(config, shutdown, None, Some(ctx))
+    }
+
+    fn open_inner(
+        config: BrokerConfig,
+        shutdown: watch::Receiver<bool>,
+        tier: Option<Arc<sediment_tier::Tier>>,
+        cluster: Option<Arc<crate::cluster::ClusterCtx>>,
+    ) -> Result<Arc<Broker>, StartError> {
         let defaults = BrokerDefaults::new(&config.topic_defaults).map_err(StartError::Defaults)?;
         let logs = config.data_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|source| StartError::DataDir { path: logs.clone(), source })?;
@@ -163,14 +205,16 @@ impl Broker {
         let cluster_id = meta.cluster_id().to_string();
         let mut topics = HashMap::new();
         let mut by_id = HashMap::new();
-        for rec in meta.topics() {
+        // in a cluster, the topics are the controller's (metadata.json keeps node id and cluster id)
+        let local_topics: Vec<TopicRecord> = if cluster.is_some() { Vec::new() } else { meta.topics().cloned().collect() };
+        for rec in &local_topics {
             let mut partitions = Vec::new();
             for p in 0..rec.partitions {
                 let part = open_partition(&logs, &rec.name, &rec.id, p, &rec.config, &defaults, config.fsync, tier.as_ref(), false).map_err(|e| match e {
                     PartitionOpenError::Log(source) => StartError::Partition { topic: rec.name.clone(), partition: p, source },
                     PartitionOpenError::Tier(source) => StartError::Tier { topic: rec.name.clone(), partition: p, source },
                 })?;
-                partitions.push(part);
+                partitions.push(Some(part));
             }
             let t = Arc::new(Topic { name: rec.name.clone(), id: rec.id, config: rec.config.clone(), partitions });
             by_id.insert(rec.id, t.clone());
@@ -191,8 +235,24 @@ impl Broker {
             tier,
             local_bytes: AtomicU64::new(0),
             disk_full_logged_ms: std::sync::atomic::AtomicI64::new(0),
+            cluster: cluster.clone(),
         });
-        broker.groups.start(&broker).map_err(StartError::Groups)?;
+        match &cluster {
+            // consumer groups in a cluster need replicated offsets partitions and coordinator
+            // failover: not yet (FindCoordinator answers COORDINATOR_NOT_AVAILABLE)
+            Some(ctx) => {
+                let rec = sediment_raft::BrokerRecord {
+                    id: broker.config.node_id,
+                    host: broker.config.advertised_host.clone(),
+                    port: broker.config.advertised_port,
+                    raft_addr: ctx.controller.raft.metrics().borrow().membership_config.membership().get_node(&(broker.config.node_id as u64)).map(|n| n.addr.clone()).unwrap_or_default(),
+                    rack: None,
+                };
+                crate::cluster::register(ctx.clone(), rec, broker.cluster_id.clone());
+                tokio::spawn(crate::cluster::follow(Arc::downgrade(&broker), ctx.clone()));
+            }
+            None => broker.groups.start(&broker).map_err(StartError::Groups)?,
+        }
         tokio::spawn(retention_loop(Arc::downgrade(&broker), broker.config.retention_check_interval));
         if broker.config.max_local_bytes.is_some() {
             broker.refresh_local_bytes();
@@ -205,8 +265,15 @@ impl Broker {
         Ok(broker)
     }
 
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
+    /// Kafka's cluster id: the controller's in a cluster (once set), else this node's.
+    pub fn cluster_id(&self) -> String {
+        match &self.cluster {
+            Some(c) => {
+                let id = c.state().cluster_id.clone();
+                if id.is_empty() { self.cluster_id.clone() } else { id }
+            }
+            None => self.cluster_id.clone(),
+        }
     }
 
     pub fn node_id(&self) -> i32 {
@@ -240,9 +307,43 @@ impl Broker {
         self.config.data_dir.join("logs")
     }
 
-    fn install(&self, topic: Arc<Topic>) {
+    pub(crate) fn install(&self, topic: Arc<Topic>) {
         self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(topic.id, topic.clone());
         self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(topic.name.clone(), topic);
+    }
+
+    /// Removes a topic from the maps (if they still hold this incarnation of it).
+    pub(crate) fn uninstall(&self, topic: &Topic) {
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        if topics.get(&topic.name).is_some_and(|t| t.id == topic.id) {
+            topics.remove(&topic.name);
+        }
+        self.by_id.write().unwrap_or_else(|e| e.into_inner()).remove(&topic.id);
+    }
+
+    /// Stops a removed topic's partitions and deletes their directories in the background.
+    pub(crate) fn remove_topic_dirs(&self, topic: &Topic) {
+        let logs = self.logs_dir();
+        let mut doomed = Vec::new();
+        for p in topic.hosted() {
+            p.shutdown();
+            if let Some(r) = p.remote() {
+                r.close();
+            }
+            let dir = partition_dir(&logs, &topic.name, p.index);
+            let tomb = logs.join(format!("{}-{}.{}-delete", topic.name, p.index, topic.id.simple()));
+            match std::fs::rename(&dir, &tomb) {
+                Ok(()) => doomed.push(tomb),
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot rename deleted partition dir"),
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            for d in doomed {
+                if let Err(e) = std::fs::remove_dir_all(&d) {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot remove deleted partition dir");
+                }
+            }
+        });
     }
 
     /// Validates a topic's config overrides.
@@ -290,7 +391,7 @@ impl Broker {
         for p in 0..partitions {
             let part = open_partition(&self.logs_dir(), name, &id, p, &config, &self.defaults, self.config.fsync, self.tier.as_ref(), true)
                 .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, format!("cannot create partition {name}-{p}: {e}")))?;
-            parts.push(part);
+            parts.push(Some(part));
         }
         let created_ms = now_ms();
         let rec = TopicRecord { name: name.into(), id, partitions, config: config.clone(), created_ms };
@@ -313,29 +414,8 @@ impl Broker {
             return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
         };
         meta.update(|t| t.remove(name)).map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).remove(name);
-        self.by_id.write().unwrap_or_else(|e| e.into_inner()).remove(&topic.id);
-        let logs = self.logs_dir();
-        let mut doomed = Vec::new();
-        for p in &topic.partitions {
-            p.shutdown();
-            if let Some(r) = p.remote() {
-                r.close();
-            }
-            let dir = partition_dir(&logs, name, p.index);
-            let tomb = logs.join(format!("{}-{}.{}-delete", name, p.index, topic.id.simple()));
-            match std::fs::rename(&dir, &tomb) {
-                Ok(()) => doomed.push(tomb),
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot rename deleted partition dir"),
-            }
-        }
-        tokio::task::spawn_blocking(move || {
-            for d in doomed {
-                if let Err(e) = std::fs::remove_dir_all(&d) {
-                    tracing::warn!(dir = %d.display(), error = %e, "cannot remove deleted partition dir");
-                }
-            }
-        });
+        self.uninstall(&topic);
+        self.remove_topic_dirs(&topic);
         crate::tiering::forget_topic(self.tier.as_ref(), name, &topic.id);
         tracing::info!(topic = name, "topic deleted");
         Ok(topic.id)
@@ -368,7 +448,7 @@ impl Broker {
         for p in current..count {
             let part = open_partition(&self.logs_dir(), name, &topic.id, p, &topic.config, &self.defaults, self.config.fsync, self.tier.as_ref(), true)
                 .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, format!("cannot create partition {name}-{p}: {e}")))?;
-            parts.push(part);
+            parts.push(Some(part));
         }
         meta.update(|t| {
             if let Some(r) = t.get_mut(name) {
@@ -403,7 +483,7 @@ impl Broker {
         let tiered = crate::tiering::is_tiered(self.tier.as_ref(), name, &config, &self.defaults);
         let log_config = config.log_config_for(&self.defaults, tiered);
         let policy = crate::tiering::policy(name, &config, &self.defaults);
-        for p in &topic.partitions {
+        for p in topic.hosted() {
             p.set_config(log_config);
             p.set_tiered(tiered);
             if let Some(r) = p.remote() {
@@ -415,6 +495,22 @@ impl Broker {
         self.install(Arc::new(Topic { name: topic.name.clone(), id: topic.id, config, partitions: topic.partitions.clone() }));
         tracing::info!(topic = name, "topic config changed");
         Ok(())
+    }
+
+    /// The next id of the current block, if any is left.
+    pub(crate) fn take_producer_id(&self) -> Option<i64> {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+        (ids.0 < ids.1).then(|| {
+            ids.0 += 1;
+            ids.0 - 1
+        })
+    }
+
+    /// Installs a new block starting at `start` and hands out its first id.
+    pub(crate) fn refill_producer_ids(&self, start: i64) -> i64 {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+        *ids = (start + 1, start + PRODUCER_ID_BLOCK);
+        start
     }
 
     /// A new producer id for an idempotent producer; ids are never reused, across restarts too.
@@ -437,7 +533,7 @@ impl Broker {
     /// Flushes and closes every partition log (graceful shutdown).
     pub fn flush_all(&self) {
         for t in self.topics() {
-            for p in &t.partitions {
+            for p in t.hosted() {
                 if let Err(e) = p.shut_down() {
                     tracing::error!(topic = %t.name, partition = p.index, error = %e, "flush on shutdown failed");
                 }
@@ -445,9 +541,24 @@ impl Broker {
         }
     }
 
+    /// Stops every partition Raft group on this broker (graceful shutdown, before
+    /// [`flush_all`](Self::flush_all)); peers elect new leaders for what this broker led.
+    pub async fn stop_replicas(&self) {
+        for t in self.topics() {
+            for p in t.hosted() {
+                if let Some(r) = p.replica() {
+                    r.shutdown().await;
+                }
+            }
+        }
+        if let Some(c) = &self.cluster {
+            c.controller.shutdown().await;
+        }
+    }
+
     /// Bytes of all partition logs on this broker, summed now.
     pub fn refresh_local_bytes(&self) -> u64 {
-        let total = self.topics().iter().flat_map(|t| t.partitions.iter()).map(|p| p.size_bytes()).sum();
+        let total = self.topics().iter().flat_map(|t| t.hosted().cloned().collect::<Vec<_>>()).map(|p| p.size_bytes()).sum();
         self.local_bytes.store(total, Ordering::Relaxed);
         total
     }
@@ -483,7 +594,7 @@ impl Broker {
     pub fn enforce_retention(&self) {
         let now = now_ms();
         for t in self.topics() {
-            for p in &t.partitions {
+            for p in t.hosted() {
                 let expired = p.expire_producers(now, self.config.producer_id_expiration_ms);
                 if expired > 0 {
                     tracing::debug!(topic = %t.name, partition = p.index, expired, "expired idle producer ids");

@@ -13,6 +13,7 @@
 //!   per-partition numbers a `/metrics` scrape reads.
 
 pub mod broker;
+pub mod cluster;
 pub mod error;
 pub mod group;
 pub mod handlers;

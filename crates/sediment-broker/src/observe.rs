@@ -261,8 +261,19 @@ pub fn error_name(code: i16) -> String {
 impl StorageSource for Broker {
     fn partition_stats(&self) -> Vec<PartitionStats> {
         let mut out = Vec::new();
+        let mut under_replicated = 0u64;
         for t in self.topics() {
-            for p in &t.partitions {
+            for p in t.hosted() {
+                let leader = match p.replica() {
+                    Some(r) => {
+                        let leads = r.is_leader();
+                        if leads && r.in_sync_replicas() < r.voter_count() {
+                            under_replicated += 1;
+                        }
+                        leads
+                    }
+                    None => true,
+                };
                 let (start, leo, size, segments) = p.with_log(|l| (l.log_start_offset(), l.log_end_offset(), l.size_bytes(), l.segment_count() as u64));
                 out.push(PartitionStats {
                     topic: t.name.clone(),
@@ -272,10 +283,11 @@ impl StorageSource for Broker {
                     log_end_offset: leo,
                     segments,
                     size_bytes: size,
-                    leader: true,
+                    leader,
                 });
             }
         }
+        sediment_telemetry::metrics().replication.set_under_replicated_partitions(under_replicated);
         out
     }
 }

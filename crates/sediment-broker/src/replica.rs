@@ -747,10 +747,21 @@ impl Replica {
         let mut metrics = raft.metrics();
         let weak = Arc::downgrade(&p);
         tokio::spawn(async move {
+            let mut was_leader = false;
             loop {
-                let term = metrics.borrow_and_update().current_term;
+                let (term, leading) = {
+                    let m = metrics.borrow_and_update();
+                    (m.current_term, m.state == ServerState::Leader)
+                };
+                if leading != was_leader {
+                    sediment_telemetry::metrics().replication.leader_changed();
+                    was_leader = leading;
+                }
                 let Some(p) = weak.upgrade() else { return };
                 p.set_leader_epoch(term.min(i32::MAX as u64) as i32);
+                if leading {
+                    tracing::info!(topic = %p.topic, partition = p.index, epoch = term, "leading the partition");
+                }
                 drop(p);
                 if metrics.changed().await.is_err() {
                     return;
@@ -793,6 +804,34 @@ impl Replica {
                 Ok(proposed)
             }
             Err(e) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// [`propose`](Self::propose) without awaiting: handing the entry to the Raft core is an
+    /// unbounded channel send, so proposals from one connection keep their request order even
+    /// though their answers come later.
+    pub fn propose_now(&self, batch: Bytes) -> Result<Proposed, ProposeError> {
+        use futures::FutureExt;
+        match self.propose(batch).now_or_never() {
+            Some(r) => r,
+            None => Err(ProposeError::Stopped("the Raft core did not take the proposal".into())),
+        }
+    }
+
+    /// Voters of the group (the partition's replicas).
+    pub fn voter_count(&self) -> usize {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().count()
+    }
+
+    /// Replicas (this leader included) whose log has everything committed so far: Kafka's
+    /// in-sync replicas, for `min.insync.replicas`. Only meaningful on the leader.
+    pub fn in_sync_replicas(&self) -> usize {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let Some(applied) = m.last_applied.map(|l| l.index) else { return 1 };
+        match &m.replication {
+            Some(r) => r.values().filter(|matched| matched.is_some_and(|l| l.index >= applied)).count().max(1),
+            None => 1,
         }
     }
 

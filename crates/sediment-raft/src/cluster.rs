@@ -30,6 +30,10 @@ pub struct TopicRecord {
     pub id: Uuid,
     pub config: BTreeMap<String, String>,
     pub assignments: Vec<Vec<i32>>,
+    /// Per partition, the leader its Raft group last reported and that leader's epoch (term);
+    /// `(-1, -1)` until one is reported. Brokers that host no replica of a partition learn its
+    /// leader from here.
+    pub leaders: Vec<(i32, i32)>,
     pub created_ms: i64,
 }
 
@@ -85,6 +89,9 @@ pub enum MetaCommand {
     SetTopicConfig { name: String, config: BTreeMap<String, String> },
     /// Reserves `count` producer ids; answered with the first.
     ReserveProducerIds { count: i64 },
+    /// A partition's Raft group elected `leader` in term `epoch` (ignored if older than what
+    /// is recorded, or if the topic id no longer matches).
+    SetPartitionLeader { topic_id: Uuid, partition: i32, leader: i32, epoch: i32 },
 }
 
 /// Why a command was refused (mapped onto Kafka error codes by the broker).
@@ -150,7 +157,14 @@ impl ClusterState {
                 let assignments = place(&brokers, 0, *partitions, rf as usize, *placement_start);
                 self.topics.insert(
                     name.clone(),
-                    TopicRecord { name: name.clone(), id: *id, config: config.clone(), assignments: assignments.clone(), created_ms: *created_ms },
+                    TopicRecord {
+                        name: name.clone(),
+                        id: *id,
+                        config: config.clone(),
+                        leaders: vec![(-1, -1); assignments.len()],
+                        assignments: assignments.clone(),
+                        created_ms: *created_ms,
+                    },
                 );
                 MetaResponse::TopicCreated { id: *id, assignments }
             }
@@ -174,6 +188,7 @@ impl ClusterState {
                     return MetaResponse::Refused(MetaError::InvalidReplicationFactor { requested: rf as i16, available: brokers.len() });
                 }
                 let more = place(&brokers, current, count - current, rf, *placement_start);
+                t.leaders.extend(more.iter().map(|_| (-1, -1)));
                 t.assignments.extend(more);
                 MetaResponse::Done
             }
@@ -184,6 +199,15 @@ impl ClusterState {
                 }
                 None => MetaResponse::Refused(MetaError::UnknownTopic(name.clone())),
             },
+            MetaCommand::SetPartitionLeader { topic_id, partition, leader, epoch } => {
+                if let Some(t) = self.topics.values_mut().find(|t| &t.id == topic_id)
+                    && let Some(slot) = usize::try_from(*partition).ok().and_then(|p| t.leaders.get_mut(p))
+                    && *epoch >= slot.1
+                {
+                    *slot = (*leader, *epoch);
+                }
+                MetaResponse::Done
+            }
             MetaCommand::ReserveProducerIds { count } => {
                 let start = self.producer_id_block_end;
                 self.producer_id_block_end += count.max(&1);

@@ -211,7 +211,7 @@ pub fn raft_config(cluster: &str) -> Arc<Config> {
 /// Why a metadata write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("no metadata leader within {0:?} (is a majority of brokers up?)")]
+    #[error("no metadata commit within {0:?} (is a majority of brokers up?)")]
     NoLeader(Duration),
     #[error("metadata group stopped: {0}")]
     Fatal(String),
@@ -312,11 +312,14 @@ impl Controller {
         loop {
             let leader = self.leader();
             let attempt: Result<Option<(MetaResponse, LogId<u64>)>, WriteError> = match leader {
-                Some(l) if l == self.node_id => match self.raft.client_write(cmd.clone()).await {
-                    Ok(r) => Ok(Some((r.data, r.log_id))),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(None),
-                    Err(RaftError::APIError(e)) => Err(WriteError::Fatal(e.to_string())),
-                    Err(RaftError::Fatal(e)) => Err(WriteError::Fatal(e.to_string())),
+                // a leader cut off from its majority never commits: the deadline bounds the
+                // wait (the entry may still commit later, as with any timed-out request)
+                Some(l) if l == self.node_id => match tokio::time::timeout_at(deadline.into(), self.raft.client_write(cmd.clone())).await {
+                    Err(_) => Err(WriteError::NoLeader(timeout)),
+                    Ok(Ok(r)) => Ok(Some((r.data, r.log_id))),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Ok(None),
+                    Ok(Err(RaftError::APIError(e))) => Err(WriteError::Fatal(e.to_string())),
+                    Ok(Err(RaftError::Fatal(e))) => Err(WriteError::Fatal(e.to_string())),
                 },
                 Some(l) => self.forward(l, &cmd, deadline).await,
                 None => Ok(None),

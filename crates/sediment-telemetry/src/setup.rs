@@ -384,6 +384,11 @@ pub fn log_filter(rust_log: Option<&str>) -> EnvFilter {
             directives.push_str(&format!(",{target}=off"));
         }
     }
+    // openraft logs routine election races ("message will be ignored because vote changed")
+    // at WARN; its errors still show. Name `openraft` in RUST_LOG to see more.
+    if !base.contains("openraft") {
+        directives.push_str(",openraft=error");
+    }
     EnvFilter::try_new(&directives).unwrap_or_else(|e| {
         eprintln!("warning: ignoring RUST_LOG ({e}); logging at info");
         EnvFilter::new(format!("info,{REQUEST_TARGET}=off,{STORAGE_TARGET}=off"))

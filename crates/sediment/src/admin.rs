@@ -130,14 +130,13 @@ fn not_open() -> Response {
 fn topic_json(node_id: i32, t: &sediment_broker::broker::Topic) -> Value {
     let mut size = 0u64;
     let partitions: Vec<Value> = t
-        .partitions
-        .iter()
+        .hosted()
         .map(|p| {
             let (start, leo, bytes, segments) = p.with_log(|l| (l.log_start_offset(), l.log_end_offset(), l.size_bytes(), l.segments().len()));
             size += bytes;
             json!({
                 "partition": p.index,
-                "leader": node_id,
+                "leader": p.replica().map_or(Some(node_id as u64), |r| r.leader()).map_or(-1, |l| l as i64),
                 "leader_epoch": p.leader_epoch(),
                 "log_start_offset": start,
                 "high_watermark": p.high_watermark(),

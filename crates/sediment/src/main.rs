@@ -46,10 +46,6 @@ fn main() -> ExitCode {
                 println!("config ok");
                 return ExitCode::SUCCESS;
             }
-            if cfg.peers.len() > 1 {
-                eprintln!("error: invalid config peers: replication is not available in this build yet; --peers may name only this node");
-                return ExitCode::from(2);
-            }
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -135,7 +131,23 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(admin = %admin_addr, "admin listener ready (/health, /ready, /metrics, /v1/cluster, /v1/topics)");
     let broker_cfg = cfg.broker.clone();
     let listen = broker_cfg.listen;
-    let tier = tier::open(&cfg).await?;
+    let clustered = cfg.peers.len() > 1;
+    let tier = if clustered {
+        // replicated partitions do not tier yet (the remote segment lists move into the
+        // controller first); the bucket stays untouched rather than written by every replica
+        tracing::warn!("cluster mode: tiered storage is not enabled for replicated partitions yet; data stays on the brokers' disks");
+        None
+    } else {
+        tier::open(&cfg).await?
+    };
+    let cluster = if clustered {
+        let raft_listener = TcpListener::bind(cfg.raft_listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} (raft): {e}", cfg.raft_listen))?;
+        tracing::info!(raft = %raft_listener.local_addr()?, peers = ?cfg.peers, "joining the cluster");
+        let meta_dir = cfg.broker.data_dir.join("meta").join("raft");
+        Some(sediment_broker::cluster::ClusterCtx::start(cfg.broker.node_id, &meta_dir, raft_listener, &cfg.peers).await?)
+    } else {
+        None
+    };
     // Recovery can read whole segments: keep it off the async workers.
     let broker = tokio::task::spawn_blocking({
         let rx = shutdown_rx.clone();
@@ -143,7 +155,10 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let tier = tier.clone();
         move || {
             let _guard = handle.enter();
-            sediment_broker::Broker::open_with_tier(broker_cfg, rx, tier)
+            match cluster {
+                Some(ctx) => sediment_broker::Broker::open_cluster(broker_cfg, rx, ctx),
+                None => sediment_broker::Broker::open_with_tier(broker_cfg, rx, tier),
+            }
         }
     })
     .await??;
@@ -161,6 +176,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if tokio::time::timeout(Duration::from_secs(30), server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within 30s; closing anyway");
     }
+    broker.stop_replicas().await;
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.flush_all()).await?;
     if let Some(t) = &tier {

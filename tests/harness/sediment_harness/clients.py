@@ -72,9 +72,9 @@ def admin(bootstrap: str, **conf) -> AdminClient:
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, config: Optional[dict] = None,
-                 timeout: float = 30.0, client: Optional[AdminClient] = None) -> None:
+                 timeout: float = 30.0, client: Optional[AdminClient] = None, replication_factor: int = 1) -> None:
     a = client or admin(bootstrap)
-    futs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+    futs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=replication_factor,
                                      config=config or {})], operation_timeout=timeout,
                            request_timeout=timeout)
     futs[name].result(timeout)

@@ -80,6 +80,39 @@ def broker(broker_factory) -> Broker:
     return broker_factory()
 
 
+@pytest.fixture
+def cluster_factory(request, tmp_path, sediment_bin):
+    """Starts Clusters of `size` nodes; every node is stopped (and checked for
+    panics) at the end, and their logs are attached to a failing test."""
+    from .cluster import Cluster
+
+    clusters: list[Cluster] = []
+
+    def make(size: int = 3, start: bool = True, **kwargs) -> Cluster:
+        c = Cluster(tmp_path / f"cluster{len(clusters) + 1}", size, bin=sediment_bin, **kwargs)
+        clusters.append(c)
+        request.node.stash.setdefault(_BROKERS_KEY, []).extend(c.nodes)
+        if start:
+            c.start()
+        return c
+
+    yield make
+
+    problems = []
+    for c in clusters:
+        for b in c.nodes:
+            if b.running():
+                try:
+                    b.stop()
+                except AssertionError as e:
+                    problems.append(str(e))
+            panics = b.panics()
+            if panics:
+                problems.append(f"{b.name} panicked or aborted:\n" + "\n".join(panics[:10]))
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

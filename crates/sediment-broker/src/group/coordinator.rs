@@ -126,7 +126,7 @@ impl GroupCoordinator {
         let mut shards = Vec::with_capacity(topic.partitions.len());
         let started = Instant::now();
         let mut loaded = 0usize;
-        for p in &topic.partitions {
+        for p in topic.hosted() {
             let shard = Arc::new(Shard {
                 index: p.index,
                 partition: p.clone(),

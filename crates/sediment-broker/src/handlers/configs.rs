@@ -174,20 +174,23 @@ fn check_topic_resource(broker: &Broker, resource_type: i8, name: &str) -> Resul
     }
 }
 
-pub fn alter(broker: &Arc<Broker>, req: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
+pub async fn alter(broker: Arc<Broker>, req: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
     let mut r = AlterConfigsResponse::default();
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let result = check_topic_resource(broker, res.resource_type, &name).and_then(|()| {
-            // AlterConfigs replaces the whole set of overrides.
-            let mut overrides = BTreeMap::new();
-            for c in &res.configs {
-                if let Some(v) = &c.value {
-                    overrides.insert(c.name.to_string(), v.to_string());
+        let result = match check_topic_resource(&broker, res.resource_type, &name) {
+            Ok(()) => {
+                // AlterConfigs replaces the whole set of overrides.
+                let mut overrides = BTreeMap::new();
+                for c in &res.configs {
+                    if let Some(v) = &c.value {
+                        overrides.insert(c.name.to_string(), v.to_string());
+                    }
                 }
+                broker.set_topic_config_any(&name, overrides, req.validate_only).await
             }
-            broker.set_topic_config(&name, overrides, req.validate_only)
-        });
+            Err(e) => Err(e),
+        };
         let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name;
@@ -250,19 +253,22 @@ pub fn apply_ops(
     Ok(next)
 }
 
-pub fn incremental_alter(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
+pub async fn incremental_alter(broker: Arc<Broker>, req: IncrementalAlterConfigsRequest, _version: i16) -> IncrementalAlterConfigsResponse {
     let mut r = IncrementalAlterConfigsResponse::default();
     for res in req.resources {
         let name = res.resource_name.to_string();
-        let result = check_topic_resource(broker, res.resource_type, &name).and_then(|()| {
+        let planned = check_topic_resource(&broker, res.resource_type, &name).and_then(|()| {
             let topic = broker
                 .topic(&name)
                 .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")))?;
             let ops: Vec<(String, i8, Option<String>)> =
                 res.configs.iter().map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))).collect();
-            let next = apply_ops(&topic.config.overrides, |k| topic.config.get(k, &broker.defaults), &ops)?;
-            broker.set_topic_config(&name, next, req.validate_only)
+            apply_ops(&topic.config.overrides, |k| topic.config.get(k, &broker.defaults), &ops)
         });
+        let result = match planned {
+            Ok(next) => broker.set_topic_config_any(&name, next, req.validate_only).await,
+            Err(e) => Err(e),
+        };
         let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name;

@@ -9,7 +9,7 @@ use sediment_protocol::ErrorCode;
 use super::sb;
 use crate::broker::Broker;
 
-pub fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version: i16) -> CreatePartitionsResponse {
+pub async fn handle(broker: Arc<Broker>, req: CreatePartitionsRequest, _version: i16) -> CreatePartitionsResponse {
     let mut r = CreatePartitionsResponse::default();
     for t in req.topics {
         let mut res = CreatePartitionsTopicResult::default();
@@ -21,7 +21,7 @@ pub fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version: i16)
         let result = if !assignments_ok {
             Err(crate::error::ApiError::new(ErrorCode::InvalidReplicaAssignment, "assignment names brokers that do not exist"))
         } else {
-            broker.create_partitions(t.name.0.as_str(), t.count, req.validate_only)
+            broker.create_partitions_any(t.name.0.as_str(), t.count, req.validate_only).await
         };
         if let Err(e) = result {
             res.error_code = e.code.code();

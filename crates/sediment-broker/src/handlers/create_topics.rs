@@ -13,7 +13,7 @@ use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::topic_config::TopicConfig;
 
-pub fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn handle(broker: Arc<Broker>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let mut r = CreateTopicsResponse::default();
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -43,7 +43,7 @@ pub fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> C
         let partitions = if t.assignments.is_empty() { t.num_partitions } else { t.assignments.len() as i32 };
         let result = match bad {
             Some(e) => Err(e),
-            None => broker.create_topic(&name, partitions, t.replication_factor, configs, req.validate_only),
+            None => broker.create_topic_any(&name, partitions, t.replication_factor, configs, req.validate_only).await,
         };
         match result {
             Ok(topic) => {
@@ -57,7 +57,7 @@ pub fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> C
                         topic.partitions.len() as i32
                     };
                     res.replication_factor = 1;
-                    res.configs = Some(describe(broker, &topic.config));
+                    res.configs = Some(describe(&broker, &topic.config));
                 }
             }
             Err(e) => {

@@ -25,9 +25,15 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = q.partition_index;
             pr.low_watermark = -1;
-            match topic.as_ref().and_then(|t| t.partition(q.partition_index)) {
-                None => pr.error_code = ErrorCode::UnknownTopicOrPartition.code(),
-                Some(p) => {
+            let part = match topic.as_ref() {
+                Some(t) => t.leader_partition(q.partition_index),
+                None => Err(ErrorCode::UnknownTopicOrPartition),
+            };
+            match part {
+                Err(code) => pr.error_code = code.code(),
+                // the log start offset is not replicated yet: refusing keeps replicas identical
+                Ok(p) if p.replica().is_some() => pr.error_code = ErrorCode::PolicyViolation.code(),
+                Ok(p) => {
                     let hw = p.high_watermark();
                     let target = if q.offset == -1 { hw } else { q.offset };
                     if target < 0 || target > hw {

@@ -9,7 +9,7 @@ use sediment_protocol::ErrorCode;
 use super::sb;
 use crate::broker::Broker;
 
-pub fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn handle(broker: Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     let mut r = DeleteTopicsResponse::default();
     let mut targets: Vec<(Option<String>, uuid::Uuid)> = Vec::new();
     if version >= 6 {
@@ -34,7 +34,7 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> D
             }
             Some(n) => {
                 res.name = Some(TopicName(sb(n.clone())));
-                match broker.delete_topic(&n) {
+                match broker.delete_topic_any(&n).await {
                     Ok(tid) => {
                         if version >= 6 {
                             res.topic_id = tid;

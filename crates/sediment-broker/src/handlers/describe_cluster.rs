@@ -21,6 +21,23 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeClusterRequest, version: i16) -
         r.endpoint_type = req.endpoint_type;
     }
     r.cluster_id = sb(broker.cluster_id());
+    if let Some(c) = &broker.cluster {
+        r.controller_id = BrokerId(c.controller.leader().map_or(-1, |l| l as i32));
+        r.brokers = c
+            .state()
+            .brokers
+            .values()
+            .map(|rec| {
+                let mut b = DescribeClusterBroker::default();
+                b.broker_id = BrokerId(rec.id);
+                b.host = sb(rec.host.clone());
+                b.port = rec.port as i32;
+                b.rack = rec.rack.clone().map(sb);
+                b
+            })
+            .collect();
+        return r;
+    }
     r.controller_id = BrokerId(broker.node_id());
     let mut b = DescribeClusterBroker::default();
     b.broker_id = BrokerId(broker.node_id());

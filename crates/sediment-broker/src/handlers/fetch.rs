@@ -162,7 +162,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
             let partition = match &topic {
                 None if version >= 13 => Err(ErrorCode::UnknownTopicId),
                 None => Err(ErrorCode::UnknownTopicOrPartition),
-                Some(t) => t.partition(fp.partition).cloned().ok_or(ErrorCode::UnknownTopicOrPartition),
+                Some(t) => t.leader_partition(fp.partition).cloned(),
             };
             plan.wants.push(Want {
                 topic_idx: ti,

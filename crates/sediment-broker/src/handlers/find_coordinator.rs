@@ -11,8 +11,13 @@ use sediment_protocol::ErrorCode;
 use super::sb;
 use crate::broker::Broker;
 
-fn check(key_type: i8) -> Option<(ErrorCode, String)> {
+fn check(broker: &Broker, key_type: i8) -> Option<(ErrorCode, String)> {
     match key_type {
+        // groups and transactions need replicated coordinator state: not in clusters yet
+        0 | 1 if broker.cluster.is_some() => Some((
+            ErrorCode::CoordinatorNotAvailable,
+            "consumer groups and transactions are not available in multi-broker clusters yet".into(),
+        )),
         0 | 1 => None,
         2 => Some((ErrorCode::InvalidRequest, "share groups are not supported by this broker".into())),
         other => Some((ErrorCode::InvalidRequest, format!("unknown coordinator key type {other}"))),
@@ -26,7 +31,7 @@ pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -
     let port = broker.config.advertised_port as i32;
     let node = BrokerId(broker.node_id());
     if version < 4 {
-        match check(key_type) {
+        match check(broker, key_type) {
             None => {
                 r.node_id = node;
                 r.host = host;
@@ -53,7 +58,7 @@ pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -
         .map(|key| {
             let mut c = Coordinator::default();
             c.key = key;
-            match check(key_type) {
+            match check(broker, key_type) {
                 None => {
                     c.node_id = node;
                     c.host = host.clone();

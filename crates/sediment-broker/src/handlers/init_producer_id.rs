@@ -14,7 +14,7 @@ use crate::broker::Broker;
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const TRANSACTION_MAX_TIMEOUT_MS: i32 = 900_000;
 
-pub fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest, _version: i16) -> InitProducerIdResponse {
+pub async fn handle(broker: Arc<Broker>, req: InitProducerIdRequest, _version: i16) -> InitProducerIdResponse {
     let mut r = InitProducerIdResponse::default();
     r.producer_id = ProducerId(-1);
     r.producer_epoch = -1;
@@ -29,7 +29,7 @@ pub fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest, _version: i16) -
         };
         return r;
     }
-    match broker.next_producer_id() {
+    match broker.next_producer_id_any().await {
         Ok(id) => {
             r.producer_id = ProducerId(id);
             r.producer_epoch = 0;

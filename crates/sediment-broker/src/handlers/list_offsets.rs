@@ -101,10 +101,13 @@ async fn respond(broker: Arc<Broker>, req: ListOffsetsRequest, version: i16) -> 
             pr.partition_index = q.partition_index;
             pr.timestamp = -1;
             pr.offset = -1;
-            let part = topic.as_ref().and_then(|t| t.partition(q.partition_index));
+            let part = match topic.as_ref() {
+                Some(t) => t.leader_partition(q.partition_index),
+                None => Err(ErrorCode::UnknownTopicOrPartition),
+            };
             match part {
-                None => pr.error_code = ErrorCode::UnknownTopicOrPartition.code(),
-                Some(p) => {
+                Err(code) => pr.error_code = code.code(),
+                Ok(p) => {
                     if version >= 4 && q.current_leader_epoch >= 0 && q.current_leader_epoch != p.leader_epoch() {
                         pr.error_code = if q.current_leader_epoch > p.leader_epoch() {
                             ErrorCode::UnknownLeaderEpoch.code()

@@ -9,22 +9,40 @@ use sediment_protocol::ErrorCode;
 
 use super::sb;
 use crate::broker::{Broker, Topic};
+use sediment_raft::ClusterState;
 
-fn topic_entry(b: &Broker, t: &Topic) -> MetadataResponseTopic {
+fn topic_entry(b: &Broker, cluster: Option<&ClusterState>, t: &Topic) -> MetadataResponseTopic {
     let mut mt = MetadataResponseTopic::default();
     mt.name = Some(TopicName(sb(t.name.clone())));
     mt.topic_id = t.id;
     mt.is_internal = t.name == crate::group::OFFSETS_TOPIC;
-    mt.partitions = t
-        .partitions
-        .iter()
-        .map(|p| {
+    let rec = cluster.and_then(|c| c.topics.get(&t.name)).filter(|r| r.id == t.id);
+    mt.partitions = (0..t.partition_count())
+        .map(|i| {
             let mut mp = MetadataResponsePartition::default();
-            mp.partition_index = p.index;
-            mp.leader_id = BrokerId(b.node_id());
-            mp.leader_epoch = p.leader_epoch();
-            mp.replica_nodes = vec![BrokerId(b.node_id())];
-            mp.isr_nodes = vec![BrokerId(b.node_id())];
+            mp.partition_index = i;
+            let Some(rec) = rec else {
+                // single node: this broker holds every partition
+                mp.leader_id = BrokerId(b.node_id());
+                mp.leader_epoch = t.partition(i).map_or(0, |p| p.leader_epoch());
+                mp.replica_nodes = vec![BrokerId(b.node_id())];
+                mp.isr_nodes = vec![BrokerId(b.node_id())];
+                return mp;
+            };
+            let replicas: Vec<BrokerId> = rec.assignments.get(i as usize).map(|r| r.iter().map(|id| BrokerId(*id)).collect()).unwrap_or_default();
+            // a hosted replica knows the current leader from its Raft group; otherwise the
+            // leader the group last reported to the controller
+            let (leader, epoch) = match t.partition(i).and_then(|p| p.replica().map(|r| (p, r))) {
+                Some((p, r)) => (r.leader().map_or(-1, |l| l as i32), p.leader_epoch()),
+                None => rec.leaders.get(i as usize).copied().unwrap_or((-1, -1)),
+            };
+            if leader < 0 {
+                mp.error_code = ErrorCode::LeaderNotAvailable.code();
+            }
+            mp.leader_id = BrokerId(leader);
+            mp.leader_epoch = epoch;
+            mp.isr_nodes = replicas.clone();
+            mp.replica_nodes = replicas;
             mp
         })
         .collect();
@@ -41,16 +59,39 @@ fn error_entry(name: Option<String>, id: uuid::Uuid, code: ErrorCode) -> Metadat
 
 pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
     let mut r = MetadataResponse::default();
-    let mut mb = MetadataResponseBroker::default();
-    mb.node_id = BrokerId(broker.node_id());
-    mb.host = sb(broker.config.advertised_host.clone());
-    mb.port = broker.config.advertised_port as i32;
-    r.brokers = vec![mb];
+    let state = broker.cluster.as_ref().map(|c| c.state());
+    let cluster = state.as_deref();
+    match (cluster, &broker.cluster) {
+        (Some(st), Some(c)) => {
+            r.brokers = st
+                .brokers
+                .values()
+                .map(|b| {
+                    let mut mb = MetadataResponseBroker::default();
+                    mb.node_id = BrokerId(b.id);
+                    mb.host = sb(b.host.clone());
+                    mb.port = b.port as i32;
+                    mb.rack = b.rack.clone().map(sb);
+                    mb
+                })
+                .collect();
+            if version >= 1 {
+                r.controller_id = BrokerId(c.controller.leader().map_or(-1, |l| l as i32));
+            }
+        }
+        _ => {
+            let mut mb = MetadataResponseBroker::default();
+            mb.node_id = BrokerId(broker.node_id());
+            mb.host = sb(broker.config.advertised_host.clone());
+            mb.port = broker.config.advertised_port as i32;
+            r.brokers = vec![mb];
+            if version >= 1 {
+                r.controller_id = BrokerId(broker.node_id());
+            }
+        }
+    }
     if version >= 2 {
         r.cluster_id = Some(sb(broker.cluster_id()));
-    }
-    if version >= 1 {
-        r.controller_id = BrokerId(broker.node_id());
     }
     // v0 treats an empty list as "all topics"; v1+ uses null for that.
     let all = match &req.topics {
@@ -59,7 +100,7 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
         _ => false,
     };
     if all {
-        r.topics = broker.topics().iter().map(|t| topic_entry(broker, t)).collect();
+        r.topics = broker.topics().iter().map(|t| topic_entry(broker, cluster, t)).collect();
         return r;
     }
     // v4+ lets the client forbid auto-creation; before v4 it is always allowed.
@@ -69,11 +110,25 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
             Some(name) => {
                 let name = name.0.to_string();
                 match broker.topic(&name) {
-                    Some(t) => topic_entry(broker, &t),
+                    Some(t) => topic_entry(broker, cluster, &t),
+                    None if allow_create && broker.cluster.is_some() => {
+                        if crate::broker::validate_topic_name(&name).is_err() {
+                            error_entry(Some(name), uuid::Uuid::nil(), ErrorCode::InvalidTopicException)
+                        } else {
+                            let b = broker.clone();
+                            let n = name.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = b.create_topic_any(&n, -1, -1, BTreeMap::new(), false).await {
+                                    tracing::debug!(topic = %n, error = %e, "auto-create refused");
+                                }
+                            });
+                            error_entry(Some(name), uuid::Uuid::nil(), ErrorCode::LeaderNotAvailable)
+                        }
+                    }
                     None if allow_create => match broker.create_topic(&name, -1, -1, BTreeMap::new(), false) {
-                        Ok(t) => topic_entry(broker, &t),
+                        Ok(t) => topic_entry(broker, cluster, &t),
                         Err(e) if e.code == ErrorCode::TopicAlreadyExists => match broker.topic(&name) {
-                            Some(t) => topic_entry(broker, &t),
+                            Some(t) => topic_entry(broker, cluster, &t),
                             None => error_entry(Some(name), uuid::Uuid::nil(), ErrorCode::LeaderNotAvailable),
                         },
                         Err(e) => {
@@ -92,7 +147,7 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
                 }
             }
             None => match broker.topic_by_id(&rt.topic_id) {
-                Some(t) => topic_entry(broker, &t),
+                Some(t) => topic_entry(broker, cluster, &t),
                 None => error_entry(None, rt.topic_id, ErrorCode::UnknownTopicId),
             },
         };

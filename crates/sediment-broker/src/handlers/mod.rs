@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
@@ -66,15 +67,16 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
         RequestKind::Produce(r) => produce::handle(broker, r, v),
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
         RequestKind::ListOffsets(r) => list_offsets::handle(broker, r, v),
-        RequestKind::CreateTopics(r) => Reply::Ready(ResponseKind::CreateTopics(create_topics::handle(broker, r, v))),
-        RequestKind::DeleteTopics(r) => Reply::Ready(ResponseKind::DeleteTopics(delete_topics::handle(broker, r, v))),
+        // admin changes may go through the controller (cluster mode): answered when applied
+        RequestKind::CreateTopics(r) => Reply::Later(create_topics::handle(broker.clone(), r, v).map(ResponseKind::CreateTopics).boxed()),
+        RequestKind::DeleteTopics(r) => Reply::Later(delete_topics::handle(broker.clone(), r, v).map(ResponseKind::DeleteTopics).boxed()),
         RequestKind::CreatePartitions(r) => {
-            Reply::Ready(ResponseKind::CreatePartitions(create_partitions::handle(broker, r, v)))
+            Reply::Later(create_partitions::handle(broker.clone(), r, v).map(ResponseKind::CreatePartitions).boxed())
         }
         RequestKind::DescribeConfigs(r) => Reply::Ready(ResponseKind::DescribeConfigs(configs::describe(broker, r, v))),
-        RequestKind::AlterConfigs(r) => Reply::Ready(ResponseKind::AlterConfigs(configs::alter(broker, r, v))),
+        RequestKind::AlterConfigs(r) => Reply::Later(configs::alter(broker.clone(), r, v).map(ResponseKind::AlterConfigs).boxed()),
         RequestKind::IncrementalAlterConfigs(r) => {
-            Reply::Ready(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r, v)))
+            Reply::Later(configs::incremental_alter(broker.clone(), r, v).map(ResponseKind::IncrementalAlterConfigs).boxed())
         }
         RequestKind::DescribeCluster(r) => {
             Reply::Ready(ResponseKind::DescribeCluster(describe_cluster::handle(broker, r, v)))
@@ -97,7 +99,7 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
         RequestKind::DeleteGroups(r) => delete_groups::handle(broker, r, v),
         RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r, v),
         RequestKind::InitProducerId(r) => {
-            Reply::Ready(ResponseKind::InitProducerId(init_producer_id::handle(broker, r, v)))
+            Reply::Later(init_producer_id::handle(broker.clone(), r, v).map(ResponseKind::InitProducerId).boxed())
         }
         other => {
             // Unreachable while the version table and this match agree; a unit test checks they do.

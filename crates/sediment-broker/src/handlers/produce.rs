@@ -16,12 +16,23 @@ use super::{Reply, sb};
 use crate::broker::{Broker, Topic, now_ms};
 use crate::error::ApiError;
 use crate::partition::{AppendError, Appended, Partition, WaitError};
+use crate::replica::{Outcome as Proposal, ProposeError, Proposed};
 
 struct Outcome {
     topic_idx: usize,
     resp: PartitionProduceResponse,
     /// acks=all: the partition and the offset the high watermark must reach.
     wait: Option<(Arc<Partition>, i64)>,
+    /// A replicated partition: the proposal whose append (acks=1) or commit (acks=all) answers.
+    proposed: Option<(Arc<Partition>, Proposed, u64)>,
+}
+
+/// What [`append_one`] did.
+enum Appendage {
+    /// Appended locally: the response and the offset acks=all waits for.
+    Done(PartitionProduceResponse, i64),
+    /// Handed to the partition's Raft group (with the batch's size, for the metrics).
+    Proposed(Proposed, u64),
 }
 
 fn partition_error(index: i32, e: &ApiError) -> PartitionProduceResponse {
@@ -35,7 +46,7 @@ fn partition_error(index: i32, e: &ApiError) -> PartitionProduceResponse {
     p
 }
 
-fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Option<&bytes::Bytes>, acks: i16) -> Result<(PartitionProduceResponse, i64), ApiError> {
+fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Option<&bytes::Bytes>, acks: i16) -> Result<Appendage, ApiError> {
     if topic.name == crate::group::OFFSETS_TOPIC {
         return Err(ApiError::new(ErrorCode::InvalidTopicException, format!("cannot append to internal topic {}", topic.name)));
     }
@@ -49,7 +60,23 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
         // the uploads are behind (bucket unreachable?): refuse rather than fill the disk
         return Err(ApiError::new(ErrorCode::KafkaStorageError, why));
     }
-    if acks == -1 && topic.config.min_insync_replicas(&broker.defaults) > 1 {
+    let replica = partition.replica();
+    if let Some(r) = replica {
+        if !r.is_leader() {
+            return Err(ApiError::new(
+                ErrorCode::NotLeaderOrFollower,
+                format!("broker {} is not the leader of this partition (leader: {:?})", broker.node_id(), r.leader()),
+            ));
+        }
+        let min_isr = topic.config.min_insync_replicas(&broker.defaults);
+        let in_sync = r.in_sync_replicas();
+        if acks == -1 && min_isr as usize > in_sync {
+            return Err(ApiError::new(
+                ErrorCode::NotEnoughReplicas,
+                format!("min.insync.replicas is {min_isr} but only {in_sync} replicas are in sync"),
+            ));
+        }
+    } else if acks == -1 && topic.config.min_insync_replicas(&broker.defaults) > 1 {
         return Err(ApiError::new(
             ErrorCode::NotEnoughReplicas,
             format!("min.insync.replicas is {} but only 1 replica is in sync", topic.config.min_insync_replicas(&broker.defaults)),
@@ -75,6 +102,11 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
     if log_append_time {
         batch::set_log_append_time(&mut buf, now);
     }
+    if let Some(r) = replica {
+        // ordered with this connection's other requests: the proposal is queued now
+        let len = records.len() as u64;
+        return r.propose_now(buf.freeze()).map(|p| Appendage::Proposed(p, len)).map_err(propose_error);
+    }
     let appended = partition.append(&header, &mut buf, now).map_err(|e| match e {
         AppendError::Log(e) => {
             tracing::error!(topic = %topic.name, partition = partition.index, error = %e, "append failed");
@@ -97,7 +129,45 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
     p.base_offset = appended.base_offset();
     p.log_append_time_ms = if log_append_time { now } else { -1 };
     p.log_start_offset = partition.log_start_offset();
-    Ok((p, appended.last_offset() + 1))
+    Ok(Appendage::Done(p, appended.last_offset() + 1))
+}
+
+fn propose_error(e: ProposeError) -> ApiError {
+    // either way the client should refresh its metadata and find the leader
+    ApiError::new(ErrorCode::NotLeaderOrFollower, e.to_string())
+}
+
+/// Waits for a proposal's append (and, for acks=all, its commit) and builds the answer.
+async fn settle(partition: &Partition, proposed: Proposed, bytes: u64, index: i32, acks: i16, deadline: Instant) -> PartitionProduceResponse {
+    let work = async {
+        let mut proposed = proposed;
+        let (base, records) = match proposed.appended().await.map_err(propose_error)? {
+            Proposal::Appended(info) => (info.base_offset, Some(info.last_offset - info.base_offset + 1)),
+            Proposal::Duplicate(meta) => (meta.base_offset, None),
+            Proposal::Refused(code, msg) => return Err(ApiError::new(code, msg)),
+        };
+        if acks == -1 {
+            let appended_at = Instant::now();
+            proposed.committed().await.map_err(propose_error)?;
+            sediment_telemetry::metrics().replication.commit_latency(sediment_telemetry::RaftGroup::Partition, appended_at.elapsed());
+        }
+        Ok((base, records))
+    };
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(Ok((base, records))) => {
+            if let Some(n) = records {
+                partition.metrics.produced(bytes, n as u64);
+            }
+            let mut p = PartitionProduceResponse::default();
+            p.index = index;
+            p.base_offset = base;
+            p.log_append_time_ms = -1;
+            p.log_start_offset = partition.log_start_offset();
+            p
+        }
+        Ok(Err(e)) => partition_error(index, &e),
+        Err(_) => partition_error(index, &ApiError::new(ErrorCode::RequestTimedOut, "timed out waiting for the replicas")),
+    }
 }
 
 /// The same error for every partition of the request (request-level refusals).
@@ -138,14 +208,21 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                 None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{}\" does not exist", td.name.0))),
                 Some(t) => match t.partition(pd.index) {
                     None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("partition {} of \"{}\" does not exist", pd.index, t.name))),
-                    Some(p) => append_one(broker, t, p, pd.records.as_ref(), acks).map(|(r, end)| (r, end, p.clone())),
+                    Some(p) => append_one(broker, t, p, pd.records.as_ref(), acks).map(|a| (a, p.clone())),
                 },
             };
             match result {
-                Ok((resp, end, p)) => outcomes.push(Outcome { topic_idx: ti, resp, wait: (acks == -1).then_some((p, end)) }),
+                Ok((Appendage::Done(resp, end), p)) => {
+                    outcomes.push(Outcome { topic_idx: ti, resp, wait: (acks == -1).then_some((p, end)), proposed: None })
+                }
+                Ok((Appendage::Proposed(proposed, len), p)) => {
+                    let mut resp = PartitionProduceResponse::default();
+                    resp.index = pd.index;
+                    outcomes.push(Outcome { topic_idx: ti, resp, wait: None, proposed: Some((p, proposed, len)) })
+                }
                 Err(e) => {
                     tracing::debug!(topic = %td.name.0, partition = pd.index, error = %e, "produce refused");
-                    outcomes.push(Outcome { topic_idx: ti, resp: partition_error(pd.index, &e), wait: None });
+                    outcomes.push(Outcome { topic_idx: ti, resp: partition_error(pd.index, &e), wait: None, proposed: None });
                 }
             }
         }
@@ -162,7 +239,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
         resp.responses = topics;
         ResponseKind::Produce(resp)
     };
-    if acks == 1 || outcomes.iter().all(|o| o.wait.is_none()) {
+    if outcomes.iter().all(|o| o.wait.is_none() && o.proposed.is_none()) || (acks == 1 && outcomes.iter().all(|o| o.proposed.is_none())) {
         return Reply::Ready(finish(topics, outcomes));
     }
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
@@ -171,6 +248,9 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
         async move {
             let mut outcomes = outcomes;
             for o in outcomes.iter_mut() {
+                if let Some((p, proposed, len)) = o.proposed.take() {
+                    o.resp = settle(&p, proposed, len, o.resp.index, acks, deadline).await;
+                }
                 if let Some((p, end)) = o.wait.take() {
                     match p.wait_for_hw(end, deadline).await {
                         Ok(()) => {}

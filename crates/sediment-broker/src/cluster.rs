@@ -1,0 +1,387 @@
+//! Cluster mode: this broker as one member of a multi-broker cluster.
+//!
+//! * The metadata group ([`sediment_raft::Controller`]) holds brokers, topics, placements and
+//!   configs; admin requests on any broker become controller commands.
+//! * [`follow`] applies the controller's state to this broker: for every partition with a
+//!   replica here it opens the partition log and starts its Raft group
+//!   ([`crate::replica::Replica`]); deleted topics are stopped and their data removed.
+//! * Partition leaders report themselves to the controller so that brokers without a replica
+//!   of a partition can still name its leader in Metadata.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sediment_protocol::ErrorCode;
+use sediment_raft::cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
+use sediment_raft::network::Registry;
+use sediment_raft::transport::{self, Peers};
+use sediment_raft::{Controller, WriteError};
+use tokio::net::TcpListener;
+
+use crate::broker::{Broker, Topic, partition_dir};
+use crate::error::ApiError;
+use crate::partition::Partition;
+use crate::replica::{Replica, group_id};
+use crate::topic_config::TopicConfig;
+
+/// How long an admin request waits for the controller.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// This broker's membership in the cluster.
+pub struct ClusterCtx {
+    pub node_id: i32,
+    pub controller: Controller,
+    pub peers: Arc<Peers>,
+    pub registry: Arc<Registry>,
+}
+
+impl ClusterCtx {
+    /// Starts the peer transport on `raft_listener` and this broker's member of the metadata
+    /// group (state in `meta_dir`); `voters` (broker id → raft address) seeds a new cluster.
+    pub async fn start(
+        node_id: i32,
+        meta_dir: &Path,
+        raft_listener: TcpListener,
+        voters: &BTreeMap<i32, String>,
+    ) -> anyhow::Result<Arc<ClusterCtx>> {
+        let registry = Registry::new();
+        let peers = Peers::new();
+        let voters: BTreeMap<u64, String> = voters.iter().map(|(k, v)| (*k as u64, v.clone())).collect();
+        let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry).await?;
+        tokio::spawn(transport::serve(raft_listener, registry.clone()));
+        Ok(Arc::new(ClusterCtx { node_id, controller, peers, registry }))
+    }
+
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.controller.state()
+    }
+
+    /// Commits a metadata command; refusals become the Kafka error a broker would answer.
+    pub async fn write(&self, cmd: MetaCommand) -> Result<MetaResponse, ApiError> {
+        let started = std::time::Instant::now();
+        let r = self.controller.write(cmd, WRITE_TIMEOUT).await;
+        if r.is_ok() {
+            sediment_telemetry::metrics().replication.commit_latency(sediment_telemetry::RaftGroup::Metadata, started.elapsed());
+        }
+        match r {
+            Ok(MetaResponse::Refused(e)) => Err(meta_error(e)),
+            Ok(r) => Ok(r),
+            Err(e @ WriteError::NoLeader(_)) => Err(ApiError::new(ErrorCode::RequestTimedOut, e.to_string())),
+            Err(e) => Err(ApiError::new(ErrorCode::UnknownServerError, e.to_string())),
+        }
+    }
+}
+
+fn meta_error(e: MetaError) -> ApiError {
+    let code = match &e {
+        MetaError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+        MetaError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+        MetaError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
+        MetaError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// Registers this broker (and proposes a cluster id, first writer wins), retrying in the
+/// background until a majority of the metadata group answers.
+pub fn register(ctx: Arc<ClusterCtx>, rec: BrokerRecord, proposed_cluster_id: String) {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let r = async {
+                ctx.write(MetaCommand::SetClusterId { cluster_id: proposed_cluster_id.clone() }).await?;
+                ctx.write(MetaCommand::RegisterBroker(rec.clone())).await
+            }
+            .await;
+            match r {
+                Ok(_) => {
+                    tracing::info!(node_id = rec.id, "registered with the controller");
+                    return;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "registration with the controller not done yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    });
+}
+
+/// Applies the controller's state to this broker, each time it changes, until the broker goes.
+pub async fn follow(broker: Weak<Broker>, ctx: Arc<ClusterCtx>) {
+    let mut rx = ctx.controller.subscribe();
+    loop {
+        let state = rx.borrow_and_update().clone();
+        let Some(b) = broker.upgrade() else { return };
+        if b.is_shutting_down() {
+            return;
+        }
+        reconcile(&b, &ctx, &state).await;
+        drop(b);
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn reconcile(b: &Arc<Broker>, ctx: &Arc<ClusterCtx>, state: &ClusterState) {
+    let me = ctx.node_id;
+    for rec in state.topics.values() {
+        let existing = b.topic(&rec.name).filter(|t| t.id == rec.id);
+        let config = TopicConfig { overrides: rec.config.clone() };
+        let mut slots: Vec<Option<Arc<Partition>>> = Vec::with_capacity(rec.assignments.len());
+        let mut changed = existing.is_none();
+        for (i, replicas) in rec.assignments.iter().enumerate() {
+            let have = existing.as_ref().and_then(|t| t.partition(i as i32)).cloned();
+            if !replicas.contains(&me) {
+                slots.push(None);
+                continue;
+            }
+            match have {
+                Some(p) => slots.push(Some(p)),
+                None => match open_replica(b, ctx, state, rec, i as i32, &config).await {
+                    Ok(p) => {
+                        slots.push(Some(p));
+                        changed = true;
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %rec.name, partition = i, error = %e, "cannot open replica");
+                        slots.push(None);
+                    }
+                },
+            }
+        }
+        let config_changed = existing.as_ref().is_some_and(|t| t.config != config);
+        if config_changed {
+            let log_config = config.log_config_for(&b.defaults, false);
+            for p in slots.iter().flatten() {
+                p.set_config(log_config);
+            }
+        }
+        let grown = existing.as_ref().is_some_and(|t| t.partitions.len() != slots.len());
+        if changed || config_changed || grown {
+            b.install(Arc::new(Topic { name: rec.name.clone(), id: rec.id, config, partitions: slots }));
+            tracing::info!(topic = %rec.name, partitions = rec.assignments.len(), "topic applied from the controller");
+        }
+    }
+    for t in b.topics() {
+        if state.topics.get(&t.name).is_none_or(|r| r.id != t.id) {
+            remove_local(b, &t).await;
+        }
+    }
+}
+
+async fn open_replica(
+    b: &Arc<Broker>,
+    ctx: &Arc<ClusterCtx>,
+    state: &ClusterState,
+    rec: &TopicRecord,
+    index: i32,
+    config: &TopicConfig,
+) -> anyhow::Result<Arc<Partition>> {
+    let dir = partition_dir(&b.config.data_dir.join("logs"), &rec.name, index);
+    let log_config = config.log_config_for(&b.defaults, false);
+    let (name, fsync) = (rec.name.clone(), b.config.fsync);
+    let p = tokio::task::spawn_blocking(move || Partition::open_replicated(&name, index, dir, log_config, fsync)).await??;
+    let voters: BTreeMap<u64, String> = rec.assignments[index as usize]
+        .iter()
+        .filter_map(|id| state.brokers.get(id).map(|br| (*id as u64, br.raft_addr.clone())))
+        .collect();
+    let group = group_id(&rec.id, index);
+    let replica = Replica::start(p.clone(), ctx.node_id as u64, group, &voters, ctx.peers.clone(), &ctx.registry).await?;
+    tokio::spawn(report_leadership(Arc::downgrade(ctx), replica, rec.id, index));
+    Ok(p)
+}
+
+/// When this broker becomes a partition's leader, tell the controller (so Metadata on every
+/// broker names it).
+async fn report_leadership(ctx: Weak<ClusterCtx>, replica: Arc<Replica>, topic_id: uuid::Uuid, partition: i32) {
+    let mut m = replica.raft.metrics();
+    let mut reported = None;
+    loop {
+        let (leading, term) = {
+            let x = m.borrow_and_update();
+            (x.state == openraft::ServerState::Leader, x.current_term)
+        };
+        if leading && reported != Some(term) {
+            let Some(c) = ctx.upgrade() else { return };
+            let cmd = MetaCommand::SetPartitionLeader { topic_id, partition, leader: c.node_id, epoch: term.min(i32::MAX as u64) as i32 };
+            match c.write(cmd).await {
+                Ok(_) => reported = Some(term),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot report partition leadership yet");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        if m.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Stops a deleted topic's replicas here and removes their data.
+async fn remove_local(b: &Arc<Broker>, t: &Arc<Topic>) {
+    b.uninstall(t);
+    for p in t.hosted() {
+        if let Some(r) = p.replica() {
+            r.shutdown().await;
+            if let Some(c) = b.cluster.as_ref() {
+                c.registry.unregister(r.group);
+            }
+        }
+    }
+    b.remove_topic_dirs(t);
+    tracing::info!(topic = %t.name, "topic removed (deleted through the controller)");
+}
+
+/// Replication factor of topics created without one: 3, or fewer on a smaller cluster.
+pub const DEFAULT_REPLICATION_FACTOR: i16 = 3;
+
+/// Polls `done` until it holds or [`WRITE_TIMEOUT`] passes (the controller's state reaches this
+/// broker's topic map through [`follow`], a moment after the write commits).
+async fn applied_locally(what: &str, done: impl Fn() -> bool) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+    while !done() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(ApiError::new(ErrorCode::RequestTimedOut, format!("{what} committed but not applied on this broker in time")));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn placement_start() -> u32 {
+    rand::random::<u32>()
+}
+
+impl Broker {
+    /// Creates a topic: locally on a single node, through the controller in a cluster.
+    pub async fn create_topic_any(
+        self: &Arc<Self>,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, ApiError> {
+        let Some(c) = self.cluster.clone() else {
+            return self.create_topic(name, partitions, replication_factor, configs, validate_only);
+        };
+        crate::broker::validate_topic_name(name).map_err(|m| ApiError::new(ErrorCode::InvalidTopicException, m))?;
+        let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
+        if !(1..=100_000).contains(&partitions) {
+            return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("number of partitions must be between 1 and 100000, got {partitions}")));
+        }
+        Self::validate_configs(&configs)?;
+        let state = c.state();
+        let brokers = state.brokers.len();
+        let rf = if replication_factor == -1 { DEFAULT_REPLICATION_FACTOR.min(brokers.max(1) as i16) } else { replication_factor };
+        if rf < 1 || rf as usize > brokers {
+            return Err(ApiError::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor {rf} is larger than the {brokers} registered brokers"),
+            ));
+        }
+        if state.topics.contains_key(name) {
+            return Err(ApiError::new(ErrorCode::TopicAlreadyExists, format!("topic \"{name}\" already exists")));
+        }
+        let id = uuid::Uuid::new_v4();
+        if validate_only {
+            return Ok(Arc::new(Topic { name: name.into(), id, config: TopicConfig { overrides: configs }, partitions: vec![None; partitions as usize] }));
+        }
+        let cmd = MetaCommand::CreateTopic {
+            name: name.into(),
+            id,
+            partitions,
+            replication_factor: rf,
+            config: configs,
+            placement_start: placement_start(),
+            created_ms: crate::broker::now_ms(),
+        };
+        c.write(cmd).await?;
+        applied_locally("topic creation", || self.topic(name).is_some_and(|t| t.id == id)).await?;
+        tracing::info!(topic = name, partitions, replication_factor = rf, "topic created through the controller");
+        self.topic(name).ok_or_else(|| ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" was deleted meanwhile")))
+    }
+
+    /// Deletes a topic: locally on a single node, through the controller in a cluster.
+    pub async fn delete_topic_any(self: &Arc<Self>, name: &str) -> Result<uuid::Uuid, ApiError> {
+        let Some(c) = self.cluster.clone() else {
+            return self.delete_topic(name);
+        };
+        let Some(rec) = c.state().topics.get(name).cloned() else {
+            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+        };
+        c.write(MetaCommand::DeleteTopic { name: name.into() }).await?;
+        applied_locally("topic deletion", || self.topic(name).is_none_or(|t| t.id != rec.id)).await?;
+        Ok(rec.id)
+    }
+
+    /// Grows a topic: locally on a single node, through the controller in a cluster.
+    pub async fn create_partitions_any(self: &Arc<Self>, name: &str, count: i32, validate_only: bool) -> Result<(), ApiError> {
+        let Some(c) = self.cluster.clone() else {
+            return self.create_partitions(name, count, validate_only);
+        };
+        let Some(rec) = c.state().topics.get(name).cloned() else {
+            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+        };
+        let current = rec.partitions();
+        if count <= current {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("topic currently has {current} partitions, which is higher than or equal to the requested {count}"),
+            ));
+        }
+        if count > 100_000 {
+            return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("{count} partitions is more than this broker allows (100000)")));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        c.write(MetaCommand::CreatePartitions { name: name.into(), count, placement_start: placement_start() }).await?;
+        applied_locally("partition creation", || self.topic(name).is_some_and(|t| t.partition_count() >= count)).await
+    }
+
+    /// Replaces a topic's config overrides: locally on a single node, through the controller
+    /// in a cluster.
+    pub async fn set_topic_config_any(
+        self: &Arc<Self>,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let Some(c) = self.cluster.clone() else {
+            return self.set_topic_config(name, overrides, validate_only);
+        };
+        Self::validate_configs(&overrides)?;
+        if !c.state().topics.contains_key(name) {
+            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        c.write(MetaCommand::SetTopicConfig { name: name.into(), config: overrides.clone() }).await?;
+        applied_locally("config change", || self.topic(name).is_some_and(|t| t.config.overrides == overrides)).await
+    }
+
+    /// A new producer id; in a cluster, blocks of ids come from the controller so no two
+    /// brokers hand out the same one.
+    pub async fn next_producer_id_any(self: &Arc<Self>) -> Result<i64, ApiError> {
+        let Some(c) = self.cluster.clone() else {
+            return self.next_producer_id();
+        };
+        if let Some(id) = self.take_producer_id() {
+            return Ok(id);
+        }
+        let start = match c.write(MetaCommand::ReserveProducerIds { count: crate::broker::PRODUCER_ID_BLOCK }).await? {
+            MetaResponse::ProducerIds { start } => start,
+            other => return Err(ApiError::new(ErrorCode::UnknownServerError, format!("unexpected controller answer {other:?}"))),
+        };
+        Ok(self.refill_producer_ids(start))
+    }
+}

@@ -1,0 +1,105 @@
+"""Cluster: several `sediment serve` processes sharing one --peers list.
+
+Each node is a plain Broker (same lifecycle: start, stop, kill = SIGKILL,
+restart with the same data dir and ports); the cluster adds the --peers list,
+the combined bootstrap string and "who leads this partition" from Metadata.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import kafka_wire
+from .broker import Broker, BrokerError
+
+
+class Cluster:
+    def __init__(self, workdir: Path | str, size: int = 3, *, bin=None, extra_args: Sequence[str] = ()) -> None:
+        self.workdir = Path(workdir)
+        ports = [Broker.allocate_ports() for _ in range(size)]
+        peers = ",".join(f"{i + 1}=127.0.0.1:{p['raft']}" for i, p in enumerate(ports))
+        self.nodes: list[Broker] = [
+            Broker(self.workdir / f"node{i + 1}", bin=bin, node_id=i + 1, ports=p, name=f"node-{i + 1}",
+                   extra_args=["--peers", peers, *extra_args])
+            for i, p in enumerate(ports)
+        ]
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> "Cluster":
+        """Start every node, then wait until each answers and the cluster
+        has registered all of them (Metadata lists every broker)."""
+        for n in self.nodes:
+            n._spawn()
+        for n in self.nodes:
+            n._wait_ready(timeout)
+        self.wait_for_brokers(len(self.nodes), timeout)
+        return self
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            if n.running():
+                n.stop()
+
+    def node(self, node_id: int) -> Broker:
+        return self.nodes[node_id - 1]
+
+    def live(self) -> list[Broker]:
+        return [n for n in self.nodes if n.running()]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    # ---- metadata --------------------------------------------------------
+
+    def metadata(self, topics: Optional[list[str]] = None, via: Optional[Broker] = None) -> kafka_wire.MetadataResponse:
+        """Metadata (v8) from one live node, or from `via`."""
+        nodes = [via] if via else self.live()
+        last = None
+        for n in nodes:
+            try:
+                with kafka_wire.Connection.to(n.bootstrap, timeout=5) as c:
+                    return kafka_wire.metadata(c, topics)
+            except (OSError, kafka_wire.DecodeError) as e:
+                last = e
+        raise BrokerError(f"no node answered Metadata: {last}")
+
+    def wait_for_brokers(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        seen = None
+        while time.monotonic() < deadline:
+            try:
+                seen = {n.node_id: len(self.metadata(via=n).brokers) for n in self.live()}
+                if all(v >= count for v in seen.values()):
+                    return
+            except (BrokerError, OSError):
+                pass
+            time.sleep(0.1)
+        raise BrokerError(f"brokers did not all register within {timeout}s: {seen}")
+
+    def leader(self, topic: str, partition: int = 0, timeout: float = 30.0, exclude: Sequence[int] = ()) -> int:
+        """The partition's leader as the live nodes report it (all must agree)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            views = set()
+            for n in self.live():
+                try:
+                    md = self.metadata([topic], via=n)
+                    p = md.topics[topic].partitions[partition]
+                    views.add(p.leader if p.error_code == 0 else -1)
+                except (BrokerError, OSError, KeyError, IndexError):
+                    views.add(-1)
+            last = views
+            if len(views) == 1:
+                (l,) = views
+                if l > 0 and l not in exclude and self.node(l).running():
+                    return l
+            time.sleep(0.05)
+        raise BrokerError(f"no agreed leader for {topic}-{partition} within {timeout}s (views {last})")
+
+    def __repr__(self) -> str:
+        return f"<Cluster {[repr(n) for n in self.nodes]}>"
