@@ -123,8 +123,12 @@ class SteadyProducer(threading.Thread):
         assert left == 0, f"{left} records never acknowledged"
 
 
+KILLS = int(os.environ.get("SEDIMENT_KILLS", "5"))
+
+
+@pytest.mark.timeout(120 + 20 * KILLS)
 def test_kill_the_leader_repeatedly_loses_nothing(cluster_factory, topic_name):
-    kills = int(os.environ.get("SEDIMENT_KILLS", "5"))
+    kills = KILLS
     c = cluster_factory(3)
     create_topic(c.bootstrap, topic_name, 1, replication_factor=3)
     c.leader(topic_name, 0)
