@@ -48,6 +48,8 @@ pub struct BenchConfig {
     pub topic: String,
     /// Partitions of a created topic.
     pub partitions: i32,
+    /// Replication factor of a created topic (-1: the cluster's default).
+    pub replication_factor: i16,
     /// Producer count.
     pub producers: usize,
     /// Consumer count.
@@ -300,7 +302,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
             let topic = NewTopic {
                 name: config.topic.clone(),
                 partitions: config.partitions,
-                replication_factor: -1,
+                replication_factor: config.replication_factor,
                 configs: Vec::new(),
             };
             admin.create_topic(&topic, false).await?;
@@ -614,6 +616,7 @@ mod tests {
             bootstrap: "127.0.0.1:9092".into(),
             topic: "t".into(),
             partitions: 3,
+            replication_factor: -1,
             producers: 2,
             consumers: 1,
             record_size: 1024,

@@ -238,6 +238,9 @@ pub struct BenchArgs {
     /// Partitions of the topic if it is created
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: i32,
+    /// Replication factor of the topic if it is created (default: the cluster's, min(3, brokers))
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_parser = clap::value_parser!(i16).range(-1..))]
+    pub replication_factor: i16,
     /// Producer count (each with its own connections)
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
@@ -819,6 +822,7 @@ async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
         bootstrap: a.conn.bootstrap,
         topic: a.topic,
         partitions: a.partitions,
+        replication_factor: a.replication_factor,
         producers: a.producers,
         consumers: a.consumers,
         record_size: usize::try_from(a.record_size).unwrap_or(usize::MAX),

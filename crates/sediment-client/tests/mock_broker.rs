@@ -226,6 +226,7 @@ async fn bench_produces_and_consumes_everything() {
     let broker = MockBroker::start(Caps::default()).await;
     let config = BenchConfig {
         bootstrap: broker.addr.clone(),
+        replication_factor: -1,
         topic: "bench".into(),
         partitions: 3,
         producers: 2,
