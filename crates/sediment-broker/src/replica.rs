@@ -729,11 +729,25 @@ impl Replica {
         peers: Arc<Peers>,
         registry: &Registry,
     ) -> anyhow::Result<Arc<Replica>> {
+        let replica = Self::start_on(p, node_id, group, voters, NetworkFactory::<DataTc>::new(peers, group), raft_config()).await?;
+        registry.register(group, Arc::new(RaftHandler { raft: replica.raft.clone(), client: None }));
+        Ok(replica)
+    }
+
+    /// [`start`](Self::start) over any network (the deterministic simulation test passes an
+    /// in-process one) and with the given timers.
+    pub async fn start_on<N: openraft::RaftNetworkFactory<DataTc>>(
+        p: Arc<Partition>,
+        node_id: u64,
+        group: GroupId,
+        voters: &BTreeMap<u64, String>,
+        network: N,
+        config: Arc<Config>,
+    ) -> anyhow::Result<Arc<Replica>> {
         let proposals = Arc::new(Proposals::default());
         let log = ReplicaLog::new(p.clone(), proposals.clone());
         let sm = ReplicaSm::open(p.clone());
-        let raft = DataRaft::new(node_id, raft_config(), NetworkFactory::<DataTc>::new(peers, group), log, sm).await?;
-        registry.register(group, Arc::new(RaftHandler { raft: raft.clone(), client: None }));
+        let raft = DataRaft::new(node_id, config, network, log, sm).await?;
         if !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
             match raft.initialize(members).await {
