@@ -182,6 +182,19 @@ fn batches(p: &Partition) -> Vec<(i64, Vec<u8>)> {
     out
 }
 
+/// Acknowledged batches: (offset, the value they carry).
+type Acked = Vec<(i64, Vec<u8>)>;
+
+/// Boots every node that is down (same data dir).
+async fn restart_down(sim: &Sim, nodes: &mut [Node], voters: &BTreeMap<u64, String>) {
+    for n in nodes.iter_mut() {
+        if n.replica.is_none() {
+            let (id, dir) = (n.id, n.dir.clone());
+            *n = boot(sim, id, &dir, voters).await;
+        }
+    }
+}
+
 async fn run_seed(seed: u64, steps: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let sim = Sim(Arc::new(Mutex::new(SimState { rng: StdRng::seed_from_u64(seed), live: BTreeMap::new(), isolated: BTreeSet::new() })));
@@ -190,7 +203,7 @@ async fn run_seed(seed: u64, steps: usize) {
     for id in 1..=3u64 {
         nodes.push(boot(&sim, id, &tmp.path().join(format!("n{id}")), &voters).await);
     }
-    let acked: Arc<Mutex<Vec<(i64, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let acked: Arc<Mutex<Acked>> = Arc::new(Mutex::new(Vec::new()));
     let mut leaders_by_term: BTreeMap<u64, u64> = BTreeMap::new();
     let mut next_value = 0u64;
     let mut pending = Vec::new();
@@ -233,14 +246,7 @@ async fn run_seed(seed: u64, steps: usize) {
                     crash(&sim, &mut nodes[i]).await;
                 }
             }
-            15 => {
-                for i in 0..3 {
-                    if nodes[i].replica.is_none() {
-                        let (id, dir) = (nodes[i].id, nodes[i].dir.clone());
-                        nodes[i] = boot(&sim, id, &dir, &voters).await;
-                    }
-                }
-            }
+            15 => restart_down(&sim, &mut nodes, &voters).await,
             _ => {
                 let ms = sim.0.lock().unwrap().rng.random_range(10..800);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -258,12 +264,7 @@ async fn run_seed(seed: u64, steps: usize) {
     }
     // heal, restart everyone, let it settle
     sim.0.lock().unwrap().isolated.clear();
-    for i in 0..3 {
-        if nodes[i].replica.is_none() {
-            let (id, dir) = (nodes[i].id, nodes[i].dir.clone());
-            nodes[i] = boot(&sim, id, &dir, &voters).await;
-        }
-    }
+    restart_down(&sim, &mut nodes, &voters).await;
     for p in pending {
         let _ = p.await;
     }
