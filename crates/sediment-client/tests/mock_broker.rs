@@ -283,6 +283,7 @@ async fn bench_throughput_against_mock() {
             bootstrap: std::env::var("MOCK_BENCH_BOOTSTRAP").unwrap_or_else(|_| broker.addr.clone()),
             topic: format!("bench-{producers}-{consumers}-{codec}"),
             partitions: 3,
+            replication_factor: -1,
             producers,
             consumers,
             record_size: 1024,
