@@ -50,15 +50,17 @@ def wait_replicas_at(cluster, topic: str, partition: int, hw: int, timeout: floa
 def test_three_brokers_replicate_every_partition(cluster_factory, topic_name):
     c = cluster_factory(3)
     create_topic(c.bootstrap, topic_name, 3, replication_factor=3)
-    md = c.metadata([topic_name])
-    assert sorted(b[0] for b in md.brokers) == [1, 2, 3]
-    leaders = set()
+    # every broker learns the topic from the controller and agrees on each partition's leader
     for i in range(3):
-        leaders.add(c.leader(topic_name, i))
-        assert sorted(md.topics[topic_name].partitions[i].replicas) == [1, 2, 3]
-    # every broker answers the same Metadata (followers forward nothing: they know)
+        c.leader(topic_name, i)
     for n in c.nodes:
-        assert len(c.metadata([topic_name], via=n).topics[topic_name].partitions) == 3
+        md = c.metadata([topic_name], via=n)
+        assert sorted(b[0] for b in md.brokers) == [1, 2, 3]
+        parts = md.topics[topic_name].partitions
+        assert len(parts) == 3
+        for p in parts:
+            assert sorted(p.replicas) == [1, 2, 3]
+            assert p.leader in (1, 2, 3) and p.leader_epoch >= 1
 
     p = producer(c.bootstrap, **{"enable.idempotence": True, "linger.ms": 5})
     acked = []

@@ -204,6 +204,17 @@ impl Partition {
         self.leader_epoch.store(epoch, Ordering::Release);
     }
 
+    /// OffsetForLeaderEpoch: (epoch, end offset) for `requested`, as Kafka answers it. A
+    /// single-node partition has one epoch, 0, spanning the whole log.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        let inner = self.lock();
+        let leo = inner.log.log_end_offset();
+        match &inner.raft {
+            Some(r) => crate::replica::end_offset_for(&r.epochs, requested, leo),
+            None => crate::replica::end_offset_for(&[(0, inner.log.log_start_offset())], requested, leo),
+        }
+    }
+
     /// The partition's Raft group, when replicated.
     pub fn replica(&self) -> Option<&Arc<crate::replica::Replica>> {
         self.replica.get()

@@ -117,6 +117,9 @@ pub struct RaftIndex {
     pub(crate) index: EntryIndex,
     purged: Option<LogId<u64>>,
     dir: PathBuf,
+    /// Kafka's leader-epoch cache: (epoch, first offset written in it), ascending; built from
+    /// the entry index at open, extended on append, cut on truncation.
+    pub(crate) epochs: Vec<(i32, i64)>,
 }
 
 impl RaftIndex {
@@ -134,11 +137,63 @@ impl RaftIndex {
         if let Some(p) = purged {
             index.set_floor(p.index);
         }
-        Ok(RaftIndex { index, purged, dir: dir.to_path_buf() })
+        let epochs = epochs_of(&index)?;
+        Ok(RaftIndex { index, purged, dir: dir.to_path_buf(), epochs })
+    }
+
+    /// Records that a batch of `term` starts at `offset`.
+    fn note_epoch(&mut self, term: u64, offset: i64) {
+        let epoch = term.min(i32::MAX as u64) as i32;
+        if self.epochs.last().is_none_or(|&(e, _)| e < epoch) {
+            self.epochs.push((epoch, offset));
+        }
+    }
+
+    /// Forgets epochs that start at or after `offset` (truncated away).
+    fn cut_epochs(&mut self, offset: i64) {
+        self.epochs.retain(|&(_, start)| start < offset);
     }
 
     fn last_log_id(&self) -> Option<LogId<u64>> {
         self.index.last().map(|(i, r)| log_id(r.term, i)).or(self.purged)
+    }
+}
+
+/// The epoch cache of an entry index: one pass over its records, a chunk at a time.
+fn epochs_of(index: &EntryIndex) -> Result<Vec<(i32, i64)>, IndexError> {
+    let mut epochs: Vec<(i32, i64)> = Vec::new();
+    let (Some(first), Some(last)) = (index.first_index(), index.last_index()) else { return Ok(epochs) };
+    let mut i = first;
+    while i <= last {
+        let end = (i + sediment_raft::entry_index::CHUNK_ENTRIES).min(last + 1);
+        for (_, r) in index.range(i, end)? {
+            let epoch = r.term.min(i32::MAX as u64) as i32;
+            if r.kind == EntryKind::Batch && epochs.last().is_none_or(|&(e, _)| e < epoch) {
+                epochs.push((epoch, r.base_offset));
+            }
+        }
+        i = end;
+    }
+    Ok(epochs)
+}
+
+/// Kafka's `LeaderEpochFileCache.endOffsetFor`: the largest epoch at or below `requested`
+/// and the offset where the next epoch starts (the log end for the latest epoch);
+/// (-1, -1) when `requested` is newer than every epoch here. An epoch older than all known
+/// answers with the requested epoch and the first known epoch's start.
+pub fn end_offset_for(epochs: &[(i32, i64)], requested: i32, log_end_offset: i64) -> (i32, i64) {
+    if requested < 0 {
+        return (-1, -1);
+    }
+    if epochs.last().is_some_and(|&(e, _)| e == requested) {
+        return (requested, log_end_offset);
+    }
+    let higher = epochs.iter().find(|&&(e, _)| e > requested);
+    let floor = epochs.iter().rev().find(|&&(e, _)| e <= requested);
+    match (higher, floor) {
+        (None, _) => (-1, -1),
+        (Some(&(_, start)), None) => (requested, start),
+        (Some(&(_, start)), Some(&(e, _))) => (e, start),
     }
 }
 
@@ -245,7 +300,9 @@ impl ReplicaLog {
                     last_offset_delta: header.last_offset_delta,
                     kind: EntryKind::Batch,
                 };
-                raft_of(inner)?.index.append(idx, rec, None).map_err(st_err)?;
+                let r = raft_of(inner)?;
+                r.index.append(idx, rec, None).map_err(st_err)?;
+                r.note_epoch(term, info.base_offset);
                 self.p.after_append(inner, buf.len());
                 self.proposals.notify(prop.token, Outcome::Appended(info));
                 Ok(())
@@ -450,7 +507,9 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
         let Some(rec) = raft_of(&mut inner)?.index.get(log_id.index).map_err(st_err)? else {
             return Ok(()); // past the end
         };
-        raft_of(&mut inner)?.index.truncate(log_id.index).map_err(st_err)?;
+        let r = raft_of(&mut inner)?;
+        r.index.truncate(log_id.index).map_err(st_err)?;
+        r.cut_epochs(rec.base_offset);
         if rec.base_offset < inner.log.log_end_offset() {
             inner.log.truncate_to(rec.base_offset).map_err(st_err)?;
             self.p.reload_producers(&mut inner);
@@ -607,6 +666,7 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
                 inner.log.truncate_fully_and_start_at(start).map_err(st_err)?;
                 if let Some(r) = inner.raft.as_mut() {
                     r.index.truncate(0).map_err(st_err)?;
+                    r.epochs.clear();
                 }
                 self.p.reload_producers(&mut inner);
             }
@@ -851,5 +911,23 @@ impl Replica {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::end_offset_for;
+
+    #[test]
+    fn epoch_end_offsets_follow_kafka() {
+        let epochs = [(1, 0), (3, 60), (4, 90)];
+        assert_eq!(end_offset_for(&epochs, 4, 120), (4, 120), "latest epoch ends at the log end");
+        assert_eq!(end_offset_for(&epochs, 3, 120), (3, 90));
+        assert_eq!(end_offset_for(&epochs, 2, 120), (1, 60), "an epoch with no records answers the one below");
+        assert_eq!(end_offset_for(&epochs, 1, 120), (1, 60));
+        assert_eq!(end_offset_for(&epochs, 0, 120), (0, 0), "older than all known: the first start");
+        assert_eq!(end_offset_for(&epochs, 5, 120), (-1, -1), "newer than all known");
+        assert_eq!(end_offset_for(&epochs, -1, 120), (-1, -1));
+        assert_eq!(end_offset_for(&[], 0, 0), (-1, -1));
     }
 }

@@ -210,6 +210,15 @@ async fn three_replicas_commit_fail_over_and_agree() {
     for n in &nodes {
         assert_eq!(committed_batches(n.p()), reference, "replica {} differs from the leader", n.id);
     }
+    // OffsetForLeaderEpoch: the first term's records end where the new leader's start, and
+    // every replica (the restarted old leader too) answers the same
+    let term2 = nodes[nl].p().leader_epoch();
+    assert_eq!(nodes[nl].p().end_offset_for_epoch(term1), (term1, 60));
+    assert_eq!(nodes[nl].p().end_offset_for_epoch(term2), (term2, 120));
+    assert_eq!(nodes[nl].p().end_offset_for_epoch(term2 + 1), (-1, -1));
+    for n in &nodes {
+        assert_eq!(n.p().end_offset_for_epoch(term1), (term1, 60), "replica {}", n.id);
+    }
     for n in nodes.iter_mut() {
         n.kill().await;
     }

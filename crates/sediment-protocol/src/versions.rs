@@ -36,6 +36,7 @@ pub const SUPPORTED: &[ApiSupport] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     // v6 adds two-phase-commit transactions (KIP-939), which need transactions first.
     api(ApiKey::InitProducerId, 0, 5),
     // Consumer groups, classic protocol (the broker's group coordinator). Ranges are

@@ -32,6 +32,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -82,6 +83,9 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
             Reply::Ready(ResponseKind::DescribeCluster(describe_cluster::handle(broker, r, v)))
         }
         RequestKind::DeleteRecords(r) => delete_records::handle(broker, r, v),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            Reply::Ready(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, r, v)))
+        }
         // consumer groups (crate::group)
         RequestKind::FindCoordinator(r) => {
             Reply::Ready(ResponseKind::FindCoordinator(find_coordinator::handle(broker, r, v)))
@@ -230,6 +234,20 @@ mod tests {
                 RequestKind::DescribeConfigs(r)
             }
             ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default()),
+            ApiKey::OffsetForLeaderEpoch => {
+                let mut r = OffsetForLeaderEpochRequest::default();
+                r.replica_id = BrokerId(-1);
+                let mut ot = offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+                ot.topic = TopicName(sb("t"));
+                for epoch in [0, 1, -1] {
+                    let mut op = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+                    op.current_leader_epoch = -1;
+                    op.leader_epoch = epoch;
+                    ot.partitions.push(op);
+                }
+                r.topics.push(ot);
+                RequestKind::OffsetForLeaderEpoch(r)
+            }
             ApiKey::CreatePartitions => RequestKind::CreatePartitions(CreatePartitionsRequest::default()),
             ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default()),
             ApiKey::DescribeCluster => {
@@ -374,6 +392,7 @@ mod tests {
             ApiKey::CreatePartitions => ResponseKind::CreatePartitions(Default::default()),
             ApiKey::IncrementalAlterConfigs => ResponseKind::IncrementalAlterConfigs(Default::default()),
             ApiKey::DescribeCluster => ResponseKind::DescribeCluster(Default::default()),
+            ApiKey::OffsetForLeaderEpoch => ResponseKind::OffsetForLeaderEpoch(Default::default()),
             ApiKey::FindCoordinator => ResponseKind::FindCoordinator(Default::default()),
             ApiKey::JoinGroup => ResponseKind::JoinGroup(Default::default()),
             ApiKey::SyncGroup => ResponseKind::SyncGroup(Default::default()),
