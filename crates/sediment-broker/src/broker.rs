@@ -558,7 +558,8 @@ impl Broker {
 
     /// Bytes of all partition logs on this broker, summed now.
     pub fn refresh_local_bytes(&self) -> u64 {
-        let total = self.topics().iter().flat_map(|t| t.hosted().cloned().collect::<Vec<_>>()).map(|p| p.size_bytes()).sum();
+        let topics = self.topics();
+        let total = topics.iter().flat_map(|t| t.hosted()).map(|p| p.size_bytes()).sum();
         self.local_bytes.store(total, Ordering::Relaxed);
         total
     }

@@ -242,6 +242,9 @@ pub struct ReplicaLog {
     proposals: Arc<Proposals>,
     flush_tx: mpsc::UnboundedSender<FlushReq>,
     light: bool,
+    /// When the committed-index hint was last written (at most once a second: openraft
+    /// saves it before every apply, and a stale hint is safe).
+    committed_saved: Option<Instant>,
 }
 
 impl ReplicaLog {
@@ -249,7 +252,7 @@ impl ReplicaLog {
     pub fn new(p: Arc<Partition>, proposals: Arc<Proposals>) -> ReplicaLog {
         let (flush_tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(flusher(p.clone(), rx));
-        ReplicaLog { p, proposals, flush_tx, light: true }
+        ReplicaLog { p, proposals, flush_tx, light: true, committed_saved: None }
     }
 
     fn append_one(&self, inner: &mut Inner, e: Entry<DataTc>, now_ms: i64) -> Result<(), StorageError<u64>> {
@@ -287,7 +290,9 @@ impl ReplicaLog {
                         header.base_offset
                     )));
                 }
-                let mut buf = prop.batch.to_vec();
+                // the proposal's buffer is unique here (the produce path's copy, or the decoded
+                // RPC), so this takes it over without copying
+                let mut buf = prop.batch.try_into_mut().unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
                 let info = inner.log.append(&mut buf, term as i32, now_ms).map_err(st_err)?;
                 if header.has_producer_id() {
                     let mut assigned = header;
@@ -463,7 +468,13 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
     }
 
     async fn get_log_reader(&mut self) -> ReplicaLog {
-        ReplicaLog { p: self.p.clone(), proposals: self.proposals.clone(), flush_tx: self.flush_tx.clone(), light: false }
+        ReplicaLog {
+            p: self.p.clone(),
+            proposals: self.proposals.clone(),
+            flush_tx: self.flush_tx.clone(),
+            light: false,
+            committed_saved: None,
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
@@ -477,6 +488,10 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {
+        if self.committed_saved.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Ok(());
+        }
+        self.committed_saved = Some(Instant::now());
         let dir = self.p.lock().log.dir().to_path_buf();
         // a hint (see sediment_raft::log_store): not fsynced
         save_small(&dir, COMMITTED_FILE, &committed, false).map_err(st_err)

@@ -81,19 +81,31 @@ fn wire<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
     decode(&encode(v).unwrap()).unwrap()
 }
 
+impl SimClient {
+    /// The request's trip: after its delay, the target's Raft, unless the message was lost.
+    async fn there(&self) -> Option<DataRaft> {
+        let (delay, target) = self.sim.route(self.from, self.to);
+        tokio::time::sleep(delay).await;
+        target
+    }
+
+    /// The answer's trip back: `false` when it was lost.
+    async fn back(&self) -> bool {
+        let (delay, back) = self.sim.route(self.to, self.from);
+        tokio::time::sleep(delay).await;
+        back.is_some()
+    }
+}
+
 impl RaftNetwork<DataTc> for SimClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<DataTc>,
         _o: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let (d1, target) = self.sim.route(self.from, self.to);
-        tokio::time::sleep(d1).await;
-        let Some(raft) = target else { return Err(lost()) };
+        let Some(raft) = self.there().await else { return Err(lost()) };
         let r = raft.append_entries(wire(&rpc)).await;
-        let (d2, back) = self.sim.route(self.to, self.from);
-        tokio::time::sleep(d2).await;
-        if back.is_none() {
+        if !self.back().await {
             return Err(lost());
         }
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
@@ -104,9 +116,7 @@ impl RaftNetwork<DataTc> for SimClient {
         rpc: InstallSnapshotRequest<DataTc>,
         _o: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        let (d1, target) = self.sim.route(self.from, self.to);
-        tokio::time::sleep(d1).await;
-        let Some(raft) = target else { return Err(lost()) };
+        let Some(raft) = self.there().await else { return Err(lost()) };
         raft.install_snapshot(wire(&rpc)).await.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
     }
 
@@ -115,13 +125,9 @@ impl RaftNetwork<DataTc> for SimClient {
         rpc: VoteRequest<u64>,
         _o: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let (d1, target) = self.sim.route(self.from, self.to);
-        tokio::time::sleep(d1).await;
-        let Some(raft) = target else { return Err(lost()) };
+        let Some(raft) = self.there().await else { return Err(lost()) };
         let r = raft.vote(wire(&rpc)).await;
-        let (d2, back) = self.sim.route(self.to, self.from);
-        tokio::time::sleep(d2).await;
-        if back.is_none() {
+        if !self.back().await {
             return Err(lost());
         }
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))

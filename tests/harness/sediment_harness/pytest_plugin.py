@@ -60,7 +60,12 @@ def broker_factory(request, tmp_path, sediment_bin):
         return b
 
     yield make
+    _stop_and_check(brokers)
 
+
+def _stop_and_check(brokers: list[Broker]) -> None:
+    """Teardown of every factory: stop what still runs (a graceful stop must succeed) and
+    fail the test if any broker panicked or aborted."""
     problems = []
     for b in brokers:
         if b.running():
@@ -97,20 +102,7 @@ def cluster_factory(request, tmp_path, sediment_bin):
         return c
 
     yield make
-
-    problems = []
-    for c in clusters:
-        for b in c.nodes:
-            if b.running():
-                try:
-                    b.stop()
-                except AssertionError as e:
-                    problems.append(str(e))
-            panics = b.panics()
-            if panics:
-                problems.append(f"{b.name} panicked or aborted:\n" + "\n".join(panics[:10]))
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+    _stop_and_check([b for c in clusters for b in c.nodes])
 
 
 @pytest.hookimpl(hookwrapper=True)
