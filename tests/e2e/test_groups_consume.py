@@ -200,7 +200,15 @@ def _first_record_latency(client: str, bootstrap: str, topic: str, group: str) -
         c = KafkaConsumer(topic, group_id=group, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
         try:
             while time.monotonic() - t0 < 30:
-                if any(c.poll(timeout_ms=100).values()):
+                # poll returns as soon as records arrive, so a 1 s budget does not add latency.
+                # A short one trips a kafka-python 3.0.12 bug: when its first join races its
+                # first topic Metadata (an empty assignment, then a rejoin once metadata
+                # arrives) and poll times out while that rejoin is in flight, the finished
+                # join is never taken up, so the consumer sits with no partitions and
+                # heartbeats off. Reproduced against this broker under CPU load (11 of 160
+                # runs with 100 ms polls, 0 of 160 with 1 s polls); the broker's answers in
+                # those runs were correct (generation 2 carried all three partitions).
+                if any(c.poll(timeout_ms=1000).values()):
                     return time.monotonic() - t0
         finally:
             c.close()
