@@ -28,13 +28,13 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from sediment_harness import kafka_wire as kw
 from sediment_harness.clients import consume_range, create_topic, producer
+from sediment_harness.metrics import scrape, val
 
 # --------------------------------------------------------------------------
 # helpers
@@ -47,22 +47,6 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def scrape(broker) -> tuple[str, dict]:
-    """(raw text, {(sample name, frozenset(labels)): value}) of /metrics,
-    parsed with the prometheus-client parser (which raises on malformed text)."""
-    status, text = http_get(f"{broker.admin_url}/metrics")
-    assert status == 200, text
-    samples = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return text, samples
-
-
-def val(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, frozenset({k: str(v) for k, v in labels.items()}.items())), 0.0)
 
 
 def build_batch(n: int, size: int, tag: str) -> bytes:

@@ -17,13 +17,13 @@ use sediment_protocol::ErrorCode;
 use sediment_raft::cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
 use sediment_raft::network::Registry;
 use sediment_raft::transport::{self, Peers};
-use sediment_raft::{Controller, WriteError};
+use sediment_raft::{Controller, QuiesceConfig, Quiescer, WriteError};
 use tokio::net::TcpListener;
 
 use crate::broker::{Broker, Topic, partition_dir};
 use crate::error::ApiError;
 use crate::partition::Partition;
-use crate::replica::{Replica, group_id};
+use crate::replica::{DataTc, Replica, group_id};
 use crate::topic_config::TopicConfig;
 
 /// How long an admin request waits for the controller.
@@ -35,6 +35,8 @@ pub struct ClusterCtx {
     pub controller: Controller,
     pub peers: Arc<Peers>,
     pub registry: Arc<Registry>,
+    /// Liveness beats, and quiescence of this broker's idle partition groups.
+    pub quiescer: Arc<Quiescer<DataTc>>,
 }
 
 impl ClusterCtx {
@@ -50,8 +52,10 @@ impl ClusterCtx {
         let peers = Peers::new();
         let voters: BTreeMap<u64, String> = voters.iter().map(|(k, v)| (*k as u64, v.clone())).collect();
         let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry).await?;
+        let quiescer = Quiescer::start(node_id as u64, &voters, peers.clone(), &registry, QuiesceConfig::default());
+        quiescer.watch(Arc::new(controller.raft.clone()));
         tokio::spawn(transport::serve(raft_listener, registry.clone()));
-        Ok(Arc::new(ClusterCtx { node_id, controller, peers, registry }))
+        Ok(Arc::new(ClusterCtx { node_id, controller, peers, registry, quiescer }))
     }
 
     pub fn state(&self) -> Arc<ClusterState> {
@@ -191,7 +195,8 @@ async fn open_replica(
         .filter_map(|id| state.brokers.get(id).map(|br| (*id as u64, br.raft_addr.clone())))
         .collect();
     let group = group_id(&rec.id, index);
-    let replica = Replica::start(p.clone(), ctx.node_id as u64, group, &voters, ctx.peers.clone(), &ctx.registry).await?;
+    let replica =
+        Replica::start(p.clone(), ctx.node_id as u64, group, &voters, ctx.peers.clone(), &ctx.registry, Some(&ctx.quiescer)).await?;
     tokio::spawn(report_leadership(Arc::downgrade(ctx), replica, rec.id, index));
     Ok(p)
 }
@@ -232,6 +237,7 @@ async fn remove_local(b: &Arc<Broker>, t: &Arc<Topic>) {
             r.shutdown().await;
             if let Some(c) = b.cluster.as_ref() {
                 c.registry.unregister(r.group);
+                c.quiescer.remove(r.group);
             }
         }
     }

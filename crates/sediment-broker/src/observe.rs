@@ -287,7 +287,12 @@ impl StorageSource for Broker {
                 });
             }
         }
-        sediment_telemetry::metrics().replication.set_under_replicated_partitions(under_replicated);
+        let m = &sediment_telemetry::metrics().replication;
+        m.set_under_replicated_partitions(under_replicated);
+        if let Some(c) = &self.cluster {
+            let q = c.quiescer.stats();
+            m.set_quiesced_partitions(q.leading_quiet as u64, q.following_quiet as u64);
+        }
         out
     }
 }

@@ -48,6 +48,7 @@ use sediment_protocol::batch::{BatchHeader, BatchIter};
 use sediment_raft::entry_index::{EntryIndex, EntryKind, EntryRecord, IndexError};
 use sediment_raft::log_store::{load_small, save_small};
 use sediment_raft::network::{NetworkFactory, RaftHandler, Registry, decode, encode};
+use sediment_raft::quiesce::{QuietHandle, Quiescer};
 use sediment_raft::transport::{GroupId, Peers};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -715,12 +716,13 @@ pub fn raft_config() -> Arc<Config> {
     Arc::new(c.validate().expect("partition raft config is valid"))
 }
 
-/// The group id of a partition on the peer transport (never 0, the metadata group).
+/// The group id of a partition on the peer transport (never 0, the metadata group, nor
+/// `u64::MAX`, the liveness beats).
 pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
     let (hi, lo) = topic_id.as_u64_pair();
     let mut h = hi ^ lo.rotate_left(17) ^ (partition as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     h ^= h >> 29;
-    h.max(1)
+    h.clamp(1, sediment_raft::quiesce::BEAT_GROUP - 1)
 }
 
 /// Why a proposal was not appended.
@@ -738,6 +740,8 @@ pub struct Replica {
     pub group: GroupId,
     node_id: u64,
     proposals: Arc<Proposals>,
+    /// Set when the group is under quiescence (cluster mode): a write wakes it first.
+    quiet: std::sync::OnceLock<QuietHandle<DataTc>>,
 }
 
 /// A proposal in flight: first its append outcome (acks=1), then its commit (acks=all).
@@ -796,6 +800,8 @@ impl Replica {
     /// Starts `p`'s Raft group on this broker (`p` opened with
     /// [`Partition::open_replicated`]); on a first start every replica seeds the same
     /// membership (`voters`: broker id → raft address).
+    /// With `quiescer`, the group stops its timers while idle (see
+    /// [`sediment_raft::quiesce`]).
     pub async fn start(
         p: Arc<Partition>,
         node_id: u64,
@@ -803,10 +809,21 @@ impl Replica {
         voters: &BTreeMap<u64, String>,
         peers: Arc<Peers>,
         registry: &Registry,
+        quiescer: Option<&Quiescer<DataTc>>,
     ) -> anyhow::Result<Arc<Replica>> {
         let replica = Self::start_on(p, node_id, group, voters, NetworkFactory::<DataTc>::new(peers, group), raft_config()).await?;
-        registry.register(group, Arc::new(RaftHandler { raft: replica.raft.clone(), client: None }));
+        let on_append = quiescer.map(|q| {
+            let h = q.add(group, replica.raft.clone());
+            let _ = replica.quiet.set(h.clone());
+            Arc::new(move || h.appended()) as Arc<dyn Fn() + Send + Sync>
+        });
+        registry.register(group, Arc::new(RaftHandler { raft: replica.raft.clone(), client: None, on_append }));
         Ok(replica)
+    }
+
+    /// Whether the group is quiesced on this broker.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.get().is_some_and(|q| q.is_quiet())
     }
 
     /// [`start`](Self::start) over any network (the deterministic simulation test passes an
@@ -830,7 +847,7 @@ impl Replica {
                 Err(e) => return Err(e.into()),
             }
         }
-        let replica = Arc::new(Replica { raft: raft.clone(), group, node_id, proposals });
+        let replica = Arc::new(Replica { raft: raft.clone(), group, node_id, proposals, quiet: std::sync::OnceLock::new() });
         let _ = p.replica.set(replica.clone());
         // the Kafka leader epoch follows the Raft term
         let mut metrics = raft.metrics();
@@ -882,6 +899,9 @@ impl Replica {
     pub async fn propose(&self, batch: Bytes) -> Result<Proposed, ProposeError> {
         if !self.is_leader() {
             return Err(ProposeError::NotLeader(self.leader()));
+        }
+        if let Some(q) = self.quiet.get() {
+            q.wake();
         }
         let token = self.proposals.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();

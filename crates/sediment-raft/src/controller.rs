@@ -269,7 +269,7 @@ impl Controller {
         let raft = Raft::new(node_id, raft_config("sediment-metadata"), net, log, sm).await?;
         registry.register(
             METADATA_GROUP,
-            Arc::new(RaftHandler { raft: raft.clone(), client: Some(Arc::new(Forwarded { raft: raft.clone() })) }),
+            Arc::new(RaftHandler { raft: raft.clone(), client: Some(Arc::new(Forwarded { raft: raft.clone() })), on_append: None }),
         );
         if !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();

@@ -7,6 +7,7 @@
 //! * [`cluster`]: the replicated cluster metadata (brokers, topics, assignments, configs) and
 //!   its commands.
 //! * [`controller`]: the metadata Raft group every broker runs.
+//! * [`quiesce`]: broker liveness beats, and idle partition groups that stop their timers.
 //!
 //! See ARCHITECTURE.md ("Replication") for the design: one log per partition, Raft terms as
 //! Kafka leader epochs, the high watermark as the commit index.
@@ -20,8 +21,10 @@ pub mod entry_index;
 pub mod controller;
 pub mod log_store;
 pub mod network;
+pub mod quiesce;
 pub mod transport;
 
 pub use cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
 pub use controller::{Controller, METADATA_GROUP, MetaTc, WriteError};
+pub use quiesce::{QuiesceConfig, QuietHandle, QuietStats, Quiescer};
 pub use transport::{GroupId, Peers};

@@ -135,6 +135,9 @@ pub trait ClientHandler: Send + Sync + 'static {
 pub struct RaftHandler<C: TypeConfig> {
     pub raft: Raft<C>,
     pub client: Option<Arc<dyn ClientHandler>>,
+    /// Called after the group accepted an append from a current leader (quiescence wakes a
+    /// quiet follower there: see [`crate::quiesce`]).
+    pub on_append: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl<C> GroupHandler for RaftHandler<C>
@@ -145,11 +148,18 @@ where
     fn handle(&self, kind: u8, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
         let raft = self.raft.clone();
         let client = self.client.clone();
+        let on_append = self.on_append.clone();
         Box::pin(async move {
             match kind {
                 KIND_APPEND => {
                     let req: AppendEntriesRequest<C> = decode(&payload)?;
-                    encode(&raft.append_entries(req).await).map(Bytes::from)
+                    let r = raft.append_entries(req).await;
+                    if let (Some(f), Ok(resp)) = (&on_append, &r)
+                        && !matches!(resp, AppendEntriesResponse::HigherVote(_))
+                    {
+                        f();
+                    }
+                    encode(&r).map(Bytes::from)
                 }
                 KIND_VOTE => {
                     let req: VoteRequest<u64> = decode(&payload)?;

@@ -213,9 +213,10 @@ pub enum RaftGroup {
     Partition,
 }
 
-/// Replication (issue 5) fills these; until then they are exported with zero values.
+/// Replication's instruments (zero on a single-node broker).
 pub struct ReplicationMetrics {
     under_replicated: Gauge<u64>,
+    quiesced: Gauge<u64>,
     commit_latency: [BoundHistogram<f64>; 2],
     leader_changes: BoundCounter<u64>,
 }
@@ -224,6 +225,13 @@ impl ReplicationMetrics {
     /// Partitions led here whose in-sync voters are fewer than their replicas.
     pub fn set_under_replicated_partitions(&self, n: u64) {
         self.under_replicated.record(n, &[]);
+    }
+
+    /// Partition groups on this node with their Raft timers stopped while idle, as leader and
+    /// as follower.
+    pub fn set_quiesced_partitions(&self, leading: u64, following: u64) {
+        self.quiesced.record(leading, &[KeyValue::new("role", "leader")]);
+        self.quiesced.record(following, &[KeyValue::new("role", "follower")]);
     }
 
     /// Time from a leader's append to its Raft commit.
@@ -564,22 +572,27 @@ impl Metrics {
         let commit = meter
             .f64_histogram("sediment_raft_commit_latency_seconds")
             .with_unit("s")
-            .with_description("Time from a leader's append to its Raft commit, by group (filled by replication, issue 5)")
+            .with_description("Time from a leader's append to its Raft commit, by group")
             .with_boundaries(LATENCY_BUCKETS.to_vec())
             .build();
         let replication = ReplicationMetrics {
             under_replicated: meter
                 .u64_gauge("sediment_under_replicated_partitions")
-                .with_description("Partitions led here with fewer in-sync replicas than replicas (filled by replication, issue 5; 0 until then)")
+                .with_description("Partitions led here with fewer in-sync replicas than replicas")
+                .build(),
+            quiesced: meter
+                .u64_gauge("sediment_raft_quiesced_partitions")
+                .with_description("Idle partition groups here whose Raft heartbeats and election timers are stopped, by role")
                 .build(),
             commit_latency: ["metadata", "partition"].map(|g| commit.bind(&[KeyValue::new("group", g)])),
             leader_changes: meter
                 .u64_counter("sediment_leader_changes")
-                .with_description("Partition leadership changes seen by this node (filled by replication, issue 5)")
+                .with_description("Partition leadership changes seen by this node")
                 .build()
                 .bind(&[]),
         };
         replication.set_under_replicated_partitions(0);
+        replication.set_quiesced_partitions(0, 0);
         replication.leader_changes.add(0);
 
         let mut observables = Vec::new();
