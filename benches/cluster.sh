@@ -2,7 +2,8 @@
 # Replication benchmarks (issue 5), in one run on this machine: three release brokers on
 # loopback sharing one disk, side by side with RF=1 topics on the same cluster:
 #   (a) acks=all produce throughput, RF=3 vs RF=1 (3 partitions, leaders spread);
-#   (b) acks=all latency p50/p99/p999 at half of each maximum;
+#   (b) acks=all latency p50/p99/p999 at half of each maximum, beside the fsync latency of
+#       the same disk measured during the RF=3 run (the limit an acks=all commit waits on);
 #   (c) leader failover: SIGKILL a partition leader, time until Metadata names a new one;
 #   (d) idle CPU and memory of a broker hosting many partitions (PERF_IDLE_PARTITIONS, 1000).
 # Prints a markdown table and writes the raw JSON next to it.
@@ -68,7 +69,27 @@ run rf3 --topic rf3 --replication-factor 3 "${COMMON[@]}"
 run rf1 --topic rf1 --replication-factor 1 "${COMMON[@]}"
 half() { python3 -c "import json; print(int(json.load(open('$OUT/$1.json'))['produce_records_per_s'] / 2))"; }
 H3=$(half rf3); H1=$(half rf1)
+# the limit beside it: fsync latency on the brokers' disk while the RF=3 half-load runs (an
+# acks=all commit needs an fsync on the leader and on one follower, all on this one disk)
+python3 - "$WORK/fsync-probe" "$DURATION" >"$OUT/fsync.json" <<'PY' &
+import json, os, sys, time
+path, dur = sys.argv[1], float(sys.argv[2])
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+buf, lat, end = os.urandom(4096), [], time.monotonic() + dur
+while time.monotonic() < end:
+    os.write(fd, buf)
+    t = time.perf_counter()
+    os.fsync(fd)
+    lat.append(time.perf_counter() - t)
+    time.sleep(0.005)
+lat.sort()
+q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] * 1000
+print(json.dumps({"samples": len(lat), "p50_ms": q(0.5), "p99_ms": q(0.99), "p999_ms": q(0.999)}))
+PY
+PROBE=$!
 run rf3-half --topic rf3h --replication-factor 3 --rate "$H3" "${COMMON[@]}"
+wait "$PROBE"
+echo "fsync under RF=3 half load: $(cat "$OUT/fsync.json")" >&2
 run rf1-half --topic rf1h --replication-factor 1 --rate "$H1" "${COMMON[@]}"
 
 # (c) failover: kill the leader of rf3-0 five times (restarting it), time to a new leader
@@ -148,6 +169,8 @@ print("| measurement (3 brokers, one machine, 1 KiB records, acks=all, 3 partiti
 print("|---|---|---|")
 print(f"| max produce throughput | {j('rf3')['produced_mib_per_s']:.1f} MiB/s | {j('rf1')['produced_mib_per_s']:.1f} MiB/s |")
 print(f"| latency p50 / p99 / p999 at half of max ({h3} / {h1} rec/s) | {lat(j('rf3-half'))} | {lat(j('rf1-half'))} |")
+fs = j('fsync')
+print(f"| limit: 4 KiB write+fsync on the brokers' disk during the RF=3 half-load run, p50 / p99 / p999 | {fs['p50_ms']:.2f} / {fs['p99_ms']:.2f} / {fs['p999_ms']:.2f} ms | – |")
 print(f"| leader failover (SIGKILL to a new leader in Metadata), 5 kills | median {statistics.median(f):.2f} s, max {max(f):.2f} s | – |")
 print(f"| idle broker hosting {idle} partitions (RF=3) | {cpu}% of one core, {rss} MiB RSS | – |")
 PY

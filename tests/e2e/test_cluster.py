@@ -14,6 +14,9 @@
   timers, `sediment_raft_quiesced_partitions`); when the broker leading most of
   them is SIGKILLed, the survivors elect new leaders from the brokers' liveness
   beats and every partition takes writes again; the restarted broker catches up.
+* Leadership returns to each partition's preferred replica (the first of its
+  assignment) after a broker restarts, while producers keep writing: nothing
+  acked is lost or duplicated.
 """
 
 import json
@@ -280,3 +283,78 @@ def test_idle_partitions_quiesce_and_fail_over(cluster_factory, topic_name):
     for i in range(parts):
         assert [m.value() for m in got[i]] == [b"first-%d" % i, b"second-%d" % i]
     wait_quiesced(c, parts)
+
+
+def preferred_leaders(cluster, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
+    """{partition: (leader, preferred replica)} as the first live broker reports it."""
+    md = cluster.metadata([topic], via=cluster.live()[0])
+    return {p.partition: (p.leader, p.replicas[0]) for p in md.topics[topic].partitions if p.partition < partitions}
+
+
+def wait_preferred(cluster, topic: str, partitions: int, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            seen = preferred_leaders(cluster, topic, partitions)
+            if len(seen) == partitions and all(l == pref for l, pref in seen.values()):
+                return
+        except Exception as e:  # a broker restarting
+            seen = repr(e)
+        time.sleep(0.25)
+    raise AssertionError(f"leaders not back on their preferred replicas: {seen}")
+
+
+def test_leadership_returns_to_the_preferred_replica(cluster_factory, topic_name):
+    parts = 6
+    c = cluster_factory(3)
+    create_topic(c.bootstrap, topic_name, parts, replication_factor=3)
+    wait_preferred(c, topic_name, parts)
+    prefs = {i: pref for i, (_, pref) in preferred_leaders(c, topic_name, parts).items()}
+    assert sorted(prefs.values()) == [1, 1, 2, 2, 3, 3], f"preferred replicas not spread: {prefs}"
+
+    acked: dict[int, list[int]] = {i: [] for i in range(parts)}
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def produce():
+        p = producer(c.bootstrap, **{"enable.idempotence": True, "acks": "all", "linger.ms": 2,
+                                     "topic.metadata.refresh.interval.ms": 1000})
+        n = 0
+
+        def report(err, msg):
+            if err is not None:
+                errors.append(str(err))
+            else:
+                acked[msg.partition()].append(int(msg.value()))
+
+        while not stop.is_set():
+            p.produce(topic_name, value=b"%d" % n, partition=n % parts, on_delivery=report)
+            n += 1
+            p.poll(0)
+            time.sleep(0.002)
+        assert p.flush(120) == 0
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    try:
+        time.sleep(1)
+        victim = 1
+        c.node(victim).kill()
+        for i in range(parts):
+            c.leader(topic_name, i, timeout=30, exclude=[victim])
+        time.sleep(2)
+        c.node(victim).restart()
+        wait_preferred(c, topic_name, parts)
+        time.sleep(1)
+    finally:
+        stop.set()
+        t.join(180)
+    assert not errors, errors[:5]
+    total = sum(len(v) for v in acked.values())
+    assert total > 0
+    ends = {i: len(acked[i]) for i in range(parts)}
+    got = consume_range(c.bootstrap, topic_name, {i: (0, ends[i]) for i in range(parts)}, timeout=120)
+    for i in range(parts):
+        assert [int(m.value()) for m in got[i]] == acked[i], f"partition {i}: log differs from what was acked"
+        assert acked[i] == sorted(acked[i]), f"partition {i}: acked out of order"

@@ -37,6 +37,10 @@ pub struct BrokerConfig {
     /// Broker-level defaults for topic configs, keyed by topic config name.
     pub topic_defaults: BTreeMap<String, String>,
     pub retention_check_interval: Duration,
+    /// Cluster mode: how often a partition leader checks whether the partition's preferred
+    /// replica (the first in its assignment) should lead instead; `None` turns leadership
+    /// rebalancing off (Kafka's `auto.leader.rebalance.enable=false`).
+    pub leader_rebalance_interval: Option<Duration>,
     /// Kafka's `producer.id.expiration.ms`: idle producers' state is dropped after this.
     pub producer_id_expiration_ms: i64,
     /// The group coordinator's settings (`crate::group`).
@@ -63,6 +67,7 @@ impl BrokerConfig {
             fsync: FsyncPolicy::Always,
             topic_defaults: BTreeMap::new(),
             retention_check_interval: Duration::from_secs(300),
+            leader_rebalance_interval: Some(Duration::from_secs(10)),
             producer_id_expiration_ms: 86_400_000,
             groups: crate::group::GroupConfig::default(),
             max_local_bytes: None,
@@ -250,6 +255,9 @@ impl Broker {
                 };
                 crate::cluster::register(ctx.clone(), rec, broker.cluster_id.clone());
                 tokio::spawn(crate::cluster::follow(Arc::downgrade(&broker), ctx.clone()));
+                if let Some(every) = broker.config.leader_rebalance_interval {
+                    tokio::spawn(crate::cluster::rebalance_leaders(Arc::downgrade(&broker), ctx.clone(), every));
+                }
             }
             None => broker.groups.start(&broker).map_err(StartError::Groups)?,
         }

@@ -229,6 +229,57 @@ async fn report_leadership(ctx: Weak<ClusterCtx>, replica: Arc<Replica>, topic_i
     }
 }
 
+/// A leader hands a partition to its preferred replica only after leading it this long: the
+/// transfer needs its own vote's lease (openraft's maximum election timeout) to have run out.
+const MIN_LEADERSHIP_AGE: Duration = Duration::from_secs(5);
+
+/// Transfers in flight at once from one broker.
+const REBALANCE_CONCURRENCY: usize = 8;
+
+/// Kafka's preferred leader election (`auto.leader.rebalance.enable`), run by every broker for
+/// the partitions it leads: each `every`, a partition whose preferred replica (the first of its
+/// assignment, spread across brokers at creation) is another broker that is alive and has the
+/// whole log is handed to it. So leadership returns to a broker that restarted, and leaders
+/// stay spread however the first elections went.
+pub async fn rebalance_leaders(broker: Weak<Broker>, ctx: Arc<ClusterCtx>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(b) = broker.upgrade() else { return };
+        if b.is_shutting_down() {
+            return;
+        }
+        let state = ctx.state();
+        let mut moves = Vec::new();
+        for t in b.topics() {
+            let Some(rec) = state.topics.get(&t.name) else { continue };
+            for p in t.hosted() {
+                let Some(r) = p.replica() else { continue };
+                let Some(&preferred) = rec.assignments.get(p.index as usize).and_then(|a| a.first()) else { continue };
+                if preferred == ctx.node_id || !r.is_leader() || r.led_for().is_none_or(|d| d < MIN_LEADERSHIP_AGE) {
+                    continue;
+                }
+                let to = preferred as u64;
+                if ctx.quiescer.is_alive(to) && r.caught_up(to) {
+                    moves.push((t.name.clone(), p.index, r.clone(), to));
+                }
+            }
+        }
+        drop(b);
+        use futures::StreamExt;
+        futures::stream::iter(moves)
+            .for_each_concurrent(REBALANCE_CONCURRENCY, |(topic, partition, r, to)| async move {
+                match r.transfer_leadership(to).await {
+                    Ok(()) => tracing::info!(%topic, partition, to, "leadership moved to the preferred replica"),
+                    Err(e) => tracing::debug!(%topic, partition, to, error = %e, "leadership not moved to the preferred replica"),
+                }
+            })
+            .await;
+    }
+}
+
 /// Stops a deleted topic's replicas here and removes their data.
 async fn remove_local(b: &Arc<Broker>, t: &Arc<Topic>) {
     b.uninstall(t);

@@ -47,7 +47,7 @@ use sediment_protocol::ErrorCode;
 use sediment_protocol::batch::{BatchHeader, BatchIter};
 use sediment_raft::entry_index::{EntryIndex, EntryKind, EntryRecord, IndexError};
 use sediment_raft::log_store::{load_small, save_small};
-use sediment_raft::network::{NetworkFactory, RaftHandler, Registry, decode, encode};
+use sediment_raft::network::{Campaign, KIND_CAMPAIGN, NetworkFactory, RaftHandler, Registry, decode, encode};
 use sediment_raft::quiesce::{QuietHandle, Quiescer};
 use sediment_raft::transport::{GroupId, Peers};
 use serde::{Deserialize, Serialize};
@@ -742,6 +742,27 @@ pub struct Replica {
     proposals: Arc<Proposals>,
     /// Set when the group is under quiescence (cluster mode): a write wakes it first.
     quiet: std::sync::OnceLock<QuietHandle<DataTc>>,
+    /// The peer transport (cluster mode), for leadership transfers.
+    peers: std::sync::OnceLock<Arc<Peers>>,
+    /// A leadership transfer is under way: new proposals are refused meanwhile.
+    transferring: std::sync::atomic::AtomicBool,
+    /// Since when this broker leads the group (None when it does not).
+    leading_since: Mutex<Option<Instant>>,
+}
+
+/// Why a leadership transfer did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("this broker does not lead the partition")]
+    NotLeader,
+    #[error("broker {0} is not a voter of the partition")]
+    NotAVoter(u64),
+    #[error("broker {0} did not catch up in time")]
+    Lagging(u64),
+    #[error("broker {0} did not campaign: {1}")]
+    Refused(u64, String),
+    #[error("the election did not complete in time")]
+    Timeout,
 }
 
 /// A proposal in flight: first its append outcome (acks=1), then its commit (acks=all).
@@ -811,7 +832,9 @@ impl Replica {
         registry: &Registry,
         quiescer: Option<&Quiescer<DataTc>>,
     ) -> anyhow::Result<Arc<Replica>> {
-        let replica = Self::start_on(p, node_id, group, voters, NetworkFactory::<DataTc>::new(peers, group), raft_config()).await?;
+        let replica =
+            Self::start_on(p, node_id, group, voters, NetworkFactory::<DataTc>::new(peers.clone(), group), raft_config()).await?;
+        let _ = replica.peers.set(peers.clone());
         let on_append = quiescer.map(|q| {
             let h = q.add(group, replica.raft.clone());
             let _ = replica.quiet.set(h.clone());
@@ -847,11 +870,21 @@ impl Replica {
                 Err(e) => return Err(e.into()),
             }
         }
-        let replica = Arc::new(Replica { raft: raft.clone(), group, node_id, proposals, quiet: std::sync::OnceLock::new() });
+        let replica = Arc::new(Replica {
+            raft: raft.clone(),
+            group,
+            node_id,
+            proposals,
+            quiet: std::sync::OnceLock::new(),
+            peers: std::sync::OnceLock::new(),
+            transferring: std::sync::atomic::AtomicBool::new(false),
+            leading_since: Mutex::new(None),
+        });
         let _ = p.replica.set(replica.clone());
         // the Kafka leader epoch follows the Raft term
         let mut metrics = raft.metrics();
         let weak = Arc::downgrade(&p);
+        let weak_replica = Arc::downgrade(&replica);
         tokio::spawn(async move {
             let mut was_leader = false;
             loop {
@@ -862,6 +895,9 @@ impl Replica {
                 if leading != was_leader {
                     sediment_telemetry::metrics().replication.leader_changed();
                     was_leader = leading;
+                    if let Some(r) = weak_replica.upgrade() {
+                        *r.leading_since.lock().unwrap_or_else(|e| e.into_inner()) = leading.then(Instant::now);
+                    }
                 }
                 let Some(p) = weak.upgrade() else { return };
                 p.set_leader_epoch(term.min(i32::MAX as u64) as i32);
@@ -897,7 +933,7 @@ impl Replica {
 
     /// Proposes one validated record batch. Fails fast when this broker is not the leader.
     pub async fn propose(&self, batch: Bytes) -> Result<Proposed, ProposeError> {
-        if !self.is_leader() {
+        if !self.is_leader() || self.transferring.load(Ordering::Acquire) {
             return Err(ProposeError::NotLeader(self.leader()));
         }
         if let Some(q) = self.quiet.get() {
@@ -942,6 +978,70 @@ impl Replica {
             Some(r) => r.values().filter(|matched| matched.is_some_and(|l| l.index >= applied)).count().max(1),
             None => 1,
         }
+    }
+
+    /// How long this broker has led the group (None when it does not).
+    pub fn led_for(&self) -> Option<Duration> {
+        self.leading_since.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed())
+    }
+
+    /// Whether voter `id` has every entry of the leader's log (leader only).
+    pub fn caught_up(&self, id: u64) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let last = m.last_log_index;
+        m.replication.as_ref().and_then(|r| r.get(&id)).is_some_and(|x| x.map(|l| l.index) == last)
+    }
+
+    /// Hands this broker's leadership to voter `to` (Kafka's preferred leader election).
+    ///
+    /// openraft 0.9 has no leadership transfer, so: stop taking proposals (producers get
+    /// NOT_LEADER_OR_FOLLOWER and retry), wait until `to` has the whole log, and ask it to
+    /// campaign. This leader's own lease on its vote ran out long ago (openraft renews a
+    /// follower's lease on contact, not the leader's), so it grants the vote and steps down; with
+    /// `to` voting for itself that is a majority of three. Needs this broker to have led for
+    /// longer than the lease (the election timeout maximum).
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(), TransferError> {
+        if !self.is_leader() {
+            return Err(TransferError::NotLeader);
+        }
+        let (term, addr) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let node = m.membership_config.membership().get_node(&to).cloned();
+            (m.current_term, node.map(|n| n.addr))
+        };
+        let (Some(addr), Some(peers)) = (addr, self.peers.get()) else {
+            return Err(TransferError::NotAVoter(to));
+        };
+        self.transferring.store(true, Ordering::Release);
+        let r = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while !self.caught_up(to) {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(TransferError::Lagging(to));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let req = encode(&Campaign { leader: self.node_id, term }).map_err(|e| TransferError::Refused(to, e))?;
+            let answer = peers
+                .client(to, &addr)
+                .call(self.group, KIND_CAMPAIGN, &req, Duration::from_secs(2))
+                .await
+                .map_err(|e| TransferError::Refused(to, e.to_string()))?;
+            if !decode::<bool>(&answer).map_err(|e| TransferError::Refused(to, e))? {
+                return Err(TransferError::Refused(to, "it does not follow this leader at this term".into()));
+            }
+            let mut m = self.raft.metrics();
+            let done = tokio::time::timeout(Duration::from_secs(3), m.wait_for(|m| m.current_term > term && m.state != ServerState::Leader)).await;
+            match done {
+                Ok(Ok(_)) => Ok(()),
+                _ => Err(TransferError::Timeout),
+            }
+        }
+        .await;
+        self.transferring.store(false, Ordering::Release);
+        r
     }
 
     pub async fn shutdown(&self) {

@@ -4,6 +4,7 @@
 //! * idle groups go quiet on every broker and then send no Raft traffic at all, only the
 //!   brokers' liveness beats;
 //! * a write to a quiet group commits at once and wakes it, and it goes quiet again;
+//! * leadership transfer (the preferred leader election) costs one election and no data;
 //! * a broker restarting does not cost the groups it follows an election;
 //! * SIGKILL-like death of the broker leading most groups: every group it led elects a new
 //!   leader among the survivors (from the beats, not openraft's timers) and takes writes.
@@ -182,6 +183,22 @@ async fn idle_groups_go_quiet_wake_on_writes_and_fail_over() {
     }
     wait_all_quiet(&all).await;
     assert_eq!(terms(&all, &lead), terms_before, "quiescing and waking cost no election");
+
+    // leadership transfer (preferred leader election): one election, nothing lost
+    let mut lead = lead;
+    for g in [0usize, 1] {
+        let from = lead[g];
+        let to = (from + 1) % 3;
+        let term = all[from].replicas[g].raft.metrics().borrow().current_term;
+        all[from].replicas[g].transfer_leadership(all[to].id).await.unwrap();
+        let now = leaders(&all, Duration::from_secs(5)).await;
+        assert_eq!(now[g], to, "group {g} led by the transfer's target");
+        assert_eq!(all[to].replicas[g].raft.metrics().borrow().current_term, term + 1, "one election");
+        assert_eq!(write(&all[to].replicas[g], "third").await, 2);
+        lead[g] = to;
+    }
+    let terms_before = terms(&all, &lead);
+    wait_all_quiet(&all).await;
     drop(all);
 
     // a broker restarts: the groups it does not lead keep their leader and term

@@ -29,6 +29,16 @@ pub const KIND_VOTE: u8 = 2;
 pub const KIND_SNAPSHOT: u8 = 3;
 /// An application request for the group (e.g. a metadata write forwarded to the leader).
 pub const KIND_CLIENT: u8 = 4;
+/// The leader asks this follower to campaign now ([`Campaign`]): leadership transfer.
+pub const KIND_CAMPAIGN: u8 = 6;
+
+/// A leader's request that the receiver take over its leadership. The receiver campaigns only
+/// if it still follows `leader` at `term`; it answers whether it did.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Campaign {
+    pub leader: u64,
+    pub term: u64,
+}
 
 /// Node ids are broker ids; nodes carry their raft address.
 pub trait TypeConfig: RaftTypeConfig<NodeId = u64, Node = BasicNode> {}
@@ -168,6 +178,18 @@ where
                 KIND_SNAPSHOT => {
                     let req: InstallSnapshotRequest<C> = decode(&payload)?;
                     encode(&raft.install_snapshot(req).await).map(Bytes::from)
+                }
+                KIND_CAMPAIGN => {
+                    let req: Campaign = decode(&payload)?;
+                    let follows = {
+                        let m = raft.metrics();
+                        let m = m.borrow();
+                        m.state == openraft::ServerState::Follower && m.current_leader == Some(req.leader) && m.current_term == req.term
+                    };
+                    if follows {
+                        raft.trigger().elect().await.map_err(|e| e.to_string())?;
+                    }
+                    encode(&follows).map(Bytes::from)
                 }
                 KIND_CLIENT => match client {
                     Some(c) => c.handle(payload).await,

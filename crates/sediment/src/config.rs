@@ -105,6 +105,9 @@ pub struct RawConfig {
     pub max_connections: usize,
     pub max_request_bytes: usize,
     pub retention_check_interval_ms: u64,
+    /// Cluster mode: Kafka's leader.imbalance.check.interval.seconds, in ms; 0 turns leadership
+    /// rebalancing off (auto.leader.rebalance.enable=false).
+    pub leader_rebalance_interval_ms: u64,
     /// Kafka's producer.id.expiration.ms: idle idempotent producers' state is dropped after this.
     pub producer_id_expiration_ms: i64,
     /// Consumer groups (Kafka's names with underscores; see sediment_broker::group::GroupConfig).
@@ -148,6 +151,7 @@ impl Default for RawConfig {
             max_connections: 10_000,
             max_request_bytes: sediment_protocol_max(),
             retention_check_interval_ms: 300_000,
+            leader_rebalance_interval_ms: 10_000,
             producer_id_expiration_ms: 86_400_000,
             group_initial_rebalance_delay_ms: g.initial_rebalance_delay_ms,
             group_min_session_timeout_ms: g.min_session_timeout_ms,
@@ -186,6 +190,7 @@ const KEYS: &[&str] = &[
     "max_connections",
     "max_request_bytes",
     "retention_check_interval_ms",
+    "leader_rebalance_interval_ms",
     "producer_id_expiration_ms",
     "group_initial_rebalance_delay_ms",
     "group_min_session_timeout_ms",
@@ -423,6 +428,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             fsync,
             topic_defaults: raw.topic_defaults,
             retention_check_interval: Duration::from_millis(raw.retention_check_interval_ms),
+            leader_rebalance_interval: (raw.leader_rebalance_interval_ms > 0).then(|| Duration::from_millis(raw.leader_rebalance_interval_ms)),
             producer_id_expiration_ms: raw.producer_id_expiration_ms,
             groups,
             max_local_bytes,
