@@ -195,8 +195,9 @@ async fn open_replica(
         .filter_map(|id| state.brokers.get(id).map(|br| (*id as u64, br.raft_addr.clone())))
         .collect();
     let group = group_id(&rec.id, index);
-    let replica =
-        Replica::start(p.clone(), ctx.node_id as u64, group, &voters, ctx.peers.clone(), &ctx.registry, Some(&ctx.quiescer)).await?;
+    let preferred = rec.assignments[index as usize].first().map(|b| *b as u64);
+    let (peers, registry) = (ctx.peers.clone(), &ctx.registry);
+    let replica = Replica::start(p.clone(), ctx.node_id as u64, group, &voters, preferred, peers, registry, Some(&ctx.quiescer)).await?;
     tokio::spawn(report_leadership(Arc::downgrade(ctx), replica, rec.id, index));
     Ok(p)
 }

@@ -725,6 +725,16 @@ pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
     h.clamp(1, sediment_raft::quiesce::BEAT_GROUP - 1)
 }
 
+/// How long replicas of a new partition wait for its preferred replica to form the group.
+const PREFERRED_HEAD_START: Duration = Duration::from_millis(1000);
+
+async fn initialize(raft: &DataRaft, members: BTreeMap<u64, BasicNode>) -> anyhow::Result<()> {
+    match raft.initialize(members).await {
+        Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Why a proposal was not appended.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
@@ -822,18 +832,23 @@ impl Replica {
     /// [`Partition::open_replicated`]); on a first start every replica seeds the same
     /// membership (`voters`: broker id → raft address).
     /// With `quiescer`, the group stops its timers while idle (see
-    /// [`sediment_raft::quiesce`]).
+    /// [`sediment_raft::quiesce`]). A new group's first leader is `preferred` when it is up:
+    /// the other replicas give it a head start, as Kafka's controller makes the first replica
+    /// the leader.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         p: Arc<Partition>,
         node_id: u64,
         group: GroupId,
         voters: &BTreeMap<u64, String>,
+        preferred: Option<u64>,
         peers: Arc<Peers>,
         registry: &Registry,
         quiescer: Option<&Quiescer<DataTc>>,
     ) -> anyhow::Result<Arc<Replica>> {
-        let replica =
-            Self::start_on(p, node_id, group, voters, NetworkFactory::<DataTc>::new(peers.clone(), group), raft_config()).await?;
+        let init_delay = preferred.filter(|p| *p != node_id).map(|_| PREFERRED_HEAD_START);
+        let network = NetworkFactory::<DataTc>::new(peers.clone(), group);
+        let replica = Self::start_on(p, node_id, group, voters, network, raft_config(), init_delay).await?;
         let _ = replica.peers.set(peers.clone());
         let on_append = quiescer.map(|q| {
             let h = q.add(group, replica.raft.clone());
@@ -850,7 +865,8 @@ impl Replica {
     }
 
     /// [`start`](Self::start) over any network (the deterministic simulation test passes an
-    /// in-process one) and with the given timers.
+    /// in-process one) and with the given timers. A new group is initialized at once, or after
+    /// `init_delay` (replicas other than the preferred leader).
     pub async fn start_on<N: openraft::RaftNetworkFactory<DataTc>>(
         p: Arc<Partition>,
         node_id: u64,
@@ -858,6 +874,7 @@ impl Replica {
         voters: &BTreeMap<u64, String>,
         network: N,
         config: Arc<Config>,
+        init_delay: Option<Duration>,
     ) -> anyhow::Result<Arc<Replica>> {
         let proposals = Arc::new(Proposals::default());
         let log = ReplicaLog::new(p.clone(), proposals.clone());
@@ -865,9 +882,22 @@ impl Replica {
         let raft = DataRaft::new(node_id, config, network, log, sm).await?;
         if !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
-            match raft.initialize(members).await {
-                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(e.into()),
+            match init_delay {
+                None => initialize(&raft, members).await?,
+                Some(d) => {
+                    // the preferred replica initializes (and so campaigns) first; the others
+                    // join its group from its first append, or start one without it if it is
+                    // not there
+                    let raft = raft.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        if matches!(raft.is_initialized().await, Ok(false))
+                            && let Err(e) = initialize(&raft, members).await
+                        {
+                            tracing::warn!(error = %e, "cannot initialize the partition's Raft group");
+                        }
+                    });
+                }
             }
         }
         let replica = Arc::new(Replica {

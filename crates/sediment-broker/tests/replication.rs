@@ -59,7 +59,7 @@ async fn start(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTree
     let (stop_tx, stop_rx) = watch::channel(false);
     let part = Partition::open_replicated(TOPIC, 0, dir.join("orders-0"), LogConfig::default(), FsyncPolicy::Always).unwrap();
     let group = group_id(&uuid::Uuid::from_u128(42), 0);
-    let replica = Replica::start(part.clone(), id, group, voters, Peers::new(), &registry, None).await.unwrap();
+    let replica = Replica::start(part.clone(), id, group, voters, None, Peers::new(), &registry, None).await.unwrap();
     tokio::spawn(transport::serve_until(listener, registry, stop_rx));
     Node { id, dir, addr, part: Some(part), replica: Some(replica), stop: Some(stop_tx) }
 }

@@ -158,7 +158,7 @@ fn sim_config() -> Arc<Config> {
 async fn boot(sim: &Sim, id: u64, dir: &std::path::Path, voters: &BTreeMap<u64, String>) -> Node {
     let part = Partition::open_replicated("sim", 0, dir.to_path_buf(), LogConfig::default(), FsyncPolicy::Never).unwrap();
     let net = SimFactory { sim: sim.clone(), from: id };
-    let replica = Replica::start_on(part.clone(), id, 7, voters, net, sim_config()).await.unwrap();
+    let replica = Replica::start_on(part.clone(), id, 7, voters, net, sim_config(), None).await.unwrap();
     sim.0.lock().unwrap().live.insert(id, replica.raft.clone());
     Node { id, dir: dir.to_path_buf(), part: Some(part), replica: Some(replica) }
 }
