@@ -3,12 +3,14 @@
 # loopback sharing one disk, side by side with RF=1 topics on the same cluster:
 #   (a) acks=all produce throughput, RF=3 vs RF=1 (3 partitions, leaders spread);
 #   (b) acks=all latency p50/p99/p999 at half of each maximum, beside the fsync latency of
-#       the same disk measured during the RF=3 run (the limit an acks=all commit waits on);
+#       the same disk measured during the RF=3 run (the limit an acks=all commit waits on),
+#       and at a light 10,000 records/s;
 #   (c) leader failover: SIGKILL a partition leader, time until Metadata names a new one;
 #   (d) idle CPU and memory of a broker hosting many partitions (PERF_IDLE_PARTITIONS, 1000).
 # Prints a markdown table and writes the raw JSON next to it.
 #
 # Usage: benches/cluster.sh [OUT_DIR]     (release build; a few minutes after the build)
+#        SEDIMENT_BIN=path/to/sediment benches/cluster.sh   (another build, for A/B runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sediment-target}"
@@ -17,8 +19,9 @@ mkdir -p "$OUT"
 DURATION="${PERF_DURATION:-15}"
 IDLE_PARTITIONS="${PERF_IDLE_PARTITIONS:-1000}"
 
-cargo build --release -p sediment >&2
-BIN="$CARGO_TARGET_DIR/release/sediment"
+# SEDIMENT_BIN: benchmark that binary instead (A/B runs against another build)
+if [ -z "${SEDIMENT_BIN:-}" ]; then cargo build --release -p sediment >&2; fi
+BIN="${SEDIMENT_BIN:-$CARGO_TARGET_DIR/release/sediment}"
 WORK="$(mktemp -d "${PERF_DIR:-/tmp}/sediment-cluster.XXXXXX")"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
@@ -91,6 +94,9 @@ run rf3-half --topic rf3h --replication-factor 3 --rate "$H3" "${COMMON[@]}"
 wait "$PROBE"
 echo "fsync under RF=3 half load: $(cat "$OUT/fsync.json")" >&2
 run rf1-half --topic rf1h --replication-factor 1 --rate "$H1" "${COMMON[@]}"
+# and at a light 10,000 records/s, where the cores are not the bottleneck
+run rf3-light --topic rf3l --replication-factor 3 --rate 10000 "${COMMON[@]}"
+run rf1-light --topic rf1l --replication-factor 1 --rate 10000 "${COMMON[@]}"
 
 # (c) failover: kill the leader of rf3-0 five times (restarting it), time to a new leader
 FAILS=()
@@ -169,6 +175,7 @@ print("| measurement (3 brokers, one machine, 1 KiB records, acks=all, 3 partiti
 print("|---|---|---|")
 print(f"| max produce throughput | {j('rf3')['produced_mib_per_s']:.1f} MiB/s | {j('rf1')['produced_mib_per_s']:.1f} MiB/s |")
 print(f"| latency p50 / p99 / p999 at half of max ({h3} / {h1} rec/s) | {lat(j('rf3-half'))} | {lat(j('rf1-half'))} |")
+print(f"| latency p50 / p99 / p999 at 10,000 rec/s (10 MiB/s) | {lat(j('rf3-light'))} | {lat(j('rf1-light'))} |")
 fs = j('fsync')
 print(f"| limit: 4 KiB write+fsync on the brokers' disk during the RF=3 half-load run, p50 / p99 / p999 | {fs['p50_ms']:.2f} / {fs['p99_ms']:.2f} / {fs['p999_ms']:.2f} ms | – |")
 print(f"| leader failover (SIGKILL to a new leader in Metadata), 5 kills | median {statistics.median(f):.2f} s, max {max(f):.2f} s | – |")
