@@ -17,6 +17,10 @@
 * Leadership returns to each partition's preferred replica (the first of its
   assignment) after a broker restarts, while producers keep writing: nothing
   acked is lost or duplicated.
+* Consumer groups in a cluster: the coordinator is the leader of the group's
+  replicated __consumer_offsets partition; when it is SIGKILLed the group's
+  committed offsets survive on the new coordinator and a consumer resumes from
+  them; brokers that do not coordinate the group answer NOT_COORDINATOR.
 """
 
 import json
@@ -29,6 +33,8 @@ import urllib.request
 
 import pytest
 
+import groups_wire as gw
+from sediment_harness import kafka_wire as kw
 from sediment_harness.clients import consume_range, create_topic, producer
 from sediment_harness.metrics import scrape, val
 
@@ -239,7 +245,10 @@ def quiesced(cluster) -> tuple[int, int]:
     return lead, follow
 
 
-def wait_quiesced(cluster, partitions: int, timeout: float = 60.0) -> None:
+def wait_quiesced(cluster, timeout: float = 60.0) -> None:
+    """Every partition of the cluster (internal topics included) quiet on every replica."""
+    md = cluster.metadata(None)
+    partitions = sum(len(t.partitions) for t in md.topics.values())
     want = (partitions, partitions * (len(cluster.live()) - 1))
     deadline = time.monotonic() + timeout
     seen = None
@@ -259,7 +268,7 @@ def test_idle_partitions_quiesce_and_fail_over(cluster_factory, topic_name):
     for i in range(parts):
         p.produce(topic_name, value=b"first-%d" % i, partition=i)
     assert p.flush(60) == 0
-    wait_quiesced(c, parts)
+    wait_quiesced(c)
 
     leaders = {i: c.leader(topic_name, i) for i in range(parts)}
     victim = max((1, 2, 3), key=lambda n: sum(1 for v in leaders.values() if v == n))
@@ -282,7 +291,7 @@ def test_idle_partitions_quiesce_and_fail_over(cluster_factory, topic_name):
     got = consume_range(c.bootstrap, topic_name, {i: (0, 2) for i in range(parts)}, timeout=60)
     for i in range(parts):
         assert [m.value() for m in got[i]] == [b"first-%d" % i, b"second-%d" % i]
-    wait_quiesced(c, parts)
+    wait_quiesced(c)
 
 
 def preferred_leaders(cluster, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
@@ -358,3 +367,89 @@ def test_leadership_returns_to_the_preferred_replica(cluster_factory, topic_name
     for i in range(parts):
         assert [int(m.value()) for m in got[i]] == acked[i], f"partition {i}: log differs from what was acked"
         assert acked[i] == sorted(acked[i]), f"partition {i}: acked out of order"
+
+
+def find_coordinator(cluster, group: str, timeout: float = 60.0) -> int:
+    """The group's coordinator as the live brokers report it (created on first ask)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        for n in cluster.live():
+            try:
+                with kw.Connection.to(n.bootstrap, timeout=5) as conn:
+                    err, msg, node, _, _ = gw.find_coordinator_v3(conn, group)
+            except OSError as e:
+                last = repr(e)
+                continue
+            last = (err, msg, node)
+            if err == 0 and cluster.node(node).running():
+                return node
+        time.sleep(0.2)
+    raise AssertionError(f"no coordinator for {group}: {last}")
+
+
+def consume_and_commit(bootstrap: str, topic: str, group: str, n: int) -> list[bytes]:
+    """A group member reads `n` records, commits synchronously after each poll, and leaves."""
+    from confluent_kafka import Consumer
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.subscribe([topic])
+    got: list[bytes] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(got) < n:
+            assert time.monotonic() < deadline, f"read {len(got)} of {n}"
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            got.append(m.value())
+            if len(got) % 50 == 0 or len(got) == n:
+                c.commit(asynchronous=False)
+    finally:
+        c.close()
+    return got
+
+
+def test_consumer_group_survives_its_coordinator(cluster_factory, topic_name):
+    c = cluster_factory(3)
+    parts = 3
+    create_topic(c.bootstrap, topic_name, parts, replication_factor=3)
+    p = producer(c.bootstrap, **{"enable.idempotence": True})
+    values = [b"v%04d" % i for i in range(600)]
+    for i, v in enumerate(values):
+        p.produce(topic_name, value=v, partition=i % parts)
+    assert p.flush(60) == 0
+    group = f"{topic_name}-g"
+
+    coordinator = find_coordinator(c, group)
+    # brokers that do not coordinate the group say so
+    other = next(n for n in c.nodes if n.node_id != coordinator)
+    with kw.Connection.to(other.bootstrap) as conn:
+        res = gw.offset_fetch_v7(conn, group, {topic_name: [0]})
+        assert res[0] == 16, f"OffsetFetch on a non-coordinator: {res}"  # NOT_COORDINATOR
+
+    first = consume_and_commit(c.bootstrap, topic_name, group, 300)
+    assert len(set(first)) == 300
+
+    c.node(coordinator).kill()
+    new = find_coordinator(c, group)
+    assert new != coordinator
+    others = ",".join(n.bootstrap for n in c.nodes if n.node_id != coordinator)
+    rest = consume_and_commit(others, topic_name, group, 300)
+    # the group resumed from its commits: together the two members read everything once
+    assert sorted(first + rest) == sorted(values), "records lost or read twice across the coordinator's death"
+
+    # the dead broker comes back and the group's offsets are the same everywhere
+    c.node(coordinator).restart()
+    deadline = time.monotonic() + 60
+    while True:
+        # the coordinator may move back to the restarted broker meanwhile (leadership
+        # rebalancing): clients then get NOT_COORDINATOR and ask again, as here
+        final = find_coordinator(c, group)
+        with kw.Connection.to(c.node(final).bootstrap) as conn:
+            res = gw.offset_fetch_v7(conn, group, {topic_name: list(range(parts))})
+        if res[0] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert res[0] == 0, res
+    assert {k: v[0] for k, v in res[1].items()} == {(topic_name, i): 200 for i in range(parts)}, res

@@ -198,6 +198,10 @@ async fn open_replica(
     let preferred = rec.assignments[index as usize].first().map(|b| *b as u64);
     let (peers, registry) = (ctx.peers.clone(), &ctx.registry);
     let replica = Replica::start(p.clone(), ctx.node_id as u64, group, &voters, preferred, peers, registry, Some(&ctx.quiescer)).await?;
+    if rec.name == crate::group::coordinator::OFFSETS_TOPIC {
+        let max_batch_bytes = config.max_message_bytes(&b.defaults).max(64 * 1024);
+        tokio::spawn(crate::group::coordinator::lead_offsets_partition(Arc::downgrade(b), p.clone(), replica.clone(), max_batch_bytes));
+    }
     tokio::spawn(report_leadership(Arc::downgrade(ctx), replica, rec.id, index));
     Ok(p)
 }

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use sediment_protocol::ErrorCode;
@@ -32,6 +32,7 @@ use super::records::{self, GroupValue, OffsetValue, OffsetsRecord};
 use super::state::{Effect, Groups, JoinRequest, JoinResult, Limits, PersistToken, SyncRequest, SyncResult, Waiter};
 use crate::broker::Broker;
 use crate::partition::{AppendError, Partition, WaitError};
+use crate::replica::Replica;
 
 /// Kafka's name for the internal offsets topic.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -64,6 +65,11 @@ pub struct GroupCoordinator {
     shards: OnceLock<Vec<Arc<Shard>>>,
     init: Mutex<()>,
     next_waiter: Arc<AtomicU64>,
+    /// Cluster mode: the shards of the offsets partitions this broker leads, by partition (see
+    /// [`lead_offsets_partition`]).
+    led: RwLock<HashMap<i32, Arc<Shard>>>,
+    /// Cluster mode: the offsets topic's creation is under way.
+    creating: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for GroupCoordinator {
@@ -78,7 +84,15 @@ impl GroupCoordinator {
     }
 
     pub fn with_clock(config: GroupConfig, clock: Arc<dyn Clock>) -> GroupCoordinator {
-        GroupCoordinator { config, clock, shards: OnceLock::new(), init: Mutex::new(()), next_waiter: Arc::new(AtomicU64::new(1)) }
+        GroupCoordinator {
+            config,
+            clock,
+            shards: OnceLock::new(),
+            init: Mutex::new(()),
+            next_waiter: Arc::new(AtomicU64::new(1)),
+            led: RwLock::new(HashMap::new()),
+            creating: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -121,31 +135,12 @@ impl GroupCoordinator {
                 }
             }
         };
-        let limits = Limits { initial_rebalance_delay_ms: self.config.initial_rebalance_delay_ms, ..Limits::default() };
         let max_batch_bytes = topic.config.max_message_bytes(&broker.defaults).max(64 * 1024);
         let mut shards = Vec::with_capacity(topic.partitions.len());
         let started = Instant::now();
         let mut loaded = 0usize;
         for p in topic.hosted() {
-            let shard = Arc::new(Shard {
-                index: p.index,
-                partition: p.clone(),
-                max_batch_bytes,
-                config: self.config.clone(),
-                clock: self.clock.clone(),
-                next_waiter: self.next_waiter.clone(),
-                wake: Notify::new(),
-                state: Mutex::new(ShardState {
-                    groups: Groups::new(limits),
-                    offsets: OffsetStore::default(),
-                    persisted_groups: HashMap::new(),
-                    joins: HashMap::new(),
-                    syncs: HashMap::new(),
-                    records_since_snapshot: 0,
-                    live_at_snapshot: 0,
-                    snapshot_running: false,
-                }),
-            });
+            let shard = self.new_shard(p.clone(), None, max_batch_bytes);
             loaded += shard.load().map_err(|e| {
                 tracing::error!(partition = p.index, error = %e, "cannot load offsets partition");
                 ErrorCode::CoordinatorLoadInProgress
@@ -158,16 +153,83 @@ impl GroupCoordinator {
         Ok(self.shards.get())
     }
 
+    /// Cluster mode: creates `__consumer_offsets` through the controller, once, in the
+    /// background (replication factor min(3, brokers), like any topic).
+    pub fn create_offsets_topic(&self, broker: &Arc<Broker>) {
+        if self.creating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut configs = BTreeMap::new();
+        configs.insert("retention.ms".to_string(), "-1".to_string());
+        configs.insert("retention.bytes".to_string(), "-1".to_string());
+        configs.insert("segment.bytes".to_string(), self.config.offsets_segment_bytes.to_string());
+        let (b, partitions) = (broker.clone(), self.config.offsets_topic_partitions);
+        tokio::spawn(async move {
+            match b.create_topic_any(OFFSETS_TOPIC, partitions, -1, configs, false).await {
+                Ok(_) => tracing::info!(partitions, "offsets topic created"),
+                Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
+                Err(e) => tracing::warn!(error = %e, "cannot create the offsets topic yet"),
+            }
+            b.groups.creating.store(false, Ordering::Release);
+        });
+    }
+
+    fn new_shard(&self, partition: Arc<Partition>, replica: Option<Arc<Replica>>, max_batch_bytes: usize) -> Arc<Shard> {
+        let limits = Limits { initial_rebalance_delay_ms: self.config.initial_rebalance_delay_ms, ..Limits::default() };
+        Arc::new(Shard {
+            index: partition.index,
+            partition,
+            replica,
+            max_batch_bytes,
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            next_waiter: self.next_waiter.clone(),
+            wake: Notify::new(),
+            state: Mutex::new(ShardState {
+                groups: Groups::new(limits),
+                offsets: OffsetStore::default(),
+                persisted_groups: HashMap::new(),
+                joins: HashMap::new(),
+                syncs: HashMap::new(),
+                records_since_snapshot: 0,
+                live_at_snapshot: 0,
+                snapshot_running: false,
+                next_offset: 0,
+                commits: BTreeMap::new(),
+            }),
+        })
+    }
+
     /// The shard owning `group`. `create`: create the offsets topic if it does not exist yet
     /// (operations that only read answer "nothing" instead).
+    ///
+    /// In a cluster the shard lives on the leader of the group's offsets partition: elsewhere
+    /// the answer is NOT_COORDINATOR (the client asks FindCoordinator again), and before the
+    /// offsets topic exists COORDINATOR_NOT_AVAILABLE (FindCoordinator creates it).
     pub fn shard_for(&self, broker: &Broker, group: &str, create: bool) -> Result<Option<Arc<Shard>>, ErrorCode> {
+        if broker.cluster.is_some() {
+            let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+                return if create { Err(ErrorCode::CoordinatorNotAvailable) } else { Ok(None) };
+            };
+            let p = records::partition_for(group, topic.partition_count());
+            if let Some(s) = self.led.read().unwrap_or_else(|e| e.into_inner()).get(&p) {
+                return Ok(Some(s.clone()));
+            }
+            let leads = topic.partition(p).and_then(|p| p.replica().cloned()).is_some_and(|r| r.is_leader());
+            return Err(if leads { ErrorCode::CoordinatorLoadInProgress } else { ErrorCode::NotCoordinator });
+        }
         let Some(shards) = self.shards(broker, create)? else { return Ok(None) };
         let p = records::partition_for(group, shards.len() as i32);
         Ok(shards.get(p as usize).cloned())
     }
 
-    /// Every shard that exists.
+    /// Every shard that exists (on this broker).
     pub fn all_shards(&self) -> Vec<Arc<Shard>> {
+        let led = self.led.read().unwrap_or_else(|e| e.into_inner());
+        if !led.is_empty() {
+            return led.values().cloned().collect();
+        }
+        drop(led);
         self.shards.get().cloned().unwrap_or_default()
     }
 
@@ -188,7 +250,16 @@ pub struct ShardState {
     records_since_snapshot: u64,
     live_at_snapshot: u64,
     snapshot_running: bool,
+    /// Replicated shard: the offset the next proposal will start at (the coordinator is the
+    /// partition's only writer, and Raft's own entries take no offsets).
+    next_offset: i64,
+    /// Replicated shard: the commit of each proposal not yet below the high watermark, by the
+    /// offset after it.
+    commits: BTreeMap<i64, Commit>,
 }
+
+/// A proposal's commit, awaitable by several requests.
+type Commit = futures::future::Shared<futures::future::BoxFuture<'static, Result<(), ErrorCode>>>;
 
 /// A commit to validate and write.
 #[derive(Debug, Clone)]
@@ -223,6 +294,9 @@ pub struct FetchedOffset {
 pub struct Shard {
     pub index: i32,
     partition: Arc<Partition>,
+    /// Cluster mode: the partition's Raft group, which this broker leads; writes are proposed
+    /// through it and are durable once committed.
+    replica: Option<Arc<Replica>>,
     max_batch_bytes: usize,
     config: GroupConfig,
     clock: Arc<dyn Clock>,
@@ -253,7 +327,11 @@ impl Shard {
     /// Locks the state, first making every write the high watermark passed visible.
     pub fn lock(&self) -> MutexGuard<'_, ShardState> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.offsets.apply_durable(self.partition.high_watermark());
+        let hw = self.partition.high_watermark();
+        st.offsets.apply_durable(hw);
+        if !st.commits.is_empty() {
+            st.commits = st.commits.split_off(&(hw + 1));
+        }
         st
     }
 
@@ -354,6 +432,19 @@ impl Shard {
 
     /// Waits until the log is durable up to `end` (exclusive), then makes it visible.
     pub async fn wait_durable(&self, end: i64) -> Result<(), ErrorCode> {
+        if let Some(replica) = &self.replica {
+            // the proposal's own commit, not the high watermark: after a leader change another
+            // leader's writes may cover these offsets
+            let commit = self.state.lock().unwrap_or_else(|e| e.into_inner()).commits.get(&end).cloned();
+            let Some(c) = commit else {
+                // committed already (the high watermark passed it), if this is still the leader
+                return if replica.is_leader() && self.partition.high_watermark() >= end { Ok(()) } else { Err(ErrorCode::NotCoordinator) };
+            };
+            let timeout = Duration::from_millis(self.config.offset_commit_timeout_ms);
+            let r = tokio::time::timeout(timeout, c).await.unwrap_or(Err(ErrorCode::CoordinatorNotAvailable));
+            drop(self.lock());
+            return r;
+        }
         let deadline = Instant::now() + Duration::from_millis(self.config.offset_commit_timeout_ms);
         let r = self.partition.wait_for_hw(end, deadline).await;
         drop(self.lock());
@@ -481,6 +572,17 @@ impl Shard {
         if batch.len() > self.max_batch_bytes {
             return Err(ErrorCode::MessageTooLarge);
         }
+        if let Some(r) = &self.replica {
+            let proposed = r.propose_now(batch.freeze()).map_err(|_| ErrorCode::NotCoordinator)?;
+            let end = st.next_offset + recs.len() as i64;
+            st.next_offset = end;
+            let commit: futures::future::BoxFuture<'static, Result<(), ErrorCode>> =
+                Box::pin(async move { proposed.committed().await.map_err(|_| ErrorCode::NotCoordinator) });
+            st.commits.insert(end, futures::FutureExt::shared(commit));
+            // no compaction yet: a replicated log's prefix can only go once every replica has
+            // the snapshot (snapshots for Raft are not built yet)
+            return Ok(end);
+        }
         let end = append_batch(&self.partition, &mut batch, now)?;
         st.records_since_snapshot += recs.len() as u64;
         self.maybe_snapshot(st);
@@ -574,10 +676,13 @@ impl Shard {
         }
         st.records_since_snapshot = n as u64;
         st.live_at_snapshot = (st.offsets.len() + st.persisted_groups.len()) as u64;
+        st.next_offset = hw;
         if n > 0 {
             tracing::debug!(partition = self.index, records = n, groups = st.groups.len(), offsets = st.offsets.len(), "offsets partition loaded");
         }
-        self.maybe_snapshot(&mut st);
+        if self.replica.is_none() {
+            self.maybe_snapshot(&mut st);
+        }
         Ok(n)
     }
 
@@ -752,5 +857,61 @@ async fn run_timers(shard: Arc<Shard>, mut shutdown: watch::Receiver<bool>) {
             last_expiry = now;
             shard.expire_offsets(now);
         }
+    }
+}
+
+/// Cluster mode: coordinates the groups of offsets partition `p` while this broker leads it.
+///
+/// On becoming leader it waits until every entry of its log is committed (its own term's first
+/// entry included, so nothing an old leader wrote is still undecided), loads the shard from the
+/// log and serves its groups; when it loses the leadership it drops the shard, answering parked
+/// joins and syncs NOT_COORDINATOR, and clients find the new coordinator. Runs until the
+/// replica stops.
+pub async fn lead_offsets_partition(broker: Weak<Broker>, p: Arc<Partition>, replica: Arc<Replica>, max_batch_bytes: usize) {
+    use openraft::ServerState;
+    let mut m = replica.raft.metrics();
+    loop {
+        let term = match m.wait_for(|x| x.state == ServerState::Leader).await {
+            Ok(x) => x.current_term,
+            Err(_) => return,
+        };
+        let leading = |x: &openraft::RaftMetrics<u64, openraft::BasicNode>| x.state == ServerState::Leader && x.current_term == term;
+        while leading(&m.borrow()) && p.high_watermark() < p.log_end_offset() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !leading(&m.borrow()) {
+            continue;
+        }
+        let Some(b) = broker.upgrade() else { return };
+        let shard = b.groups.new_shard(p.clone(), Some(replica.clone()), max_batch_bytes);
+        let started = Instant::now();
+        let s2 = shard.clone();
+        let loaded = tokio::task::spawn_blocking(move || s2.load()).await;
+        match loaded {
+            Ok(Ok(n)) => tracing::info!(partition = p.index, term, records = n, elapsed_ms = started.elapsed().as_millis() as u64, "coordinating the groups of an offsets partition"),
+            Ok(Err(e)) => {
+                tracing::error!(partition = p.index, error = %e, "cannot load offsets partition");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(partition = p.index, error = %e, "offsets partition load panicked");
+                return;
+            }
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(run_timers(shard.clone(), stop_rx));
+        b.groups.led.write().unwrap_or_else(|e| e.into_inner()).insert(p.index, shard.clone());
+        let mut shutdown = b.shutdown_signal();
+        drop(b);
+        tokio::select! {
+            r = m.wait_for(|x| !leading(x)) => { let _ = r; }
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+        if let Some(b) = broker.upgrade() {
+            b.groups.led.write().unwrap_or_else(|e| e.into_inner()).remove(&p.index);
+        }
+        let _ = stop_tx.send(true);
+        tracing::info!(partition = p.index, term, "no longer coordinating the groups of an offsets partition");
     }
 }

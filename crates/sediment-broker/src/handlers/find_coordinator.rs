@@ -1,6 +1,8 @@
-//! FindCoordinator: this node coordinates every group and every transactional id (key types 0
-//! and 1). Share groups (key type 2, v6) are not supported: INVALID_REQUEST, as a Kafka broker
-//! without share groups answers. v4+ batches keys.
+//! FindCoordinator. On a single node this node coordinates every group and every transactional
+//! id (key types 0 and 1); in a cluster a group's coordinator is the leader of its
+//! `__consumer_offsets` partition, and transactional ids are not served yet
+//! (COORDINATOR_NOT_AVAILABLE). Share groups (key type 2, v6) are not supported:
+//! INVALID_REQUEST, as a Kafka broker without share groups answers. v4+ batches keys.
 
 use std::sync::Arc;
 
@@ -10,38 +12,55 @@ use sediment_protocol::ErrorCode;
 
 use super::sb;
 use crate::broker::Broker;
+use crate::group::coordinator::OFFSETS_TOPIC;
+use crate::group::records::partition_for;
 
-fn check(broker: &Broker, key_type: i8) -> Option<(ErrorCode, String)> {
+/// The coordinator of `key`: this broker on a single node; in a cluster, for a group, the
+/// leader of its `__consumer_offsets` partition (the topic is created on first use, answering
+/// COORDINATOR_NOT_AVAILABLE meanwhile, as Kafka does).
+fn coordinator(broker: &Arc<Broker>, key_type: i8, key: &str) -> Result<(i32, String, i32), (ErrorCode, String)> {
     match key_type {
-        // groups and transactions need replicated coordinator state: not in clusters yet
-        0 | 1 if broker.cluster.is_some() => Some((
-            ErrorCode::CoordinatorNotAvailable,
-            "consumer groups and transactions are not available in multi-broker clusters yet".into(),
-        )),
-        0 | 1 => None,
-        2 => Some((ErrorCode::InvalidRequest, "share groups are not supported by this broker".into())),
-        other => Some((ErrorCode::InvalidRequest, format!("unknown coordinator key type {other}"))),
+        0 | 1 => {}
+        2 => return Err((ErrorCode::InvalidRequest, "share groups are not supported by this broker".into())),
+        other => return Err((ErrorCode::InvalidRequest, format!("unknown coordinator key type {other}"))),
+    }
+    let this = (broker.node_id(), broker.config.advertised_host.clone(), broker.config.advertised_port as i32);
+    let Some(ctx) = &broker.cluster else { return Ok(this) };
+    if key_type == 1 {
+        return Err((ErrorCode::CoordinatorNotAvailable, "transactions are not available in multi-broker clusters yet".into()));
+    }
+    let state = ctx.state();
+    let Some(rec) = state.topics.get(OFFSETS_TOPIC) else {
+        broker.groups.create_offsets_topic(broker);
+        return Err((ErrorCode::CoordinatorNotAvailable, "the offsets topic is being created".into()));
+    };
+    let index = partition_for(key, rec.partitions());
+    let hosted = broker.topic(OFFSETS_TOPIC).and_then(|t| t.partition(index).and_then(|p| p.replica().cloned()));
+    let leader = match hosted {
+        Some(r) => r.leader().map_or(-1, |l| l as i32),
+        None => rec.leaders.get(index as usize).map_or(-1, |l| l.0),
+    };
+    match state.brokers.get(&leader) {
+        Some(b) => Ok((b.id, b.host.clone(), b.port as i32)),
+        None => Err((ErrorCode::CoordinatorNotAvailable, format!("offsets partition {index} has no leader yet"))),
     }
 }
 
 pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
     let key_type = if version >= 1 { req.key_type } else { 0 };
-    let host = sb(broker.config.advertised_host.clone());
-    let port = broker.config.advertised_port as i32;
-    let node = BrokerId(broker.node_id());
     if version < 4 {
-        match check(broker, key_type) {
-            None => {
-                r.node_id = node;
-                r.host = host;
+        match coordinator(broker, key_type, req.key.as_str()) {
+            Ok((node, host, port)) => {
+                r.node_id = BrokerId(node);
+                r.host = sb(host);
                 r.port = port;
                 if version >= 1 {
                     // Kafka sends Errors.NONE.message() here.
                     r.error_message = Some(sb("NONE"));
                 }
             }
-            Some((code, msg)) => {
+            Err((code, msg)) => {
                 r.error_code = code.code();
                 r.node_id = BrokerId(-1);
                 r.port = -1;
@@ -57,20 +76,20 @@ pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -
         .into_iter()
         .map(|key| {
             let mut c = Coordinator::default();
-            c.key = key;
-            match check(broker, key_type) {
-                None => {
-                    c.node_id = node;
-                    c.host = host.clone();
+            match coordinator(broker, key_type, key.as_str()) {
+                Ok((node, host, port)) => {
+                    c.node_id = BrokerId(node);
+                    c.host = sb(host);
                     c.port = port;
                 }
-                Some((code, msg)) => {
+                Err((code, msg)) => {
                     c.error_code = code.code();
                     c.error_message = Some(sb(msg));
                     c.node_id = BrokerId(-1);
                     c.port = -1;
                 }
             }
+            c.key = key;
             c
         })
         .collect();

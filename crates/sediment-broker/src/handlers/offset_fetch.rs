@@ -12,6 +12,7 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 
 use super::{Reply, sb};
 use crate::broker::Broker;
+use sediment_protocol::ErrorCode;
 use crate::group::Shard;
 use crate::group::coordinator::FetchedOffset;
 
@@ -36,21 +37,22 @@ fn specs(req: &OffsetFetchRequest, version: i16) -> Vec<GroupSpec> {
 /// Writes of a shard not yet durable: the shard and the log offset to wait for.
 type Pending = Vec<(Arc<Shard>, i64)>;
 
-/// Offsets per group, plus the durability waits `require_stable` needs.
-fn lookup(broker: &Broker, specs: &[GroupSpec]) -> (Vec<Vec<FetchedOffset>>, Pending) {
+/// Offsets per group (or the group's error: NOT_COORDINATOR on a broker that does not
+/// coordinate it), plus the durability waits `require_stable` needs.
+fn lookup(broker: &Broker, specs: &[GroupSpec]) -> (Vec<Result<Vec<FetchedOffset>, ErrorCode>>, Pending) {
     let mut out = Vec::with_capacity(specs.len());
     let mut waits = Vec::new();
     for (group, topics) in specs {
-        let shard = broker.groups.shard_for(broker, group, false).ok().flatten();
-        match shard {
-            Some(s) => {
+        match broker.groups.shard_for(broker, group, false) {
+            Err(code) => out.push(Err(code)),
+            Ok(Some(s)) => {
                 let (offsets, pending) = s.fetch_offsets(group, topics.as_deref());
                 if let Some(end) = pending {
                     waits.push((s.clone(), end));
                 }
-                out.push(offsets);
+                out.push(Ok(offsets));
             }
-            None => {
+            Ok(None) => {
                 let missing = topics
                     .iter()
                     .flatten()
@@ -58,7 +60,7 @@ fn lookup(broker: &Broker, specs: &[GroupSpec]) -> (Vec<Vec<FetchedOffset>>, Pen
                         ps.iter().map(move |&p| FetchedOffset { topic: t.clone(), partition: p, offset: -1, leader_epoch: -1, metadata: String::new() })
                     })
                     .collect();
-                out.push(missing);
+                out.push(Ok(missing));
             }
         }
     }
@@ -77,12 +79,20 @@ fn by_topic(offsets: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {
     out
 }
 
-fn response(specs: &[GroupSpec], found: Vec<Vec<FetchedOffset>>, version: i16) -> OffsetFetchResponse {
+fn response(specs: &[GroupSpec], found: Vec<Result<Vec<FetchedOffset>, ErrorCode>>, version: i16) -> OffsetFetchResponse {
     let mut r = OffsetFetchResponse::default();
     if version >= 8 {
         for ((group, _), offsets) in specs.iter().zip(found) {
             let mut g = OffsetFetchResponseGroup::default();
             g.group_id = GroupId(sb(group.clone()));
+            let offsets = match offsets {
+                Ok(o) => o,
+                Err(code) => {
+                    g.error_code = code.code();
+                    r.groups.push(g);
+                    continue;
+                }
+            };
             g.topics = by_topic(offsets)
                 .into_iter()
                 .map(|(t, ps)| {
@@ -105,6 +115,37 @@ fn response(specs: &[GroupSpec], found: Vec<Vec<FetchedOffset>>, version: i16) -
             r.groups.push(g);
         }
     } else if let Some(offsets) = found.into_iter().next() {
+        let offsets = match offsets {
+            Ok(o) => o,
+            Err(code) if version >= 2 => {
+                r.error_code = code.code();
+                return r;
+            }
+            // v0-v1 have no top-level error: every requested partition carries it
+            Err(code) => {
+                r.topics = specs[0]
+                    .1
+                    .iter()
+                    .flatten()
+                    .map(|(t, ps)| {
+                        let mut rt = OffsetFetchResponseTopic::default();
+                        rt.name = TopicName(sb(t.clone()));
+                        rt.partitions = ps
+                            .iter()
+                            .map(|&i| {
+                                let mut p = OffsetFetchResponsePartition::default();
+                                p.partition_index = i;
+                                p.committed_offset = -1;
+                                p.error_code = code.code();
+                                p
+                            })
+                            .collect();
+                        rt
+                    })
+                    .collect();
+                return r;
+            }
+        };
         r.topics = by_topic(offsets)
             .into_iter()
             .map(|(t, ps)| {
