@@ -22,6 +22,7 @@ use sediment_log::LogConfig;
 use sediment_protocol::batch::{BatchIter, compute_crc, testing::batch_from_values};
 use sediment_raft::network::Registry;
 use sediment_raft::transport::{self, Peers};
+use sediment_raft::{QuiesceConfig, Quiescer};
 use tokio::sync::watch;
 
 struct SuiteBuilder;
@@ -49,6 +50,8 @@ struct Node {
     part: Option<Arc<Partition>>,
     replica: Option<Arc<Replica>>,
     stop: Option<watch::Sender<bool>>,
+    /// Liveness beats: failover as the broker does it (see `sediment_raft::quiesce`).
+    quiescer: Option<Arc<Quiescer<DataTc>>>,
 }
 
 const TOPIC: &str = "orders";
@@ -59,9 +62,11 @@ async fn start(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTree
     let (stop_tx, stop_rx) = watch::channel(false);
     let part = Partition::open_replicated(TOPIC, 0, dir.join("orders-0"), LogConfig::default(), FsyncPolicy::Always).unwrap();
     let group = group_id(&uuid::Uuid::from_u128(42), 0);
-    let replica = Replica::start(part.clone(), id, group, voters, None, Peers::new(), &registry, None).await.unwrap();
+    let peers = Peers::new();
+    let quiescer = Quiescer::start(id, voters, peers.clone(), &registry, QuiesceConfig::default());
+    let replica = Replica::start(part.clone(), id, group, voters, None, peers, &registry, Some(&quiescer)).await.unwrap();
     tokio::spawn(transport::serve_until(listener, registry, stop_rx));
-    Node { id, dir, addr, part: Some(part), replica: Some(replica), stop: Some(stop_tx) }
+    Node { id, dir, addr, part: Some(part), replica: Some(replica), stop: Some(stop_tx), quiescer: Some(quiescer) }
 }
 
 impl Node {
@@ -82,6 +87,7 @@ impl Node {
         if let Some(r) = self.replica.take() {
             r.shutdown().await;
         }
+        self.quiescer = None;
         self.part = None;
     }
 }

@@ -509,7 +509,10 @@ impl<C: TypeConfig> Quiescer<C> {
             let Some((term, voters)) = raft.follows(dead) else { continue };
             let rank = voters.iter().filter(|v| **v != dead && **v < self.me && self.is_alive(**v)).count() as u32;
             // at least one beat from now: a peer that was only slow gets to answer first
-            let lease_end = last_heard.map_or(now, |t| t + raft.lease() + LEASE_MARGIN).max(now + self.cfg.beat_interval);
+            // the other voters may have heard from the dead leader up to a beat after this
+            // broker did
+            let margin = self.cfg.beat_interval + LEASE_MARGIN;
+            let lease_end = last_heard.map_or(now, |t| t + raft.lease() + margin).max(now + self.cfg.beat_interval);
             let at = lease_end + self.cfg.rank_delay * rank;
             let q = Arc::downgrade(self);
             tokio::spawn(async move {
@@ -567,8 +570,8 @@ impl<C: TypeConfig> FastFailover for Raft<C> {
 /// A group that may campaign, with its quiescence state when it has one.
 type Candidate<C> = (Arc<dyn FastFailover>, Option<Arc<QuietGroup<C>>>);
 
-/// Slack past the other voters' leader lease before campaigning (their last contact with the
-/// dead leader may be slightly later than this broker's last beat from it).
+/// Slack past the other voters' leader lease before campaigning, beyond the beat interval
+/// (transit and scheduling).
 const LEASE_MARGIN: Duration = Duration::from_millis(150);
 
 async fn run<C: TypeConfig>(q: Weak<Quiescer<C>>) {
