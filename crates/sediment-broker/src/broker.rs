@@ -616,6 +616,11 @@ impl Broker {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(topic = %t.name, partition = p.index, error = %e, "retention pass failed"),
                 }
+                // replicated: the Raft log lets go of the entries first, then they are deleted
+                if let (Some(r), Some(target)) = (p.replica().cloned(), p.retention_wanted(now)) {
+                    let p = p.clone();
+                    tokio::spawn(async move { r.after_retention(&p, target).await });
+                }
             }
         }
     }

@@ -443,15 +443,38 @@ impl Partition {
     /// Local retention: the log's own retention settings (the local ones when tiered), fenced at
     /// the uploaded end while tiered so that a segment not in the bucket is never deleted.
     pub fn apply_local_retention(&self, now_ms: i64) -> Result<sediment_log::RetentionOutcome, LogError> {
-        let fence = match self.remote.get() {
-            Some(r) if self.is_tiered() => r.uploaded_end(),
-            _ => i64::MAX,
+        let fence = self.retention_fence();
+        let out = {
+            let mut inner = self.lock();
+            // replicated: only what the Raft log released (see `Replica::after_retention`)
+            let fence = match inner.raft.as_ref() {
+                Some(r) => fence.min(r.released_offset(inner.log.log_end_offset())),
+                None => fence,
+            };
+            inner.log.apply_retention_below(now_ms, fence)?
         };
-        let out = self.lock().log.apply_retention_below(now_ms, fence)?;
         if out.segments_deleted > 0 {
             self.clamp_hw();
         }
         Ok(out)
+    }
+
+    /// Tiered partitions keep what is not in the bucket yet.
+    fn retention_fence(&self) -> i64 {
+        match self.remote.get() {
+            Some(r) if self.is_tiered() => r.uploaded_end(),
+            _ => i64::MAX,
+        }
+    }
+
+    /// A replicated partition: where retention wants its log to start beyond what the Raft log
+    /// released, if anywhere (see `Replica::after_retention`).
+    pub fn retention_wanted(&self, now_ms: i64) -> Option<i64> {
+        let fence = self.retention_fence();
+        let inner = self.lock();
+        let released = inner.raft.as_ref()?.released_offset(inner.log.log_end_offset());
+        let target = inner.log.retention_plan(now_ms, fence).ok().flatten()?;
+        (target > released).then_some(target)
     }
 
     /// Runs `f` with the log locked (admin paths: timestamp search, retention, delete records).

@@ -121,6 +121,9 @@ pub struct RaftIndex {
     /// Kafka's leader-epoch cache: (epoch, first offset written in it), ascending; built from
     /// the entry index at open, extended on append, cut on truncation.
     pub(crate) epochs: Vec<(i32, i64)>,
+    /// The offset retention wants the log to start at: the next snapshot is taken at the last
+    /// entry below it (see [`Replica::after_retention`]).
+    snapshot_at: Option<i64>,
 }
 
 impl RaftIndex {
@@ -139,7 +142,17 @@ impl RaftIndex {
             index.set_floor(p.index);
         }
         let epochs = epochs_of(&index)?;
-        Ok(RaftIndex { index, purged, dir: dir.to_path_buf(), epochs })
+        Ok(RaftIndex { index, purged, dir: dir.to_path_buf(), epochs, snapshot_at: None })
+    }
+
+    /// The first offset the Raft log still holds entries for: retention may delete the log
+    /// below it and no further (openraft may still need to replicate those entries).
+    pub(crate) fn released_offset(&self, log_end_offset: i64) -> i64 {
+        let Some(p) = self.purged else { return i64::MIN };
+        match self.index.get(p.index + 1) {
+            Ok(Some(rec)) => rec.base_offset,
+            _ => log_end_offset,
+        }
     }
 
     /// Records that a batch of `term` starts at `offset`.
@@ -544,7 +557,17 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
         }
         save_small(&r.dir, PURGED_FILE, &Some(log_id), true).map_err(st_err)?;
         r.purged = Some(log_id);
-        r.index.purge(log_id.index).map_err(st_err)
+        r.index.purge(log_id.index).map_err(st_err)?;
+        drop(inner);
+        // the entries are gone from Raft's view: retention may now delete their segments
+        match self.p.apply_local_retention(crate::broker::now_ms()) {
+            Ok(out) if out.segments_deleted > 0 => {
+                tracing::info!(topic = %self.p.topic, partition = self.p.index, segments = out.segments_deleted, bytes = out.bytes_deleted, "retention deleted segments");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(topic = %self.p.topic, partition = self.p.index, error = %e, "retention after a raft purge failed"),
+        }
+        Ok(())
     }
 }
 
@@ -601,14 +624,38 @@ impl ReplicaSm {
     }
 }
 
+/// The retention point of a replicated partition: the last Raft entry lying wholly below
+/// `target` (default: where retention asked the log to start, else the log start offset), never
+/// past `applied`.
+fn retention_point(p: &Partition, applied: Option<LogId<u64>>, target: Option<i64>) -> Option<(LogId<u64>, i64)> {
+    let applied = applied?;
+    let mut inner = p.lock();
+    let start = inner.log.log_start_offset();
+    let r = inner.raft.as_mut()?;
+    let target = target.or(r.snapshot_at).unwrap_or(start);
+    let (i, rec) = r.index.last_ending_at_or_below(target).ok().flatten()?;
+    if i > applied.index {
+        return None;
+    }
+    Some((log_id(rec.term, i), rec.next_offset()))
+}
+
 impl RaftSnapshotBuilder<DataTc> for ReplicaSm {
+    /// A partition's snapshot is a position, not data: the state at the retention point (the
+    /// last entry retention deleted) is "the log starts at this offset". A follower behind the
+    /// leader's retention installs it by starting its log empty there, as a Kafka follower
+    /// truncates to the leader's log start offset, and the leader replicates everything after
+    /// it. Without a retention point (nothing deleted) the snapshot is at the applied entry.
     async fn build_snapshot(&mut self) -> Result<Snapshot<DataTc>, StorageError<u64>> {
         let mut st = self.st.lock().await;
-        let next_offset = self.p.high_watermark();
+        let (last_log_id, next_offset) = match retention_point(&self.p, st.applied, None) {
+            Some((id, next)) => (Some(id), next),
+            None => (st.applied, self.p.high_watermark()),
+        };
         let data = encode(&SnapshotData { next_offset }).map_err(st_err)?;
         st.seq += 1;
-        let snapshot_id = format!("{}-{}", st.applied.map_or(0, |l| l.index), st.seq);
-        let meta = SnapshotMeta { last_log_id: st.applied, last_membership: st.membership.clone(), snapshot_id };
+        let snapshot_id = format!("{}-{}", last_log_id.map_or(0, |l| l.index), st.seq);
+        let meta = SnapshotMeta { last_log_id, last_membership: st.membership.clone(), snapshot_id };
         st.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
@@ -687,7 +734,8 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
                 self.p.reload_producers(&mut inner);
             }
         }
-        self.p.wm_tx.send_modify(|w| w.high_watermark = snap.next_offset);
+        self.p.wm_tx.send_modify(|w| w.high_watermark = w.high_watermark.max(snap.next_offset));
+        self.p.clamp_hw();
         st.applied = meta.last_log_id;
         st.membership = meta.last_membership.clone();
         st.snapshot = Some((meta.clone(), data));
@@ -1072,6 +1120,39 @@ impl Replica {
         .await;
         self.transferring.store(false, Ordering::Release);
         r
+    }
+
+    /// Retention on a replicated partition: retention wants the log to start at `target`, but
+    /// openraft may still need the entries below it (to replicate them to a lagging follower).
+    /// So the Raft log's start moves first: a snapshot at the last entry below `target`, then a
+    /// purge up to it, which openraft carries out once no replication in flight reads those
+    /// entries; the purge then deletes the segments ([`ReplicaLog`]'s `purge`). A follower that
+    /// still needs them gets the snapshot instead and restarts its log at `target`.
+    pub async fn after_retention(&self, p: &Partition, target: i64) {
+        let applied = self.raft.metrics().borrow().last_applied;
+        let Some((point, _)) = retention_point(p, applied, Some(target)) else { return };
+        {
+            let mut inner = p.lock();
+            let Some(r) = inner.raft.as_mut() else { return };
+            if r.purged.is_some_and(|p| p.index >= point.index) {
+                return;
+            }
+            r.snapshot_at = Some(target);
+        }
+        if self.raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        let mut m = self.raft.metrics();
+        let built = matches!(
+            tokio::time::timeout(Duration::from_secs(30), m.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= point.index))).await,
+            Ok(Ok(_))
+        );
+        if !built {
+            tracing::warn!(topic = %p.topic, partition = p.index, index = point.index, "no snapshot at the retention point; the log keeps its start");
+            return;
+        }
+        let _ = self.raft.trigger().purge_log(point.index).await;
+        tracing::debug!(topic = %p.topic, partition = p.index, index = point.index, target, "raft log start moving to the retention point");
     }
 
     pub async fn shutdown(&self) {

@@ -6,7 +6,9 @@
 //!   batches at identical offsets, the term as the leader epoch;
 //! * the leader is killed mid-stream: a new one is elected, keeps taking proposals, and the
 //!   old one comes back from its disk, truncates any uncommitted suffix and catches up;
-//! * idempotent retries become no-op entries answered with the original offsets.
+//! * idempotent retries become no-op entries answered with the original offsets;
+//! * retention on the leader moves the Raft log's start; a follower that was down meanwhile
+//!   installs the snapshot there (its log restarts at the leader's log start) and catches up.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -57,10 +59,14 @@ struct Node {
 const TOPIC: &str = "orders";
 
 async fn start(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTreeMap<u64, String>) -> Node {
+    start_with(id, dir, addr, voters, LogConfig::default()).await
+}
+
+async fn start_with(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTreeMap<u64, String>, config: LogConfig) -> Node {
     let listener = transport::bind(addr).await.unwrap();
     let registry = Registry::new();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let part = Partition::open_replicated(TOPIC, 0, dir.join("orders-0"), LogConfig::default(), FsyncPolicy::Always).unwrap();
+    let part = Partition::open_replicated(TOPIC, 0, dir.join("orders-0"), config, FsyncPolicy::Always).unwrap();
     let group = group_id(&uuid::Uuid::from_u128(42), 0);
     let peers = Peers::new();
     let quiescer = Quiescer::start(id, voters, peers.clone(), &registry, QuiesceConfig::default());
@@ -275,6 +281,71 @@ async fn idempotent_retries_become_no_ops_with_the_original_offsets() {
         let b = committed_batches(n.p());
         assert_eq!(b.len(), 2, "replica {} holds {} batches", n.id, b.len());
     }
+    for n in nodes.iter_mut() {
+        n.kill().await;
+    }
+}
+
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_retention_restarts_at_its_log_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addrs: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let voters: BTreeMap<u64, String> = (1..=3u64).zip(addrs.iter().map(|a| a.to_string())).collect();
+    // small segments and a byte limit, so that retention deletes most of the log
+    let config = LogConfig { segment_bytes: 4096, retention_bytes: 16 * 1024, ..LogConfig::default() };
+    let dir = |i: usize| tmp.path().join(format!("r{}", i + 1));
+    let mut nodes = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        nodes.push(start_with(i as u64 + 1, dir(i), *a, &voters, config.clone()).await);
+    }
+    let li = leader(&nodes).await;
+    for i in 0..10 {
+        produce_all(&nodes[li], &format!("early{i}")).await.unwrap();
+    }
+    wait_hw(&nodes, 30).await;
+
+    // a follower goes away; the others write on and apply retention
+    let fi = (li + 1) % 3;
+    let (fid, faddr) = (nodes[fi].id, nodes[fi].addr);
+    nodes[fi].kill().await;
+    for i in 0..400 {
+        produce_all(&nodes[li], &format!("later-record-with-some-padding-{i:04}")).await.unwrap();
+    }
+    let hw = nodes[li].p().high_watermark();
+    assert_eq!(hw, 30 + 400 * 3);
+    wait_hw(&nodes, hw).await;
+    // a retention pass, as the broker runs it: nothing goes before the Raft log lets go of it
+    let now = sediment_broker::broker::now_ms();
+    for n in nodes.iter().filter(|n| n.part.is_some()) {
+        let out = n.p().apply_local_retention(now).unwrap();
+        assert_eq!(out.segments_deleted, 0, "node {} deleted segments the Raft log still holds", n.id);
+        let target = n.p().retention_wanted(now).expect("retention wants to delete");
+        assert!(target > 30);
+        n.r().after_retention(n.p(), target).await;
+    }
+    // openraft purges once no replication in flight (to the dead follower) reads the entries,
+    // and the purge deletes the segments
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in nodes.iter().filter(|n| n.part.is_some()) {
+        while n.p().log_start_offset() <= 30 {
+            assert!(Instant::now() < deadline, "node {} never deleted its old segments", n.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let start = nodes[li].p().log_start_offset();
+    assert!(nodes[li].r().raft.metrics().borrow().purged.is_some(), "the leader's Raft log start moved");
+
+    // the follower returns: it cannot get the deleted entries, so it restarts at the leader's
+    // log start from the snapshot, then catches up entry by entry
+    nodes[fi] = start_with(fid, dir(fi), faddr, &voters, config.clone()).await;
+    wait_hw(&nodes, hw).await;
+    assert_eq!(nodes[fi].p().log_start_offset(), start, "the follower's log restarts at the leader's log start");
+    assert_eq!(committed_batches(nodes[fi].p()), committed_batches(nodes[li].p()));
+    // and it takes part in new commits
+    let next = produce_all(&nodes[li], "after").await.unwrap();
+    assert_eq!(next, hw);
+    wait_hw(&nodes, hw + 3).await;
     for n in nodes.iter_mut() {
         n.kill().await;
     }

@@ -915,6 +915,20 @@ impl PartitionLog {
         now_ms: i64,
         limit: i64,
     ) -> Result<RetentionOutcome, LogError> {
+        let n = self.retention_count(now_ms, limit)?;
+        self.remove_front(n)
+    }
+
+    /// Where [`apply_retention_below`](Self::apply_retention_below) with the same arguments would
+    /// start the log, if it would delete anything (nothing is deleted). A replicated partition
+    /// asks first, moves its Raft log's start there, and deletes once Raft let go of the entries.
+    pub fn retention_plan(&self, now_ms: i64, limit: i64) -> Result<Option<i64>, LogError> {
+        let n = self.retention_count(now_ms, limit)?.min(self.segments.len() - 1);
+        Ok((n > 0).then(|| self.segments[n].base_offset))
+    }
+
+    /// How many leading segments retention deletes (see `apply_retention_below`).
+    fn retention_count(&self, now_ms: i64, limit: i64) -> Result<usize, LogError> {
         let sealed = self.segments[..self.segments.len() - 1] // never empty, see `active`
             .partition_point(|s| s.next_offset <= limit);
         let mut n = 0;
@@ -934,8 +948,7 @@ impl PartitionLog {
                 n += 1;
             }
         }
-        n = self.leading_segments_below_start(n);
-        self.remove_front(n)
+        Ok(self.leading_segments_below_start(n))
     }
 
     /// Extends `n` over the following sealed segments that lie wholly below the log start offset.

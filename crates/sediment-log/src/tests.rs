@@ -513,9 +513,16 @@ fn retention_by_bytes_deletes_oldest_while_still_over() {
         retention_bytes: limit as i64,
         ..small()
     });
+    // the plan names where the log will start, and deletes nothing
+    let second_base = segs[1].base_offset;
+    assert_eq!(log.retention_plan(0, i64::MAX).expect("plan"), Some(second_base));
+    assert_eq!(log.retention_plan(0, segs[0].base_offset).expect("plan"), None, "fenced below the first segment's end");
+    assert_eq!(log.segments().len(), segs.len());
     let out = log.apply_retention(0).expect("retention");
     // deleting the first brings it to total - s0 >= limit; deleting the second would go below
     assert_eq!(out.segments_deleted, 1);
+    assert_eq!(log.log_start_offset(), second_base);
+    assert_eq!(log.retention_plan(0, i64::MAX).expect("plan"), None, "nothing more to delete");
     assert!(log.size_bytes() >= limit);
     log.set_config(LogConfig {
         retention_ms: -1,

@@ -325,6 +325,27 @@ impl EntryIndex {
         Ok(())
     }
 
+    /// The last entry (at or above the floor) that ends at or below `offset`: everything up to
+    /// it lies wholly below that offset. Binary search (entries' next offsets never decrease).
+    pub fn last_ending_at_or_below(&self, offset: i64) -> Result<Option<(u64, EntryRecord)>, IndexError> {
+        let (Some(mut lo), Some(hi)) = (self.first_index(), self.last_index()) else { return Ok(None) };
+        let at = |i: u64| -> Result<EntryRecord, IndexError> { self.get(i)?.ok_or(IndexError::NotContiguous { index: i, last: Some(hi) }) };
+        if at(lo)?.next_offset() > offset {
+            return Ok(None);
+        }
+        // invariant: entry lo ends at or below offset; find the last such
+        let mut hi = hi;
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if at(mid)?.next_offset() <= offset {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(Some((lo, at(lo)?)))
+    }
+
     /// The payload of membership entry `index`.
     pub fn membership(&self, index: u64) -> Option<&[u8]> {
         self.memberships.get(&index).map(|v| v.as_slice())
