@@ -245,19 +245,28 @@ def quiesced(cluster) -> tuple[int, int]:
     return lead, follow
 
 
+def poll_until(probe, done, timeout: float, what: str, every: float = 0.2):
+    """Calls `probe` until `done(result)` holds; fails naming `what` and the last result.
+    A probe that raises (a broker restarting) counts as not done."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            seen = probe()
+            if done(seen):
+                return seen
+        except Exception as e:
+            seen = repr(e)
+        time.sleep(every)
+    raise AssertionError(f"{what}: last seen {seen}")
+
+
 def wait_quiesced(cluster, timeout: float = 60.0) -> None:
     """Every partition of the cluster (internal topics included) quiet on every replica."""
     md = cluster.metadata(None)
     partitions = sum(len(t.partitions) for t in md.topics.values())
     want = (partitions, partitions * (len(cluster.live()) - 1))
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        seen = quiesced(cluster)
-        if seen == want:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"quiet (leaders, followers) {seen}, want {want}")
+    poll_until(lambda: quiesced(cluster), lambda seen: seen == want, timeout, f"quiet (leaders, followers) not {want}")
 
 
 def test_idle_partitions_quiesce_and_fail_over(cluster_factory, topic_name):
@@ -301,17 +310,9 @@ def preferred_leaders(cluster, topic: str, partitions: int) -> dict[int, tuple[i
 
 
 def wait_preferred(cluster, topic: str, partitions: int, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline:
-        try:
-            seen = preferred_leaders(cluster, topic, partitions)
-            if len(seen) == partitions and all(l == pref for l, pref in seen.values()):
-                return
-        except Exception as e:  # a broker restarting
-            seen = repr(e)
-        time.sleep(0.25)
-    raise AssertionError(f"leaders not back on their preferred replicas: {seen}")
+    poll_until(lambda: preferred_leaders(cluster, topic, partitions),
+               lambda seen: len(seen) == partitions and all(l == pref for l, pref in seen.values()),
+               timeout, "leaders not back on their preferred replicas", every=0.25)
 
 
 def test_leadership_returns_to_the_preferred_replica(cluster_factory, topic_name):
