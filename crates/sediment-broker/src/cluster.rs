@@ -267,7 +267,9 @@ pub async fn rebalance_leaders(broker: Weak<Broker>, ctx: Arc<ClusterCtx>, every
                     continue;
                 }
                 let to = preferred as u64;
-                if ctx.quiescer.is_alive(to) && r.caught_up(to) {
+                // in sync is enough to try: the transfer itself pauses writes until the target
+                // has the whole log
+                if ctx.quiescer.is_alive(to) && r.in_sync(to) {
                     moves.push((t.name.clone(), p.index, r.clone(), to));
                 }
             }

@@ -970,6 +970,7 @@ impl Replica {
                     let m = metrics.borrow_and_update();
                     (m.current_term, m.state == ServerState::Leader)
                 };
+                let became_leader = leading && !was_leader;
                 if leading != was_leader {
                     sediment_telemetry::metrics().replication.leader_changed();
                     was_leader = leading;
@@ -979,7 +980,7 @@ impl Replica {
                 }
                 let Some(p) = weak.upgrade() else { return };
                 p.set_leader_epoch(term.min(i32::MAX as u64) as i32);
-                if leading {
+                if became_leader {
                     tracing::info!(topic = %p.topic, partition = p.index, epoch = term, "leading the partition");
                 }
                 drop(p);
@@ -1061,6 +1062,14 @@ impl Replica {
     /// How long this broker has led the group (None when it does not).
     pub fn led_for(&self) -> Option<Duration> {
         self.leading_since.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed())
+    }
+
+    /// Whether voter `id` has everything committed so far (leader only): Kafka's in-sync.
+    pub fn in_sync(&self, id: u64) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let Some(applied) = m.last_applied.map(|l| l.index) else { return false };
+        m.replication.as_ref().and_then(|r| r.get(&id)).is_some_and(|x| x.is_some_and(|l| l.index >= applied))
     }
 
     /// Whether voter `id` has every entry of the leader's log (leader only).
