@@ -928,6 +928,7 @@ impl Replica {
         let log = ReplicaLog::new(p.clone(), proposals.clone());
         let sm = ReplicaSm::open(p.clone());
         let raft = DataRaft::new(node_id, config, network, log, sm).await?;
+        sediment_raft::network::spawn_election_watchdog(raft.clone());
         if !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
             match init_delay {

@@ -271,6 +271,7 @@ impl Controller {
             METADATA_GROUP,
             Arc::new(RaftHandler { raft: raft.clone(), client: Some(Arc::new(Forwarded { raft: raft.clone() })), on_append: None }),
         );
+        crate::network::spawn_election_watchdog(raft.clone());
         if !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
             // Every voter seeds the same membership at log index 0; whoever wins the first

@@ -230,3 +230,41 @@ impl Dispatch for Registry {
         }
     }
 }
+
+/// openraft 0.9 draws each node's election timeout once, at start, and elections fire on
+/// ticks. Two followers whose fixed timeouts land on nearly the same tick campaign together,
+/// split the vote, and do it again every round: CI saw a group stay leaderless for over 20 s.
+/// This watchdog breaks the tie: a group leaderless for three maximum election timeouts
+/// campaigns after a fresh random delay, each round. It sleeps on the group's metrics, so an
+/// idle group costs nothing. Ends when the group stops.
+pub fn spawn_election_watchdog<C: TypeConfig>(raft: Raft<C>) {
+    tokio::spawn(async move {
+        let max = raft.config().election_timeout_max;
+        let stuck_after = std::time::Duration::from_millis(max * 3);
+        let mut m = raft.metrics();
+        loop {
+            if m.wait_for(|x| x.current_leader.is_none() && x.running_state.is_ok()).await.is_err() {
+                return;
+            }
+            let led = match tokio::time::timeout(stuck_after, m.wait_for(|x| x.current_leader.is_some())).await {
+                Ok(Ok(_)) => Some(true),
+                Ok(Err(_)) => None,
+                Err(_) => Some(false),
+            };
+            match led {
+                Some(true) => continue,
+                None => return,
+                Some(false) => {
+                    let jitter = std::time::Duration::from_millis(rand::random::<u64>() % max.max(1));
+                    tokio::time::sleep(jitter).await;
+                    if m.borrow().current_leader.is_none() {
+                        tracing::info!(jitter_ms = jitter.as_millis() as u64, "group leaderless for a while: campaigning to break a split vote");
+                        if raft.trigger().elect().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
