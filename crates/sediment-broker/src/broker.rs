@@ -440,15 +440,7 @@ impl Broker {
             return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
         };
         let current = topic.partitions.len() as i32;
-        if count <= current {
-            return Err(ApiError::new(
-                ErrorCode::InvalidPartitions,
-                format!("topic currently has {current} partitions, which is higher than or equal to the requested {count}"),
-            ));
-        }
-        if count > 100_000 {
-            return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("{count} partitions is more than this broker allows (100000)")));
-        }
+        crate::broker::check_partition_growth(current, count)?;
         if validate_only {
             return Ok(());
         }
@@ -624,6 +616,20 @@ impl Broker {
             }
         }
     }
+}
+
+/// CreatePartitions may only grow a topic, up to this broker's limit (single node and cluster).
+pub(crate) fn check_partition_growth(current: i32, count: i32) -> Result<(), ApiError> {
+    if count <= current {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPartitions,
+            format!("topic currently has {current} partitions, which is higher than or equal to the requested {count}"),
+        ));
+    }
+    if count > 100_000 {
+        return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("{count} partitions is more than this broker allows (100000)")));
+    }
+    Ok(())
 }
 
 /// `<logs>/<topic>-<partition>`, Kafka's layout.

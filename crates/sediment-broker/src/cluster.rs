@@ -395,15 +395,7 @@ impl Broker {
             return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
         };
         let current = rec.partitions();
-        if count <= current {
-            return Err(ApiError::new(
-                ErrorCode::InvalidPartitions,
-                format!("topic currently has {current} partitions, which is higher than or equal to the requested {count}"),
-            ));
-        }
-        if count > 100_000 {
-            return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("{count} partitions is more than this broker allows (100000)")));
-        }
+        crate::broker::check_partition_growth(current, count)?;
         if validate_only {
             return Ok(());
         }

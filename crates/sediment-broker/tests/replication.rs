@@ -297,7 +297,7 @@ async fn a_follower_behind_the_leaders_retention_restarts_at_its_log_start() {
     let dir = |i: usize| tmp.path().join(format!("r{}", i + 1));
     let mut nodes = Vec::new();
     for (i, a) in addrs.iter().enumerate() {
-        nodes.push(start_with(i as u64 + 1, dir(i), *a, &voters, config.clone()).await);
+        nodes.push(start_with(i as u64 + 1, dir(i), *a, &voters, config).await);
     }
     let li = leader(&nodes).await;
     for i in 0..10 {
@@ -338,7 +338,7 @@ async fn a_follower_behind_the_leaders_retention_restarts_at_its_log_start() {
 
     // the follower returns: it cannot get the deleted entries, so it restarts at the leader's
     // log start from the snapshot, then catches up entry by entry
-    nodes[fi] = start_with(fid, dir(fi), faddr, &voters, config.clone()).await;
+    nodes[fi] = start_with(fid, dir(fi), faddr, &voters, config).await;
     wait_hw(&nodes, hw).await;
     assert_eq!(nodes[fi].p().log_start_offset(), start, "the follower's log restarts at the leader's log start");
     assert_eq!(committed_batches(nodes[fi].p()), committed_batches(nodes[li].p()));
