@@ -100,7 +100,7 @@ impl Node {
 }
 
 fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    sediment_raft::transport::testing::listen_addr()
 }
 
 /// The index of each group's leader among `nodes`, once every group has one there.

@@ -99,7 +99,7 @@ impl Node {
 }
 
 fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    sediment_raft::transport::testing::listen_addr()
 }
 
 async fn leader(nodes: &[Node]) -> usize {

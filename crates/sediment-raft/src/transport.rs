@@ -328,6 +328,27 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Helpers for tests that start brokers' transports on loopback.
+pub mod testing {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+
+    /// A free loopback address whose port lies below Linux's ephemeral range (32768+), so no
+    /// outgoing connection can take it while a test node is down and about to restart on it
+    /// (binding port 0 hands out ephemeral ports, which did collide in CI: AddrInUse).
+    pub fn listen_addr() -> std::net::SocketAddr {
+        let base = std::process::id().wrapping_mul(7919);
+        for _ in 0..10_000 {
+            let port = 20_000 + ((base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))) % 12_000) as u16;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                return l.local_addr().expect("bound listener has an address");
+            }
+        }
+        panic!("no free port in 20000-31999");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,8 +44,7 @@ impl Node {
 }
 
 fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    sediment_raft::transport::testing::listen_addr()
 }
 
 async fn cluster(dir: &std::path::Path) -> (Vec<Node>, BTreeMap<u64, String>) {
