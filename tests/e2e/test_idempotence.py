@@ -1,7 +1,13 @@
 """Idempotent producers (issue 3): retries forced by a proxy that drops Produce responses
 must not duplicate or reorder anything, across a broker restart too; and the broker answers
-sequence gaps and stale epochs with Kafka's error codes."""
+sequence gaps and stale epochs with Kafka's error codes.
 
+Two producers: confluent-kafka (librdkafka sends one request per partition at a time when
+idempotent) and `sediment produce` (up to five requests in flight, as Kafka's Java client),
+whose retries race each other and meet OUT_OF_ORDER_SEQUENCE_NUMBER on the way."""
+
+import subprocess
+import threading
 import time
 
 import pytest
@@ -25,7 +31,10 @@ def _proxied_broker(broker_factory):
     return b, proxy
 
 
-def _produce_all(bootstrap, topic, start, count, acked, errors):
+def _produce_all(client, bootstrap, topic, start, count, acked, errors):
+    if client == "sediment":
+        _produce_all_cli(bootstrap, topic, start, count, acked, errors)
+        return
     p = Producer({
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
@@ -55,6 +64,29 @@ def _produce_all(bootstrap, topic, start, count, acked, errors):
     assert remaining == 0, f"{remaining} records never delivered"
 
 
+def _produce_all_cli(bootstrap, topic, start, count, acked, errors):
+    """`sediment produce` (idempotent by default with acks=all), fed a few hundred lines at a
+    time so the stream lasts long enough to restart the broker under it. It exits 0 only when
+    every record was acknowledged."""
+    import os
+
+    binary = os.environ["SEDIMENT_TEST_BIN"]
+    p = subprocess.Popen(
+        [binary, "produce", "--bootstrap", bootstrap, "--topic", topic, "--batch-size", "8192", "--linger-ms", "2"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    for i in range(start, start + count, 250):
+        p.stdin.write(b"".join(b"%d\n" % j for j in range(i, min(i + 250, start + count))))
+        p.stdin.flush()
+        time.sleep(0.03)  # ~2.4 s for N records: long enough to restart the broker under it
+    p.stdin.close()
+    err = p.stderr.read()
+    if p.wait(timeout=240) != 0:
+        errors.append(err.decode(errors="replace").strip())
+    else:
+        acked.extend(range(start, start + count))
+
+
 def _assert_exactly_once_in_order(bootstrap, topic, expected):
     low, high = watermarks(bootstrap, topic, 0)
     records = consume_range(bootstrap, topic, {0: (low, high)})[0]
@@ -65,14 +97,23 @@ def _assert_exactly_once_in_order(bootstrap, topic, expected):
     assert values == list(range(expected)), f"gap or extra: got {len(values)} records, expected {expected}"
 
 
+CLIENTS = ["confluent-kafka", "sediment"]
+
+
+@pytest.fixture
+def cli_bin(sediment_bin, monkeypatch):
+    monkeypatch.setenv("SEDIMENT_TEST_BIN", str(sediment_bin))
+
+
 @pytest.mark.timeout(300)
-def test_retries_through_dropped_responses_leave_no_duplicates(broker_factory, topic_name):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_retries_through_dropped_responses_leave_no_duplicates(broker_factory, topic_name, client, cli_bin):
     b, proxy = _proxied_broker(broker_factory)
     with proxy:
         create_topic(b.bootstrap, topic_name, partitions=1)
         proxy.drop_response(PRODUCE, 0.05)
         acked, errors = [], []
-        _produce_all(proxy.address, topic_name, 0, N, acked, errors)
+        _produce_all(client, proxy.address, topic_name, 0, N, acked, errors)
         assert not errors, errors[:5]
         assert proxy.dropped >= 5, f"the proxy dropped only {proxy.dropped} responses; the test forced no retries"
         assert sorted(acked) == list(range(N))
@@ -80,21 +121,21 @@ def test_retries_through_dropped_responses_leave_no_duplicates(broker_factory, t
 
 
 @pytest.mark.timeout(300)
-def test_no_duplicates_across_a_broker_restart(broker_factory, topic_name):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_no_duplicates_across_a_broker_restart(broker_factory, topic_name, client, cli_bin):
     b, proxy = _proxied_broker(broker_factory)
     with proxy:
         create_topic(b.bootstrap, topic_name, partitions=1)
         proxy.drop_response(PRODUCE, 0.05)
         acked, errors = [], []
-        import threading
-
-        t = threading.Thread(target=_produce_all, args=(proxy.address, topic_name, 0, N, acked, errors))
+        t = threading.Thread(target=_produce_all, args=(client, proxy.address, topic_name, 0, N, acked, errors))
         t.start()
         # restart the broker in the middle of the stream: the producer keeps its id and
         # sequences, the broker must rebuild its producer state from disk
         deadline = time.time() + 60
-        while len(acked) < N // 3 and time.time() < deadline:
+        while watermarks(b.bootstrap, topic_name, 0)[1] < N // 3 and time.time() < deadline:
             time.sleep(0.05)
+        assert t.is_alive(), "the stream ended before the restart; the test restarted nothing"
         b.kill()
         b.restart()
         t.join(240)

@@ -64,6 +64,8 @@ pub struct BenchConfig {
     pub linger: Duration,
     /// Produce requests in flight per connection.
     pub max_in_flight: usize,
+    /// Idempotent producers.
+    pub idempotent: bool,
     /// Total records/s over all producers; 0 = unlimited.
     pub rate: u64,
     /// How long producers send (and consume-only consumers read at most).
@@ -171,6 +173,7 @@ impl BenchReport {
                 "max": self.latency.max,
             },
             "acks": self.config.acks.to_string(),
+            "idempotent": self.config.idempotent,
             "compression": self.config.compression.to_string(),
             "record_size": self.config.record_size,
             "partitions": self.config.partitions,
@@ -453,6 +456,7 @@ async fn produce_loop(
         linger: config.linger,
         max_in_flight: config.max_in_flight,
         keyless: Keyless::Sticky,
+        idempotent: config.idempotent,
         ..ProducerConfig::default()
     };
     let producer = Producer::with_callback(client, producer_config, callback);
@@ -624,6 +628,7 @@ mod tests {
             batch_size: 1 << 18,
             linger: Duration::from_millis(5),
             max_in_flight: 5,
+            idempotent: false,
             rate: 0,
             duration: Duration::from_secs(10),
             compression: Codec::None,
@@ -650,6 +655,7 @@ mod tests {
             "consume_records_per_s",
             "latency_us",
             "acks",
+            "idempotent",
             "record_size",
             "partitions",
             "producers",

@@ -194,6 +194,10 @@ pub struct ProduceArgs {
     /// How long a batch waits for more records
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
+    /// Idempotent producer: retries are never written twice (default: true with --acks all,
+    /// as in Kafka's Java client; true with other acks is a usage error)
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub idempotence: Option<bool>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub conn: ConnArgs,
@@ -262,6 +266,9 @@ pub struct BenchArgs {
     /// Produce requests in flight per connection
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub max_in_flight: u64,
+    /// Idempotent producers (needs --acks all; at most 5 requests in flight)
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub idempotence: bool,
     /// Records per second over all producers (0 = unlimited)
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
@@ -531,6 +538,7 @@ async fn run_produce(a: ProduceArgs) -> anyhow::Result<()> {
         batch_size: usize::try_from(a.batch_size).unwrap_or(usize::MAX),
         linger: Duration::from_millis(a.linger_ms),
         keyless: Keyless::Sticky,
+        idempotent: idempotence_with(a.idempotence, a.acks),
         ..ProducerConfig::default()
     };
     let producer = Producer::with_callback(client, config, callback);
@@ -806,6 +814,20 @@ fn io_result(e: std::io::Error) -> anyhow::Result<()> {
     }
 }
 
+/// Whether to produce idempotently: `flag`, or by default exactly when acks=all (the Java
+/// client's rule). Asking for idempotence with other acks is a usage error (exit 2).
+fn idempotence_with(flag: Option<bool>, acks: Acks) -> bool {
+    match flag {
+        Some(true) if acks != Acks::All => clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!("--idempotence true needs --acks all (got --acks {acks})\n"),
+        )
+        .exit(),
+        Some(on) => on,
+        None => acks == Acks::All,
+    }
+}
+
 async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
     let mode = match (a.produce_only, a.consume_only) {
         (true, _) => BenchMode::ProduceOnly,
@@ -830,6 +852,7 @@ async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
         batch_size: usize::try_from(a.batch_size).unwrap_or(usize::MAX),
         linger: Duration::from_millis(a.linger_ms),
         max_in_flight: usize::try_from(a.max_in_flight).unwrap_or(1),
+        idempotent: a.idempotence && idempotence_with(Some(true), a.acks),
         rate: a.rate,
         duration: Duration::from_secs_f64(a.duration),
         compression: a.compression,

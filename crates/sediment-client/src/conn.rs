@@ -82,6 +82,34 @@ pub(crate) enum Frame {
     Parts(Vec<Bytes>),
 }
 
+/// A place in a chain of requests that must reach the socket in the order the chain was made
+/// (an idempotent producer's batches of one partition: a later sequence written first is
+/// refused as out of order). A turn queues its frame once the previous turn has queued its
+/// own or was dropped unsent (an error before sending must not stall the chain).
+#[derive(Debug)]
+pub(crate) struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+}
+
+/// The turn's signal to its successor; dropping it lets the successor go.
+pub(crate) struct TurnDone(#[allow(dead_code)] oneshot::Sender<()>);
+
+impl Turn {
+    /// The next turn of a chain whose last turn so far left `last` (None: the chain starts).
+    pub(crate) fn next(last: &mut Option<oneshot::Receiver<()>>) -> Turn {
+        let (done, rx) = oneshot::channel();
+        Turn { after: last.replace(rx), done }
+    }
+
+    async fn wait(self) -> TurnDone {
+        if let Some(after) = self.after {
+            let _ = after.await; // sent or dropped: either way it is our turn
+        }
+        TurnDone(self.done)
+    }
+}
+
 /// A request waiting for its response.
 struct Pending {
     api: ApiKey,
@@ -349,17 +377,19 @@ impl Connection {
     /// Sends a request whose body is already encoded as `parts` (written in
     /// order, without copying them into one buffer) and decodes the response
     /// as `R::Response`; `None` if `expect_response` is false.
+    /// With a `turn`, the frame is queued only after the previous turn's frame (see [`Turn`]).
     pub(crate) async fn send_body_parts<R: Request>(
         &self,
         version: i16,
         parts: Vec<Bytes>,
         timeout: Duration,
         expect_response: bool,
+        turn: Option<Turn>,
     ) -> Result<Option<R::Response>> {
         let api = api_of::<R>()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = self.encode_parts_frame(api, version, id, parts)?;
-        let body = self.exchange(api, version, id, frame, timeout, expect_response).await?;
+        let body = self.exchange(api, version, id, frame, timeout, expect_response, turn).await?;
         match body {
             None => Ok(None),
             some => self.decode_response::<R>(api, version, some).map(Some),
@@ -390,10 +420,12 @@ impl Connection {
     ) -> Result<Option<Bytes>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = Frame::One(self.encode_frame(api, version, id, req)?);
-        self.exchange(api, version, id, frame, timeout, expect_response).await
+        self.exchange(api, version, id, frame, timeout, expect_response, None).await
     }
 
-    /// Registers `id` (if a response is expected), queues `frame` and waits.
+    /// Registers `id` (if a response is expected), queues `frame` (after `turn`'s predecessor)
+    /// and waits.
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         api: ApiKey,
@@ -402,7 +434,12 @@ impl Connection {
         frame: Frame,
         timeout: Duration,
         expect_response: bool,
+        turn: Option<Turn>,
     ) -> Result<Option<Bytes>> {
+        let turn = match turn {
+            Some(t) => Some(t.wait().await),
+            None => None,
+        };
         let rx = if expect_response {
             let (tx, rx) = oneshot::channel();
             let mut inner = self.shared.lock();
@@ -414,7 +451,9 @@ impl Connection {
         } else {
             None
         };
-        if self.frames.send(frame).await.is_err() {
+        let queued = self.frames.send(frame).await;
+        drop(turn); // the next turn may queue its frame now
+        if queued.is_err() {
             self.shared.lock().entries.remove(&id);
             return Err(self.failure());
         }

@@ -28,6 +28,7 @@ pub mod conn;
 pub mod consumer;
 pub mod error;
 pub mod group;
+mod idempotence;
 pub mod partitioner;
 pub mod producer;
 

@@ -44,7 +44,8 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::conn::{Client, TopicInfo};
+use crate::conn::{Client, TopicInfo, Turn};
+use crate::idempotence::{self, Idempotence, Sequenced};
 use crate::error::{Error, Result};
 use crate::partitioner::{Keyless, Partitioner};
 
@@ -52,6 +53,9 @@ use crate::partitioner::{Keyless, Partitioner};
 const BATCH_HEADER_BYTES: usize = 61;
 /// Upper bound of a record's framing (length, attributes, deltas, key/value/header lengths).
 const RECORD_OVERHEAD_BYTES: usize = 24;
+/// Requests in flight per connection for an idempotent producer: the broker remembers the last
+/// five batches of each producer and partition, so a retry of any of them is recognised.
+const MAX_IDEMPOTENT_IN_FLIGHT: usize = 5;
 /// Commands the accumulator handles before checking its linger timer again.
 const COMMANDS_PER_TURN: usize = 256;
 
@@ -166,6 +170,10 @@ pub struct ProducerConfig {
     pub queue_records: usize,
     /// How records with neither key nor partition are spread.
     pub keyless: Keyless,
+    /// Idempotent producer (`enable.idempotence`): batches carry a producer id and sequence
+    /// numbers so that retries are never written twice and never reordered. As with Kafka's
+    /// clients this implies `acks=all` and at most 5 requests in flight (both are enforced).
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -182,6 +190,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             queue_records: 4 * 1024,
             keyless: Keyless::Sticky,
+            idempotent: false,
         }
     }
 }
@@ -333,6 +342,8 @@ struct Shared {
     /// Encode buffers of acknowledged batches, reused so large batches do not
     /// fault in fresh pages every time.
     pool: std::sync::Mutex<Vec<BytesMut>>,
+    /// Producer id and sequences, for an idempotent producer.
+    idempotence: Option<Idempotence>,
 }
 
 impl Shared {
@@ -365,6 +376,9 @@ struct Batch {
     waiters: Vec<Waiter>,
     bytes: usize,
     sealed: Instant,
+    /// Producer id, epoch and base sequence (idempotent producer), given when the batch is
+    /// put into a request and kept across its retries.
+    sequenced: Option<Sequenced>,
 }
 
 impl Batch {
@@ -384,6 +398,9 @@ impl Batch {
 
 /// Completes every record of `batch` with `result` (the base offset or an error).
 fn complete(shared: &Shared, batch: Batch, result: Result<i64>) {
+    if let (Some(idem), Some(seq)) = (&shared.idempotence, batch.sequenced) {
+        idem.resolved(&batch.topic, batch.partition, seq, result.is_ok());
+    }
     complete_with(shared.callback.as_ref(), &shared.outstanding, batch, result);
 }
 
@@ -435,13 +452,19 @@ impl Producer {
         config.batch_size = config.batch_size.max(1);
         config.max_in_flight = config.max_in_flight.max(1);
         config.max_request_bytes = config.max_request_bytes.max(config.batch_size);
+        if config.idempotent {
+            config.acks = Acks::All;
+            config.max_in_flight = config.max_in_flight.min(MAX_IDEMPOTENT_IN_FLIGHT);
+        }
         let (tx, rx) = mpsc::channel(config.queue_records.max(1));
+        let idempotence = config.idempotent.then(Idempotence::new);
         let shared = Arc::new(Shared {
             client,
             config,
             callback,
             outstanding: Outstanding { records: AtomicUsize::new(0), notify: Notify::new() },
             pool: std::sync::Mutex::new(Vec::new()),
+            idempotence,
         });
         let acc = Accumulator {
             shared,
@@ -528,6 +551,7 @@ impl TopicAcc {
             waiters: std::mem::take(&mut buf.waiters),
             bytes: std::mem::take(&mut buf.bytes),
             sealed: Instant::now(),
+            sequenced: None,
         };
         buf.deadline = None;
         outstanding.add(n);
@@ -702,6 +726,7 @@ impl Accumulator {
             waiters,
             bytes: 0,
             sealed: self.now,
+            sequenced: None,
         };
         complete(&self.shared, batch, Err(err));
     }
@@ -747,6 +772,9 @@ impl Accumulator {
                 .and_then(|t| t.leader(batch.partition))
                 .unwrap_or(-1);
             let shared = &self.shared;
+            // An idempotent producer gives sequences and orders its requests in one sender, so
+            // that a partition's batches cannot overtake each other when its leader changes.
+            let leader = if shared.idempotence.is_some() { 0 } else { leader };
             let tx = self.senders.entry(leader).or_insert_with(|| spawn_node_sender(shared.clone()));
             if let Err(mpsc::error::SendError(batch)) = tx.send(batch).await {
                 complete(&self.shared, batch, Err(Error::ProducerClosed));
@@ -766,6 +794,8 @@ fn spawn_node_sender(shared: Arc<Shared>) -> mpsc::Sender<Batch> {
 async fn node_sender(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>) {
     let config = &shared.config;
     let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    // Idempotent requests reach the socket in the order their sequences were given.
+    let mut last_turn = None;
     let mut held: Vec<Batch> = Vec::new();
     let mut held_bytes = 0usize;
     loop {
@@ -790,12 +820,21 @@ async fn node_sender(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>) {
                 Err(_) => break,
             }
         }
-        // One batch per partition per request (Produce v3+ allows only one).
+        // One batch per partition per request (Produce v3+ allows only one). An idempotent
+        // producer also holds back a partition whose window of unresolved batches is full.
+        let idem = shared.idempotence.as_ref();
+        let resolved = idem.map(|i| i.resolved.notified());
         let mut request: Vec<Batch> = Vec::new();
         let mut keep: Vec<Batch> = Vec::new();
         let mut bytes = 0usize;
         for b in held.drain(..) {
-            if bytes < config.max_request_bytes && !request.iter().any(|r| r.same_partition(&b)) {
+            // A partition held back once stays held back in this pass: its window can open
+            // while we look (a concurrent acknowledgement), and a later batch must not go first.
+            if bytes < config.max_request_bytes
+                && !request.iter().any(|r| r.same_partition(&b))
+                && !keep.iter().any(|k| k.same_partition(&b))
+                && !idem.is_some_and(|i| i.window_full(&b.topic, b.partition))
+            {
                 bytes += b.bytes;
                 request.push(b);
             } else {
@@ -804,9 +843,29 @@ async fn node_sender(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>) {
         }
         held = keep;
         held_bytes -= bytes;
+        if request.is_empty() {
+            // Every held partition waits for its window; new batches merge meanwhile.
+            drop(permit);
+            if let Some(resolved) = resolved {
+                let _ = tokio::time::timeout(Duration::from_millis(100), resolved).await;
+            }
+            continue;
+        }
+        let turn = match &shared.idempotence {
+            Some(idem) => match sequence(&shared, idem, &mut request).await {
+                Ok(()) => Some(Turn::next(&mut last_turn)),
+                Err(e) => {
+                    for b in request {
+                        complete(&shared, b, Err(e.clone()));
+                    }
+                    continue;
+                }
+            },
+            None => None,
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
-            send_batches(&shared, request).await;
+            send_batches(&shared, request, turn).await;
             drop(permit);
         });
     }
@@ -815,6 +874,22 @@ async fn node_sender(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>) {
     }
     // Wait for the requests still in flight before the task ends.
     let _ = permits.acquire_many(u32::try_from(config.max_in_flight).unwrap_or(u32::MAX)).await;
+}
+
+/// Gives each batch of an idempotent request its producer id and sequences.
+async fn sequence(shared: &Shared, idem: &Idempotence, request: &mut [Batch]) -> Result<()> {
+    let deadline = request.iter().map(|b| b.sealed).min().unwrap_or_else(Instant::now) + shared.config.delivery_timeout;
+    'again: loop {
+        let producer = idem.producer(&shared.client, deadline).await?;
+        for b in request.iter_mut() {
+            match idem.assign(producer, &b.topic, b.partition, b.tokens.len()) {
+                Some(seq) => b.sequenced = Some(seq),
+                // A batch failed for good meanwhile: the producer id changes; start over.
+                None => continue 'again,
+            }
+        }
+        return Ok(());
+    }
 }
 
 fn hold(held: &mut Vec<Batch>, b: Batch, batch_size: usize) {
@@ -828,14 +903,28 @@ fn hold(held: &mut Vec<Batch>, b: Batch, batch_size: usize) {
 }
 
 /// Encodes `records` as one record batch v2 into `buf` (cleared first).
-pub(crate) fn encode_batch_into(records: &mut [Record], codec: Codec, mut buf: BytesMut) -> Result<Bytes> {
+pub(crate) fn encode_batch_into(
+    records: &mut [Record],
+    codec: Codec,
+    sequenced: Option<Sequenced>,
+    mut buf: BytesMut,
+) -> Result<Bytes> {
     buf.clear();
     for (i, r) in records.iter_mut().enumerate() {
-        // Offsets are deltas from 0; sequence = offset - 1 gives a base
-        // sequence of -1 (no idempotence) and one batch for all records.
         let i = i32::try_from(i).map_err(|_| Error::Invalid("too many records in one batch".into()))?;
         r.offset = i64::from(i);
-        r.sequence = i.wrapping_sub(1);
+        match sequenced {
+            Some(seq) => {
+                r.producer_id = seq.producer_id;
+                r.producer_epoch = seq.epoch;
+                // The header takes the first record's sequence; the encoder checks the rest
+                // follow it with wrapping arithmetic (the broker wraps at i32::MAX to 0).
+                r.sequence = seq.base_sequence.wrapping_add(i);
+            }
+            // Offsets are deltas from 0; sequence = offset - 1 gives a base
+            // sequence of -1 (no idempotence) and one batch for all records.
+            None => r.sequence = i.wrapping_sub(1),
+        }
     }
     let options = RecordEncodeOptions { version: 2, compression: codec.compression() };
     let encoded = if codec == Codec::Lz4 {
@@ -865,7 +954,7 @@ fn lz4_fast(records: &mut BytesMut, out: &mut BytesMut, _: Compression) -> anyho
 /// Encodes `records` as one record batch v2.
 #[cfg(test)]
 pub(crate) fn encode_batch(records: &mut [Record], codec: Codec, estimated: usize) -> Result<Bytes> {
-    encode_batch_into(records, codec, BytesMut::with_capacity(BATCH_HEADER_BYTES + estimated + 64))
+    encode_batch_into(records, codec, None, BytesMut::with_capacity(BATCH_HEADER_BYTES + estimated + 64))
 }
 
 /// One topic of a Produce request: partition index and its record batch.
@@ -972,18 +1061,21 @@ struct Encoded {
     batch: Batch,
     records: Bytes,
     last_error: Option<Error>,
+    /// Idempotent: an earlier batch of the partition was unresolved when this attempt was
+    /// sent, so an OUT_OF_ORDER_SEQUENCE_NUMBER answer only means that one had not landed yet.
+    behind: bool,
 }
 
 /// Encodes, sends and retries one request's worth of batches, then reports them.
-async fn send_batches(shared: &Shared, batches: Vec<Batch>) {
+async fn send_batches(shared: &Shared, batches: Vec<Batch>, mut turn: Option<Turn>) {
     let config = &shared.config;
     let mut pending: Vec<Encoded> = Vec::with_capacity(batches.len());
     for mut batch in batches {
         let buf = shared.take_buffer(BATCH_HEADER_BYTES + batch.bytes + 64);
-        match encode_batch_into(&mut batch.records, config.compression, buf) {
+        match encode_batch_into(&mut batch.records, config.compression, batch.sequenced, buf) {
             Ok(records) => {
                 batch.records = Vec::new();
-                pending.push(Encoded { batch, records, last_error: None });
+                pending.push(Encoded { batch, records, last_error: None, behind: false });
             }
             Err(e) => complete(shared, batch, Err(e)),
         }
@@ -1000,10 +1092,15 @@ async fn send_batches(shared: &Shared, batches: Vec<Batch>) {
             groups.entry(leader).or_default().push(e);
         }
         let results = futures::future::join_all(
-            groups.into_iter().map(|(leader, group)| send_group(shared, leader, group)),
+            // Only the first attempt keeps its place in the order of requests; retries are
+            // sorted out by the broker's sequence checks.
+            groups.into_iter().map(|(leader, group)| send_group(shared, leader, group, turn.take())),
         )
         .await;
+        // Created before the answers are looked at, so a batch resolved meanwhile wakes us.
+        let resolved = shared.idempotence.as_ref().map(|i| i.resolved.notified());
         let mut refresh: Vec<StrBytes> = Vec::new();
+        let mut only_behind = true;
         for retry in results.into_iter().flatten() {
             let expired = retry.batch.sealed.elapsed() >= config.delivery_timeout;
             if expired {
@@ -1011,7 +1108,9 @@ async fn send_batches(shared: &Shared, batches: Vec<Batch>) {
                 complete(shared, retry.batch, Err(err));
                 continue;
             }
-            if !refresh.contains(&retry.batch.topic) {
+            let behind = retry.last_error.as_ref().and_then(Error::code) == Some(ResponseError::OutOfOrderSequenceNumber);
+            only_behind &= behind;
+            if !behind && !refresh.contains(&retry.batch.topic) {
                 refresh.push(retry.batch.topic.clone());
             }
             pending.push(retry);
@@ -1019,8 +1118,17 @@ async fn send_batches(shared: &Shared, batches: Vec<Batch>) {
         if pending.is_empty() {
             break;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        match resolved {
+            // Idempotent batches waiting only for an earlier batch of their partition to land
+            // go again as soon as one does, without growing the backoff.
+            Some(resolved) if only_behind => {
+                let _ = tokio::time::timeout(backoff, resolved).await;
+            }
+            _ => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
         for topic in refresh {
             match shared.client.refresh_topic(&topic).await {
                 Ok(_) => {}
@@ -1040,7 +1148,7 @@ async fn send_batches(shared: &Shared, batches: Vec<Batch>) {
 }
 
 /// Sends one Produce request to `leader`; returns the batches to retry.
-async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>) -> Vec<Encoded> {
+async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>, turn: Option<Turn>) -> Vec<Encoded> {
     let config = &shared.config;
     let retry_all = |mut group: Vec<Encoded>, err: Error| -> Vec<Encoded> {
         for e in &mut group {
@@ -1106,7 +1214,7 @@ async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>) -> Ve
 
     if config.acks == Acks::None {
         let result = conn
-            .send_body_parts::<ProduceRequest>(version, body, conn.request_timeout(), false)
+            .send_body_parts::<ProduceRequest>(version, body, conn.request_timeout(), false, turn)
             .await
             .map(|_| -1);
         for e in group {
@@ -1116,7 +1224,14 @@ async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>) -> Ve
     }
 
     let wait = config.request_timeout + Duration::from_secs(5);
-    let resp = match conn.send_body_parts::<ProduceRequest>(version, body, wait, true).await {
+    if let Some(idem) = &shared.idempotence {
+        // Judged before sending: an answer processed after the earlier batch's own
+        // acknowledgement must not make an explainable refusal look final.
+        for e in &mut group {
+            e.behind = e.batch.sequenced.is_some_and(|seq| idem.earlier_unresolved(&e.batch.topic, e.batch.partition, seq));
+        }
+    }
+    let resp = match conn.send_body_parts::<ProduceRequest>(version, body, wait, true, turn).await {
         Ok(Some(r)) => r,
         Ok(None) => {
             let err = Error::protocol(conn.addr(), "missing Produce response");
@@ -1153,7 +1268,10 @@ async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>) -> Ve
             complete(shared, e.batch, Err(err));
             continue;
         };
-        if part.error_code == 0 {
+        // An idempotent retry of a batch the broker already wrote is answered with its
+        // original offsets (error 0), or, once it fell out of the broker's window of five, with
+        // DUPLICATE_SEQUENCE_NUMBER: either way it is written, once.
+        if part.error_code == 0 || (e.batch.sequenced.is_some() && idempotence::is_duplicate(part.error_code)) {
             shared.recycle(std::mem::take(&mut e.records));
             complete(shared, e.batch, Ok(part.base_offset));
             continue;
@@ -1173,7 +1291,10 @@ async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>) -> Ve
             part.error_code,
             message.as_deref(),
         );
-        if err.is_retriable() {
+        // Out of order behind a batch of the same partition that had not landed when this one
+        // was sent (a retry still on its way): retrying this one after it keeps the order.
+        let behind_unresolved = e.behind && idempotence::is_out_of_order(part.error_code);
+        if err.is_retriable() || behind_unresolved {
             e.last_error = Some(err);
             retry.push(e);
         } else {
@@ -1297,6 +1418,7 @@ mod tests {
             waiters: Vec::new(),
             bytes,
             sealed: Instant::now(),
+            sequenced: None,
         }
     }
 
