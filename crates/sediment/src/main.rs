@@ -4,6 +4,8 @@
 //! 1 runtime failure.
 
 mod admin;
+#[cfg(feature = "bucket-admin")]
+mod bucket;
 mod config;
 mod tier;
 
@@ -29,6 +31,9 @@ enum Command {
     Serve(ServeArgs),
     #[command(flatten)]
     Client(sediment_client::cli::ClientCommand),
+    /// Create or verify an S3 bucket's settings (encryption, public access block, lifecycle)
+    #[cfg(feature = "bucket-admin")]
+    Bucket(bucket::BucketArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,24 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        #[cfg(feature = "bucket-admin")]
+        Command::Bucket(args) => {
+            init_tracing_quiet();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(bucket::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
                     ExitCode::from(1)
                 }
             }
