@@ -454,3 +454,59 @@ def test_consumer_group_survives_its_coordinator(cluster_factory, topic_name):
         time.sleep(0.2)
     assert res[0] == 0, res
     assert {k: v[0] for k, v in res[1].items()} == {(topic_name, i): 200 for i in range(parts)}, res
+
+
+def log_start_by_node(cluster, topic: str, partition: int) -> dict[int, int]:
+    """Log start offset of the partition on every running node (admin API)."""
+    out = {}
+    for n in cluster.live():
+        try:
+            with urllib.request.urlopen(f"{n.admin_url}/v1/topics/{topic}", timeout=5) as r:
+                t = json.load(r)
+        except (urllib.error.HTTPError, urllib.error.URLError, ConnectionError):
+            continue  # a broker that just (re)started may not serve the topic yet
+        for p in t["partitions"]:
+            if p["partition"] == partition:
+                out[n.node_id] = p["log_start_offset"]
+    return out
+
+
+def test_delete_records_is_replicated(cluster_factory, topic_name):
+    """DeleteRecords on an RF=3 partition commits the new log start through the partition's
+    Raft group: every replica applies it, a new leader still starts there after the old one is
+    SIGKILLed, and the old one keeps it across its restart."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    c = cluster_factory(3)
+    create_topic(c.bootstrap, topic_name, 1, replication_factor=3)
+    p = producer(c.bootstrap)
+    for i in range(1000):
+        p.produce(topic_name, value=str(i).encode())
+    assert p.flush(60) == 0
+    wait_replicas_at(c, topic_name, 0, 1000)
+
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    tp = TopicPartition(topic_name, 0, 600)
+    low = admin.delete_records([tp])[tp].result(30)
+    assert low.low_watermark == 600, low.low_watermark
+    poll_until(lambda: log_start_by_node(c, topic_name, 0), lambda s: len(s) == 3 and set(s.values()) == {600},
+               30, "every replica at log start 600")
+
+    # beyond the high watermark: OFFSET_OUT_OF_RANGE, nothing moves
+    tp_far = TopicPartition(topic_name, 0, 5000)
+    with pytest.raises(Exception, match="OFFSET_OUT_OF_RANGE|out of range"):
+        admin.delete_records([tp_far])[tp_far].result(30)
+
+    leader = c.leader(topic_name, 0)
+    c.node(leader).kill()
+    c.leader(topic_name, 0, timeout=60, exclude=[leader])
+    from sediment_harness.clients import watermarks
+
+    assert watermarks(c.bootstrap, topic_name, 0, timeout=30) == (600, 1000)
+    got = consume_range(c.bootstrap, topic_name, {0: (600, 1000)}, timeout=60)[0]
+    assert [int(m.value()) for m in got] == list(range(600, 1000))
+
+    c.node(leader).restart()
+    poll_until(lambda: log_start_by_node(c, topic_name, 0), lambda s: len(s) == 3 and set(s.values()) == {600},
+               60, "the restarted replica keeps log start 600")

@@ -637,7 +637,7 @@ fn load_producer_state(log: &PartitionLog, topic: &str, partition: i32) -> Produ
     let mut offset = from;
     let mut replayed = 0u64;
     while offset < leo {
-        let bytes = match log.read(offset, 16 << 20, leo, true).and_then(|p| p.execute()) {
+        let bytes = match log.read_retained(offset, 16 << 20, leo, true).and_then(|p| p.execute()) {
             Ok(b) if !b.is_empty() => b,
             Ok(_) => break,
             Err(e) => {

@@ -69,7 +69,8 @@ openraft::declare_raft_types!(
 
 pub type DataRaft = openraft::Raft<DataTc>;
 
-/// A proposed (or replicated) record batch; an empty batch is a no-op entry.
+/// A proposed (or replicated) record batch; an empty batch is a no-op entry, or, with
+/// `log_start`, a DeleteRecords: the log start offset rises there when the entry is applied.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Proposal {
     pub batch: Bytes,
@@ -77,11 +78,16 @@ pub struct Proposal {
     /// the append outcome. Replicated entries arrive with 0.
     #[serde(skip)]
     pub token: u64,
+    /// DeleteRecords: the new log start offset (the batch is empty).
+    pub log_start: Option<i64>,
 }
 
 impl Debug for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Proposal({} bytes, token {})", self.batch.len(), self.token)
+        match self.log_start {
+            Some(o) => write!(f, "Proposal(log start {o})"),
+            None => write!(f, "Proposal({} bytes, token {})", self.batch.len(), self.token),
+        }
     }
 }
 
@@ -280,6 +286,10 @@ impl ReplicaLog {
                 let payload = encode(&m).map_err(st_err)?;
                 raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Membership), Some(payload)).map_err(st_err)
             }
+            EntryPayload::Normal(Proposal { log_start: Some(offset), .. }) => raft_of(inner)?
+                .index
+                .append(idx, meta_rec(EntryKind::LogStart), Some(offset.to_be_bytes().to_vec()))
+                .map_err(st_err),
             EntryPayload::Normal(prop) if prop.batch.is_empty() => {
                 raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Noop), None).map_err(st_err)
             }
@@ -350,6 +360,14 @@ impl ReplicaLog {
                 EntryKind::Noop => EntryPayload::Normal(Proposal::default()),
                 EntryKind::Hole => continue,
                 EntryKind::Membership => EntryPayload::Membership(membership(&mut self.p.lock(), i)?),
+                EntryKind::LogStart => {
+                    let offset = {
+                        let mut inner = self.p.lock();
+                        raft_of(&mut inner)?.index.payload(i).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes)
+                    };
+                    let offset = offset.ok_or_else(|| read_err(format!("log start entry {i} has no offset")))?;
+                    EntryPayload::Normal(Proposal { log_start: Some(offset), ..Proposal::default() })
+                }
                 EntryKind::Batch if self.light => EntryPayload::Normal(Proposal::default()),
                 EntryKind::Batch => {
                     if bytes >= max_bytes && !out.is_empty() {
@@ -359,7 +377,7 @@ impl ReplicaLog {
                         let from = next_read.unwrap_or(r.base_offset).max(r.base_offset);
                         let plan = {
                             let inner = self.p.lock();
-                            inner.log.read(from, (max_bytes - bytes.min(max_bytes)).max(1), i64::MAX, true).map_err(read_err)?
+                            inner.log.read_retained(from, (max_bytes - bytes.min(max_bytes)).max(1), i64::MAX, true).map_err(read_err)?
                         };
                         let data = plan.execute().map_err(read_err)?;
                         let mut pos = 0;
@@ -379,7 +397,7 @@ impl ReplicaLog {
                         return Err(read_err(format!("entry {i} names offset {} but the log has {}", r.base_offset, h.base_offset)));
                     }
                     bytes += batch.len();
-                    EntryPayload::Normal(Proposal { batch, token: 0 })
+                    EntryPayload::Normal(Proposal { batch, token: 0, log_start: None })
                 }
             };
             out.push(Entry { log_id: id, payload });
@@ -600,12 +618,23 @@ pub struct ReplicaSm {
 
 impl ReplicaSm {
     pub fn open(p: Arc<Partition>) -> ReplicaSm {
-        let dir = p.lock().log.dir().to_path_buf();
+        let (dir, purged) = {
+            let inner = p.lock();
+            (inner.log.dir().to_path_buf(), inner.raft.as_ref().and_then(|r| r.purged))
+        };
         let cp: AppliedCheckpoint = load_small(&dir.join(APPLIED_FILE)).ok().flatten().unwrap_or_default();
+        // The checkpoint is written at most once a second, so it can lag a purge that followed
+        // a snapshot; but purged entries were applied (a snapshot never passes the applied
+        // entry). Starting below the purge point would build a snapshot openraft refuses.
+        let applied = match (cp.applied, purged) {
+            (Some(a), Some(p)) if p.index > a.index => Some(p),
+            (None, Some(p)) => Some(p),
+            (a, _) => a,
+        };
         ReplicaSm {
             p,
             st: Arc::new(tokio::sync::Mutex::new(SmState {
-                applied: cp.applied,
+                applied,
                 membership: cp.membership,
                 snapshot: None,
                 checkpointed: Instant::now(),
@@ -680,9 +709,21 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
         let mut last = None;
         for e in entries {
             n += 1;
-            if let EntryPayload::Membership(m) = &e.payload {
-                st.membership = StoredMembership::new(Some(e.log_id), m.clone());
-                membership_changed = true;
+            match &e.payload {
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                    membership_changed = true;
+                }
+                // DeleteRecords, committed: every replica raises its log start (durably) when it
+                // applies it; the segments below go later with the retention snapshot and purge.
+                EntryPayload::Normal(Proposal { log_start: Some(offset), .. }) => {
+                    let raised = self.p.with_log(|l| l.raise_log_start(*offset));
+                    if let Err(e) = raised {
+                        tracing::error!(topic = %self.p.topic, partition = self.p.index, offset, error = %e, "cannot raise the log start offset");
+                        return Err(st_err(e));
+                    }
+                }
+                _ => {}
             }
             last = Some(e.log_id);
         }
@@ -1023,11 +1064,29 @@ impl Replica {
         let (tx, rx) = oneshot::channel();
         self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(token, tx);
         let mut proposed = Proposed { token, proposals: self.proposals.clone(), appended: rx, committed: None };
-        match self.raft.client_write_ff(Proposal { batch, token }).await {
+        match self.raft.client_write_ff(Proposal { batch, token, log_start: None }).await {
             Ok(c) => {
                 proposed.committed = Some(c);
                 Ok(proposed)
             }
+            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// DeleteRecords: raises the partition's log start offset to `offset` on every replica,
+    /// through a Raft entry. Returns once the entry is committed and applied here. Fails fast
+    /// when this broker is not the leader.
+    pub async fn raise_log_start(&self, offset: i64) -> Result<(), ProposeError> {
+        if !self.is_leader() || self.transferring.load(Ordering::Acquire) {
+            return Err(ProposeError::NotLeader(self.leader()));
+        }
+        if let Some(q) = self.quiet.get() {
+            q.wake();
+        }
+        let prop = Proposal { log_start: Some(offset), ..Proposal::default() };
+        match self.raft.client_write(prop).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader(f.leader_id)),
             Err(e) => Err(ProposeError::Stopped(e.to_string())),
         }
     }

@@ -350,3 +350,81 @@ async fn a_follower_behind_the_leaders_retention_restarts_at_its_log_start() {
         n.kill().await;
     }
 }
+
+/// DeleteRecords on a replicated partition: the leader commits the new log start as a Raft
+/// entry; every replica raises its log start when it applies it (a follower that was away
+/// included, after catching up), keeps it across a restart, and retention then deletes the
+/// segments wholly below it through the snapshot-and-purge path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_records_raises_the_log_start_on_every_replica() {
+    let tmp = tempfile::tempdir().unwrap();
+    let addrs: Vec<_> = (0..3).map(|_| free_addr()).collect();
+    let voters: BTreeMap<u64, String> = (1..=3u64).zip(addrs.iter().map(|a| a.to_string())).collect();
+    // no time or size retention: only the log start offset makes segments due
+    let config = LogConfig { segment_bytes: 4096, retention_ms: -1, retention_bytes: -1, ..LogConfig::default() };
+    let dir = |i: usize| tmp.path().join(format!("r{}", i + 1));
+    let mut nodes = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        nodes.push(start_with(i as u64 + 1, dir(i), *a, &voters, config).await);
+    }
+    let li = leader(&nodes).await;
+    let fi = (li + 1) % 3;
+    let (fid, faddr) = (nodes[fi].id, nodes[fi].addr);
+    nodes[fi].kill().await;
+    for i in 0..200 {
+        produce_all(&nodes[li], &format!("record-with-some-padding-{i:04}")).await.unwrap();
+    }
+    let hw = nodes[li].p().high_watermark();
+    assert_eq!(hw, 600);
+    wait_hw(&nodes, hw).await;
+    let segments = |n: &Node| n.p().with_log(|l| l.segments().len());
+    assert!(segments(&nodes[li]) > 3, "the test needs several segments");
+
+    nodes[li].r().raise_log_start(301).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in nodes.iter().filter(|n| n.part.is_some()) {
+        while n.p().log_start_offset() != 301 {
+            assert!(Instant::now() < deadline, "node {} never applied the new log start", n.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(n.p().with_log(|l| l.read(300, 1024, hw, true)).is_err(), "node {} still serves offset 300", n.id);
+    }
+    // nothing was deleted yet: the Raft log still names those segments
+    assert_eq!(nodes[li].p().with_log(|l| l.segments()[0].base_offset), 0);
+
+    // a retention pass, as the broker runs it, deletes the segments wholly below the log start
+    let now = sediment_broker::broker::now_ms();
+    for n in nodes.iter().filter(|n| n.part.is_some()) {
+        let target = n.p().retention_wanted(now).expect("segments below the log start are due");
+        assert!(target > 0 && target <= 301, "node {}: retention target {target}", n.id);
+        n.r().after_retention(n.p(), target).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in nodes.iter().filter(|n| n.part.is_some()) {
+        while n.p().with_log(|l| l.segments()[0].base_offset) == 0 {
+            assert!(Instant::now() < deadline, "node {} never deleted the segments below its log start", n.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(n.p().log_start_offset(), 301, "node {}: retention must not lower the log start", n.id);
+    }
+
+    // the follower that was away catches up (from the snapshot) and applies the raise too
+    nodes[fi] = start_with(fid, dir(fi), faddr, &voters, config).await;
+    wait_hw(&nodes, hw).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nodes[fi].p().log_start_offset() != 301 {
+        assert!(Instant::now() < deadline, "the returning follower's log start is {}", nodes[fi].p().log_start_offset());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // and the leader keeps it across a restart
+    let (lid, laddr) = (nodes[li].id, nodes[li].addr);
+    nodes[li].kill().await;
+    nodes[li] = start_with(lid, dir(li), laddr, &voters, config).await;
+    assert_eq!(nodes[li].p().log_start_offset(), 301);
+    let l2 = leader(&nodes).await;
+    assert_eq!(produce_all(&nodes[l2], "after").await.unwrap(), hw);
+    wait_hw(&nodes, hw + 3).await;
+    for n in nodes.iter_mut() {
+        n.kill().await;
+    }
+}

@@ -606,8 +606,33 @@ impl PartitionLog {
         upper_bound: i64,
         min_one: bool,
     ) -> Result<ReadPlan, LogError> {
+        self.read_above(self.log_start_offset, offset, max_bytes, upper_bound, min_one)
+    }
+
+    /// [`read`](Self::read) that also reaches records below the log start offset while their
+    /// segment is still on disk: a replicated partition's Raft log still names them (to
+    /// replicate them to a lagging follower) until retention's snapshot lets Raft purge them.
+    pub fn read_retained(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<ReadPlan, LogError> {
+        let floor = self.segments.first().map_or(self.log_start_offset, |s| s.base_offset);
+        self.read_above(floor.min(self.log_start_offset), offset, max_bytes, upper_bound, min_one)
+    }
+
+    fn read_above(
+        &self,
+        floor: i64,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<ReadPlan, LogError> {
         let end = self.log_end_offset();
-        if offset < self.log_start_offset || offset > end {
+        if offset < floor || offset > end {
             return Err(self.out_of_range(offset));
         }
         let upper = upper_bound.min(end);
@@ -893,6 +918,22 @@ impl PartitionLog {
         self.log_start_offset = offset;
         let n = self.leading_segments_below_start(0);
         self.remove_front(n)?;
+        Ok(self.log_start_offset)
+    }
+
+    /// Raises the log start offset to `offset` (durably: the checkpoint is written first)
+    /// without deleting anything: a replicated partition deletes the segments wholly below it
+    /// later, through [`retention_plan`](Self::retention_plan), once Raft no longer needs
+    /// them. Returns the log start offset.
+    pub fn raise_log_start(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.check_online()?;
+        if offset < 0 || offset > self.log_end_offset() {
+            return Err(self.out_of_range(offset));
+        }
+        if offset > self.log_start_offset {
+            write_log_start_offset(&self.dir, offset)?;
+            self.log_start_offset = offset;
+        }
         Ok(self.log_start_offset)
     }
 

@@ -53,6 +53,9 @@ pub enum EntryKind {
     /// contiguously; its storage conformance suite appends with gaps (as a keyed store would
     /// take them), and reads treat a hole as an absent entry.
     Hole = 5,
+    /// DeleteRecords on a replicated partition: the log start offset rises to the offset in the
+    /// entry's payload (8 bytes, big-endian) when the entry is applied. Holds no records.
+    LogStart = 6,
 }
 
 impl EntryKind {
@@ -63,6 +66,7 @@ impl EntryKind {
             3 => EntryKind::Membership,
             4 => EntryKind::Noop,
             5 => EntryKind::Hole,
+            6 => EntryKind::LogStart,
             _ => return None,
         })
     }
@@ -349,6 +353,12 @@ impl EntryIndex {
     /// The payload of membership entry `index`.
     pub fn membership(&self, index: u64) -> Option<&[u8]> {
         self.memberships.get(&index).map(|v| v.as_slice())
+    }
+
+    /// The payload of a non-batch entry that has one (membership, log start): kept in the same
+    /// side file, by index.
+    pub fn payload(&self, index: u64) -> Option<&[u8]> {
+        self.membership(index)
     }
 
     /// Files to fsync to make every appended record durable (run without the caller's lock).

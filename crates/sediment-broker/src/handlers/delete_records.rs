@@ -2,6 +2,10 @@
 //! deletes whole segments below it. Offsets above the high watermark are OFFSET_OUT_OF_RANGE.
 //! On a tiered partition the remote log start moves too (a committed manifest change; the
 //! objects below it are deleted from the bucket in the background), so the answer waits for it.
+//! On a replicated partition the leader commits the new log start through the partition's Raft
+//! group; every replica raises its own when it applies the entry (so a new leader never shows
+//! the deleted records again), and the segments below go with the next retention pass (the
+//! Raft snapshot-and-purge path). The answer waits for the commit.
 
 use std::sync::Arc;
 
@@ -17,6 +21,8 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
     let mut r = DeleteRecordsResponse::default();
     // (topic index, partition index in the topic result, partition, target) for remote raises
     let mut remote = Vec::new();
+    // (topic index, partition index in the topic result, partition, target) for Raft raises
+    let mut replicated = Vec::new();
     for t in req.topics {
         let topic = broker.topic(t.name.0.as_str());
         let mut tr = DeleteRecordsTopicResult::default();
@@ -31,8 +37,17 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
             };
             match part {
                 Err(code) => pr.error_code = code.code(),
-                // the log start offset is not replicated yet: refusing keeps replicas identical
-                Ok(p) if p.replica().is_some() => pr.error_code = ErrorCode::PolicyViolation.code(),
+                Ok(p) if p.replica().is_some() => {
+                    let hw = p.high_watermark();
+                    let target = if q.offset == -1 { hw } else { q.offset };
+                    if target < 0 || target > hw {
+                        pr.error_code = ErrorCode::OffsetOutOfRange.code();
+                    } else if target <= p.log_start_offset() {
+                        pr.low_watermark = p.log_start_offset();
+                    } else {
+                        replicated.push((r.topics.len(), tr.partitions.len(), p.clone(), target));
+                    }
+                }
                 Ok(p) => {
                     let hw = p.high_watermark();
                     let target = if q.offset == -1 { hw } else { q.offset };
@@ -58,11 +73,32 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
         }
         r.topics.push(tr);
     }
-    if remote.is_empty() {
+    if remote.is_empty() && replicated.is_empty() {
         return Reply::Ready(ResponseKind::DeleteRecords(r));
     }
     Reply::Later(
         async move {
+            let raises = replicated.into_iter().map(|(ti, pi, p, target)| async move {
+                let Some(replica) = p.replica() else { return (ti, pi, Err(ErrorCode::NotLeaderOrFollower)) };
+                let timeout = std::time::Duration::from_millis(req.timeout_ms.max(1) as u64);
+                let res = match tokio::time::timeout(timeout, replica.raise_log_start(target)).await {
+                    Ok(Ok(())) => Ok(p.log_start_offset()),
+                    Ok(Err(crate::replica::ProposeError::NotLeader(_))) => Err(ErrorCode::NotLeaderOrFollower),
+                    Ok(Err(e)) => {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "delete records failed");
+                        Err(ErrorCode::UnknownServerError)
+                    }
+                    Err(_) => Err(ErrorCode::RequestTimedOut),
+                };
+                (ti, pi, res)
+            });
+            for (ti, pi, res) in futures::future::join_all(raises).await {
+                let pr = &mut r.topics[ti].partitions[pi];
+                match res {
+                    Ok(start) => pr.low_watermark = start,
+                    Err(code) => pr.error_code = code.code(),
+                }
+            }
             for (ti, pi, p, target) in remote {
                 let Some(rl) = p.remote() else { continue };
                 let pr = &mut r.topics[ti].partitions[pi];
