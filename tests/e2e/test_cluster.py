@@ -39,8 +39,8 @@ from sediment_harness.clients import consume_range, create_topic, producer
 from sediment_harness.metrics import scrape, val
 
 
-def hw_by_node(cluster, topic: str, partition: int) -> dict[int, int]:
-    """High watermark of the partition on every running node (admin API)."""
+def partition_field_by_node(cluster, topic: str, partition: int, field: str) -> dict[int, int]:
+    """A field of the partition (admin API `/v1/topics/TOPIC`) on every running node."""
     out = {}
     for n in cluster.live():
         try:
@@ -52,8 +52,13 @@ def hw_by_node(cluster, topic: str, partition: int) -> dict[int, int]:
             raise
         for p in t["partitions"]:
             if p["partition"] == partition:
-                out[n.node_id] = p["high_watermark"]
+                out[n.node_id] = p[field]
     return out
+
+
+def hw_by_node(cluster, topic: str, partition: int) -> dict[int, int]:
+    """High watermark of the partition on every running node."""
+    return partition_field_by_node(cluster, topic, partition, "high_watermark")
 
 
 def wait_replicas_at(cluster, topic: str, partition: int, hw: int, timeout: float = 60.0) -> None:
@@ -457,18 +462,8 @@ def test_consumer_group_survives_its_coordinator(cluster_factory, topic_name):
 
 
 def log_start_by_node(cluster, topic: str, partition: int) -> dict[int, int]:
-    """Log start offset of the partition on every running node (admin API)."""
-    out = {}
-    for n in cluster.live():
-        try:
-            with urllib.request.urlopen(f"{n.admin_url}/v1/topics/{topic}", timeout=5) as r:
-                t = json.load(r)
-        except (urllib.error.HTTPError, urllib.error.URLError, ConnectionError):
-            continue  # a broker that just (re)started may not serve the topic yet
-        for p in t["partitions"]:
-            if p["partition"] == partition:
-                out[n.node_id] = p["log_start_offset"]
-    return out
+    """Log start offset of the partition on every running node."""
+    return partition_field_by_node(cluster, topic, partition, "log_start_offset")
 
 
 def test_delete_records_is_replicated(cluster_factory, topic_name):

@@ -89,39 +89,26 @@ fn main() -> ExitCode {
             }
         }
         #[cfg(feature = "bucket-admin")]
-        Command::Bucket(args) => {
-            init_tracing_quiet();
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match rt.block_on(bucket::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
+        Command::Bucket(args) => run_tool(bucket::run(args)),
+        Command::Client(cmd) => run_tool(sediment_client::cli::run(cmd)),
+    }
+}
+
+/// Runs a tool subcommand (quiet logs, its own runtime): exit 0, or 1 with the error's chain.
+fn run_tool(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    init_tracing_quiet();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::from(1);
         }
-        Command::Client(cmd) => {
-            init_tracing_quiet();
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match rt.block_on(sediment_client::cli::run(cmd)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
+    };
+    match rt.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }
