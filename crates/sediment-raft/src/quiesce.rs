@@ -13,10 +13,11 @@
 //!   [`QuiesceConfig::idle_after`] (log end unchanged, applied, and every live voter matched
 //!   up to it) stops its heartbeats and ticker and lists `(group, term, last index)` in its
 //!   beats to the group's voters.
-//! * **Followers quiesce.** A follower that finds the listed leader and term in its own state
-//!   stops its ticker (and with it its election timer). One it cannot agree with (another
-//!   leader or term, a group it does not host yet) is sent back in the beat's answer, and the
-//!   leader wakes that group.
+//! * **Followers quiesce.** A follower that finds the listed leader and term in its own state,
+//!   and has applied up to the listed index, stops its ticker (and with it its election timer).
+//!   One it cannot agree with (another leader or term, a group it does not host yet, entries it
+//!   has but does not know are committed) is sent back in the beat's answer, and the leader
+//!   wakes that group.
 //! * **Waking.** A leader wakes on a write (the broker calls [`QuietHandle::wake`] before
 //!   proposing), on any change of its term or log, when a voter restarts or returns from the
 //!   dead, and when a follower refuses. A waking leader sends a heartbeat at once. A follower
@@ -330,10 +331,15 @@ impl<C: TypeConfig> Quiescer<C> {
             let agrees = {
                 let m = g.raft.metrics();
                 let m = m.borrow();
+                // Applied, not just appended: a quiet leader sends no heartbeat to carry its
+                // commit index, so a follower that agreed with the entries alone kept a stale
+                // high watermark until the next write (seen for a minute under load). Refusing
+                // wakes the leader, whose heartbeat brings the commit.
                 m.state == ServerState::Follower
                     && m.current_leader == Some(beat.from)
                     && m.current_term == *term
                     && m.last_log_index.is_some_and(|i| i >= *index)
+                    && m.last_applied.is_some_and(|l| l.index >= *index)
             };
             let mut mode = g.mode();
             match &mut *mode {
