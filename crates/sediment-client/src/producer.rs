@@ -53,9 +53,6 @@ use crate::partitioner::{Keyless, Partitioner};
 const BATCH_HEADER_BYTES: usize = 61;
 /// Upper bound of a record's framing (length, attributes, deltas, key/value/header lengths).
 const RECORD_OVERHEAD_BYTES: usize = 24;
-/// Requests in flight per connection for an idempotent producer: the broker remembers the last
-/// five batches of each producer and partition, so a retry of any of them is recognised.
-const MAX_IDEMPOTENT_IN_FLIGHT: usize = 5;
 /// Commands the accumulator handles before checking its linger timer again.
 const COMMANDS_PER_TURN: usize = 256;
 
@@ -454,7 +451,8 @@ impl Producer {
         config.max_request_bytes = config.max_request_bytes.max(config.batch_size);
         if config.idempotent {
             config.acks = Acks::All;
-            config.max_in_flight = config.max_in_flight.min(MAX_IDEMPOTENT_IN_FLIGHT);
+            // the broker recognises retries among the last five batches of a partition
+            config.max_in_flight = config.max_in_flight.min(idempotence::WINDOW);
         }
         let (tx, rx) = mpsc::channel(config.queue_records.max(1));
         let idempotence = config.idempotent.then(Idempotence::new);

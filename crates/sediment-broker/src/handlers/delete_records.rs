@@ -35,39 +35,33 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
                 Some(t) => t.leader_partition(q.partition_index),
                 None => Err(ErrorCode::UnknownTopicOrPartition),
             };
+            // the target (-1: the high watermark), which must lie within the log
+            let part = part.and_then(|p| {
+                let hw = p.high_watermark();
+                let target = if q.offset == -1 { hw } else { q.offset };
+                if target < 0 || target > hw { Err(ErrorCode::OffsetOutOfRange) } else { Ok((p, target)) }
+            });
             match part {
                 Err(code) => pr.error_code = code.code(),
-                Ok(p) if p.replica().is_some() => {
-                    let hw = p.high_watermark();
-                    let target = if q.offset == -1 { hw } else { q.offset };
-                    if target < 0 || target > hw {
-                        pr.error_code = ErrorCode::OffsetOutOfRange.code();
-                    } else if target <= p.log_start_offset() {
+                Ok((p, target)) if p.replica().is_some() => {
+                    if target <= p.log_start_offset() {
                         pr.low_watermark = p.log_start_offset();
                     } else {
                         replicated.push((r.topics.len(), tr.partitions.len(), p.clone(), target));
                     }
                 }
-                Ok(p) => {
-                    let hw = p.high_watermark();
-                    let target = if q.offset == -1 { hw } else { q.offset };
-                    if target < 0 || target > hw {
-                        pr.error_code = ErrorCode::OffsetOutOfRange.code();
-                    } else {
-                        match p.with_log(|l| l.delete_records_before(target)) {
-                            Ok(start) => {
-                                pr.low_watermark = start;
-                                if p.remote().and_then(|r| r.log_start_offset()).is_some_and(|rs| rs < target) {
-                                    remote.push((r.topics.len(), tr.partitions.len(), p.clone(), target));
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "delete records failed");
-                                pr.error_code = crate::error::ApiError::from(&e).code.code();
-                            }
+                Ok((p, target)) => match p.with_log(|l| l.delete_records_before(target)) {
+                    Ok(start) => {
+                        pr.low_watermark = start;
+                        if p.remote().and_then(|r| r.log_start_offset()).is_some_and(|rs| rs < target) {
+                            remote.push((r.topics.len(), tr.partitions.len(), p.clone(), target));
                         }
                     }
-                }
+                    Err(e) => {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "delete records failed");
+                        pr.error_code = crate::error::ApiError::from(&e).code.code();
+                    }
+                },
             }
             tr.partitions.push(pr);
         }
