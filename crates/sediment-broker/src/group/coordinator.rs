@@ -208,8 +208,11 @@ impl GroupCoordinator {
     /// offsets topic exists COORDINATOR_NOT_AVAILABLE (FindCoordinator creates it).
     pub fn shard_for(&self, broker: &Broker, group: &str, create: bool) -> Result<Option<Arc<Shard>>, ErrorCode> {
         if broker.cluster.is_some() {
+            // not open here (never created, or this broker restarted and has not opened it
+            // yet): this broker coordinates nothing. Answering "no offsets" instead would make a
+            // consumer that asked a just-restarted broker reset its position.
             let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
-                return if create { Err(ErrorCode::CoordinatorNotAvailable) } else { Ok(None) };
+                return Err(if create { ErrorCode::CoordinatorNotAvailable } else { ErrorCode::NotCoordinator });
             };
             let p = records::partition_for(group, topic.partition_count());
             if let Some(s) = self.led.read().unwrap_or_else(|e| e.into_inner()).get(&p) {
@@ -904,14 +907,17 @@ pub async fn lead_offsets_partition(broker: Weak<Broker>, p: Arc<Partition>, rep
         b.groups.led.write().unwrap_or_else(|e| e.into_inner()).insert(p.index, shard.clone());
         let mut shutdown = b.shutdown_signal();
         drop(b);
-        tokio::select! {
-            r = m.wait_for(|x| !leading(x)) => { let _ = r; }
-            _ = shutdown.wait_for(|s| *s) => {}
-        }
+        let shutting_down = tokio::select! {
+            r = m.wait_for(|x| !leading(x)) => { let _ = r; false }
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
         if let Some(b) = broker.upgrade() {
             b.groups.led.write().unwrap_or_else(|e| e.into_inner()).remove(&p.index);
         }
         let _ = stop_tx.send(true);
         tracing::info!(partition = p.index, term, "no longer coordinating the groups of an offsets partition");
+        if shutting_down {
+            return;
+        }
     }
 }
