@@ -192,8 +192,10 @@ impl Broker {
 
     /// Opens a broker that is a member of a cluster: topics come from the controller (applied
     /// by [`crate::cluster::follow`]), partitions are replicated by their Raft groups.
-    pub fn open_cluster(config: BrokerConfig, shutdown: watch::Receiver<bool>, ctx: Arc<crate::cluster::ClusterCtx>) -> Result<Arc<Broker>, StartError> {
-        Self::open_inner(config, shutdown, None, Some(ctx))
+    /// A cluster member; with a `tier`, its replicated partitions tier too (the leader uploads,
+    /// every replica applies the remote segment list its partition's Raft log commits).
+    pub fn open_cluster(config: BrokerConfig, shutdown: watch::Receiver<bool>, ctx: Arc<crate::cluster::ClusterCtx>, tier: Option<Arc<sediment_tier::Tier>>) -> Result<Arc<Broker>, StartError> {
+        Self::open_inner(config, shutdown, tier, Some(ctx))
     }
 
     fn open_inner(
@@ -480,16 +482,7 @@ impl Broker {
             }
         })
         .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
-        let tiered = crate::tiering::is_tiered(self.tier.as_ref(), name, &config, &self.defaults);
-        let log_config = config.log_config_for(&self.defaults, tiered);
-        let policy = crate::tiering::policy(name, &config, &self.defaults);
-        for p in topic.hosted() {
-            p.set_config(log_config);
-            p.set_tiered(tiered);
-            if let Some(r) = p.remote() {
-                r.set_policy(policy);
-            }
-        }
+        crate::tiering::reconfigure(self.tier.as_ref(), name, &config, &self.defaults, topic.hosted());
         let created = meta.topics().find(|r| r.id == topic.id).map_or(0, |r| r.created_ms);
         crate::tiering::publish_topic(self.tier.as_ref(), name, &topic.id, topic.partitions.len() as i32, &config, created);
         self.install(Arc::new(Topic { name: topic.name.clone(), id: topic.id, config, partitions: topic.partitions.clone() }));

@@ -160,12 +160,14 @@ async fn reconcile(b: &Arc<Broker>, ctx: &Arc<ClusterCtx>, state: &ClusterState)
         }
         let config_changed = existing.as_ref().is_some_and(|t| t.config != config);
         if config_changed {
-            let log_config = config.log_config_for(&b.defaults, false);
-            for p in slots.iter().flatten() {
-                p.set_config(log_config);
-            }
+            crate::tiering::reconfigure(b.tier.as_ref(), &rec.name, &config, &b.defaults, slots.iter().flatten());
         }
         let grown = existing.as_ref().is_some_and(|t| t.partitions.len() != slots.len());
+        // the topic's metadata object in the bucket: written by one broker, the first replica
+        // of partition 0
+        if (changed || config_changed || grown) && rec.assignments.first().and_then(|r| r.first()) == Some(&me) {
+            crate::tiering::publish_topic(b.tier.as_ref(), &rec.name, &rec.id, rec.assignments.len() as i32, &config, rec.created_ms);
+        }
         if changed || config_changed || grown {
             b.install(Arc::new(Topic { name: rec.name.clone(), id: rec.id, config, partitions: slots }));
             tracing::info!(topic = %rec.name, partitions = rec.assignments.len(), "topic applied from the controller");
@@ -187,9 +189,16 @@ async fn open_replica(
     config: &TopicConfig,
 ) -> anyhow::Result<Arc<Partition>> {
     let dir = partition_dir(&b.config.data_dir.join("logs"), &rec.name, index);
-    let log_config = config.log_config_for(&b.defaults, false);
-    let (name, fsync) = (rec.name.clone(), b.config.fsync);
-    let p = tokio::task::spawn_blocking(move || Partition::open_replicated(&name, index, dir, log_config, fsync)).await??;
+    let tiered = crate::tiering::is_tiered(b.tier.as_ref(), &rec.name, config, &b.defaults);
+    let log_config = config.log_config_for(&b.defaults, tiered);
+    let (name, fsync, dir2) = (rec.name.clone(), b.config.fsync, dir.clone());
+    let p = tokio::task::spawn_blocking(move || Partition::open_replicated(&name, index, dir2, log_config, fsync)).await??;
+    if let Some(tier) = b.tier.as_ref() {
+        // before the group starts, so the entries it applies find the remote side. `fresh`:
+        // a replica's remote segment list comes from its Raft log and snapshots (every
+        // replica applies the leader's changes), never from the bucket's mirror
+        crate::tiering::attach(tier, &rec.name, &rec.id, &p, dir, true, config, &b.defaults)?;
+    }
     let voters: BTreeMap<u64, String> = rec.assignments[index as usize]
         .iter()
         .filter_map(|id| state.brokers.get(id).map(|br| (*id as u64, br.raft_addr.clone())))
@@ -290,6 +299,10 @@ pub async fn rebalance_leaders(broker: Weak<Broker>, ctx: Arc<ClusterCtx>, every
 /// Stops a deleted topic's replicas here and removes their data.
 async fn remove_local(b: &Arc<Broker>, t: &Arc<Topic>) {
     b.uninstall(t);
+    // the topic's objects in the bucket: deleted by one broker, partition 0's leader
+    if t.partition(0).and_then(|p| p.replica().cloned()).is_some_and(|r| r.is_leader()) {
+        crate::tiering::forget_topic(b.tier.as_ref(), &t.name, &t.id);
+    }
     for p in t.hosted() {
         if let Some(r) = p.replica() {
             r.shutdown().await;

@@ -665,6 +665,9 @@ fn load_producer_state(log: &PartitionLog, topic: &str, partition: i32) -> Produ
     table
 }
 
+/// How long the leader waits for its partition group to commit a remote segment change.
+const REMOTE_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl sediment_tier::LocalLog for Partition {
     fn segments(&self) -> (Vec<sediment_log::SegmentInfo>, i64) {
         let log = self.lock();
@@ -678,6 +681,17 @@ impl sediment_tier::LocalLog for Partition {
             // single node: this broker leads every partition it hosts
             None => Some(self.leader_epoch()),
         }
+    }
+
+    fn replicate(&self, op: sediment_tier::ManifestOp) -> Option<futures::future::BoxFuture<'static, Result<(), String>>> {
+        let replica = self.replica.get()?.clone();
+        Some(Box::pin(async move {
+            // a group that lost its quorum must not hold the uploader forever
+            match tokio::time::timeout(REMOTE_COMMIT_TIMEOUT, replica.commit_remote(op)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("not committed within {}s", REMOTE_COMMIT_TIMEOUT.as_secs())),
+            }
+        }))
     }
 
     fn uploaded(&self, _uploaded_end: i64) {

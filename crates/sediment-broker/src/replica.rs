@@ -80,13 +80,16 @@ pub struct Proposal {
     pub token: u64,
     /// DeleteRecords: the new log start offset (the batch is empty).
     pub log_start: Option<i64>,
+    /// Tiered storage: a change to the partition's remote segment list (the batch is empty).
+    pub remote: Option<sediment_tier::ManifestOp>,
 }
 
 impl Debug for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.log_start {
-            Some(o) => write!(f, "Proposal(log start {o})"),
-            None => write!(f, "Proposal({} bytes, token {})", self.batch.len(), self.token),
+        match (self.log_start, &self.remote) {
+            (Some(o), _) => write!(f, "Proposal(log start {o})"),
+            (None, Some(op)) => write!(f, "Proposal(remote {op:?})"),
+            (None, None) => write!(f, "Proposal({} bytes, token {})", self.batch.len(), self.token),
         }
     }
 }
@@ -290,6 +293,10 @@ impl ReplicaLog {
                 .index
                 .append(idx, meta_rec(EntryKind::LogStart), Some(offset.to_be_bytes().to_vec()))
                 .map_err(st_err),
+            EntryPayload::Normal(Proposal { remote: Some(op), .. }) => {
+                let payload = encode(&op).map_err(st_err)?;
+                raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Remote), Some(payload)).map_err(st_err)
+            }
             EntryPayload::Normal(prop) if prop.batch.is_empty() => {
                 raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Noop), None).map_err(st_err)
             }
@@ -368,6 +375,15 @@ impl ReplicaLog {
                     let offset = offset.ok_or_else(|| read_err(format!("log start entry {i} has no offset")))?;
                     EntryPayload::Normal(Proposal { log_start: Some(offset), ..Proposal::default() })
                 }
+                EntryKind::Remote => {
+                    let bytes = {
+                        let mut inner = self.p.lock();
+                        raft_of(&mut inner)?.index.payload(i).map(|b| b.to_vec())
+                    };
+                    let bytes = bytes.ok_or_else(|| read_err(format!("remote entry {i} has no payload")))?;
+                    let op = decode(&bytes).map_err(read_err)?;
+                    EntryPayload::Normal(Proposal { remote: Some(op), ..Proposal::default() })
+                }
                 EntryKind::Batch if self.light => EntryPayload::Normal(Proposal::default()),
                 EntryKind::Batch => {
                     if bytes >= max_bytes && !out.is_empty() {
@@ -397,7 +413,7 @@ impl ReplicaLog {
                         return Err(read_err(format!("entry {i} names offset {} but the log has {}", r.base_offset, h.base_offset)));
                     }
                     bytes += batch.len();
-                    EntryPayload::Normal(Proposal { batch, token: 0, log_start: None })
+                    EntryPayload::Normal(Proposal { batch, token: 0, log_start: None, remote: None })
                 }
             };
             out.push(Entry { log_id: id, payload });
@@ -599,6 +615,9 @@ struct AppliedCheckpoint {
 struct SnapshotData {
     /// The log end offset at the snapshot's last entry.
     next_offset: i64,
+    /// Tiered storage: the remote segment list as applied when the snapshot was built (at or
+    /// after its last entry; the ops after that entry apply to it again as no-ops).
+    manifest: Option<sediment_tier::Manifest>,
 }
 
 struct SmState {
@@ -643,6 +662,22 @@ impl ReplicaSm {
         }
     }
 
+    /// Applies a committed manifest op to this replica's remote side. Only a local I/O failure
+    /// (the manifest file) stops the state machine; an op the manifest refuses is logged.
+    async fn apply_remote(&self, remote: &Arc<sediment_tier::RemoteLog>, op: sediment_tier::ManifestOp) -> Result<(), StorageError<u64>> {
+        match remote.apply_replicated(op).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == sediment_tier::ErrorKind::LocalIo => {
+                tracing::error!(topic = %self.p.topic, partition = self.p.index, error = %e, "cannot apply a remote segment change");
+                Err(st_err(e))
+            }
+            Err(e) => {
+                tracing::error!(topic = %self.p.topic, partition = self.p.index, error = %e, "remote segment change refused by the manifest; ignored");
+                Ok(())
+            }
+        }
+    }
+
     fn checkpoint(&self, st: &mut SmState) {
         let dir = self.p.lock().log.dir().to_path_buf();
         let cp = AppliedCheckpoint { applied: st.applied, membership: st.membership.clone() };
@@ -681,7 +716,8 @@ impl RaftSnapshotBuilder<DataTc> for ReplicaSm {
             Some((id, next)) => (Some(id), next),
             None => (st.applied, self.p.high_watermark()),
         };
-        let data = encode(&SnapshotData { next_offset }).map_err(st_err)?;
+        let manifest = self.p.remote().map(|r| r.manifest_snapshot());
+        let data = encode(&SnapshotData { next_offset, manifest }).map_err(st_err)?;
         st.seq += 1;
         let snapshot_id = format!("{}-{}", last_log_id.map_or(0, |l| l.index), st.seq);
         let meta = SnapshotMeta { last_log_id, last_membership: st.membership.clone(), snapshot_id };
@@ -722,7 +758,16 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
                         tracing::error!(topic = %self.p.topic, partition = self.p.index, offset, error = %e, "cannot raise the log start offset");
                         return Err(st_err(e));
                     }
+                    // below the local log: the bucket's start rises too
+                    if let Some(remote) = self.p.remote() {
+                        self.apply_remote(remote, sediment_tier::ManifestOp::RaiseLogStart(*offset)).await?;
+                    }
                 }
+                // tiered storage: an upload or remote retention, committed by the leader
+                EntryPayload::Normal(Proposal { remote: Some(op), .. }) => match self.p.remote() {
+                    Some(remote) => self.apply_remote(remote, op.clone()).await?,
+                    None => tracing::warn!(topic = %self.p.topic, partition = self.p.index, "remote segment entry on a partition without tiered storage; ignored"),
+                },
                 _ => {}
             }
             last = Some(e.log_id);
@@ -774,6 +819,9 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
                 }
                 self.p.reload_producers(&mut inner);
             }
+        }
+        if let (Some(m), Some(remote)) = (snap.manifest, self.p.remote()) {
+            remote.install_replicated(m).await.map_err(st_err)?;
         }
         self.p.wm_tx.send_modify(|w| w.high_watermark = w.high_watermark.max(snap.next_offset));
         self.p.clamp_hw();
@@ -1045,11 +1093,36 @@ impl Replica {
         m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
     }
 
-    /// This broker's leader epoch if it leads the partition (tiering uploads only then).
+    /// This broker's leader epoch if it leads the partition and has applied an entry of its
+    /// own term, so every remote segment change an earlier leader committed is applied here
+    /// (tiering uploads only then, and resumes from the uploaded end those changes left).
     pub fn leader_epoch(&self) -> Option<i32> {
         let m = self.raft.metrics();
         let m = m.borrow();
-        (m.state == ServerState::Leader).then(|| m.current_term.min(i32::MAX as u64) as i32)
+        let applied_own_term = m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term);
+        (m.state == ServerState::Leader && applied_own_term).then(|| m.current_term.min(i32::MAX as u64) as i32)
+    }
+
+    /// Tiered storage: commits a change to the remote segment list through the partition's
+    /// Raft log; resolves once it is committed and applied here. Fails when this broker does
+    /// not lead the partition (the upload it records is then not committed: the epoch fence).
+    pub async fn commit_remote(&self, op: sediment_tier::ManifestOp) -> Result<(), ProposeError> {
+        self.write_control(Proposal { remote: Some(op), ..Proposal::default() }).await
+    }
+
+    /// Proposes an entry that holds no records and waits until it is applied here.
+    async fn write_control(&self, prop: Proposal) -> Result<(), ProposeError> {
+        if !self.is_leader() || self.transferring.load(Ordering::Acquire) {
+            return Err(ProposeError::NotLeader(self.leader()));
+        }
+        if let Some(q) = self.quiet.get() {
+            q.wake();
+        }
+        match self.raft.client_write(prop).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader(f.leader_id)),
+            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+        }
     }
 
     /// Proposes one validated record batch. Fails fast when this broker is not the leader.
@@ -1064,7 +1137,7 @@ impl Replica {
         let (tx, rx) = oneshot::channel();
         self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(token, tx);
         let mut proposed = Proposed { token, proposals: self.proposals.clone(), appended: rx, committed: None };
-        match self.raft.client_write_ff(Proposal { batch, token, log_start: None }).await {
+        match self.raft.client_write_ff(Proposal { batch, token, log_start: None, remote: None }).await {
             Ok(c) => {
                 proposed.committed = Some(c);
                 Ok(proposed)
@@ -1077,18 +1150,7 @@ impl Replica {
     /// through a Raft entry. Returns once the entry is committed and applied here. Fails fast
     /// when this broker is not the leader.
     pub async fn raise_log_start(&self, offset: i64) -> Result<(), ProposeError> {
-        if !self.is_leader() || self.transferring.load(Ordering::Acquire) {
-            return Err(ProposeError::NotLeader(self.leader()));
-        }
-        if let Some(q) = self.quiet.get() {
-            q.wake();
-        }
-        let prop = Proposal { log_start: Some(offset), ..Proposal::default() };
-        match self.raft.client_write(prop).await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ProposeError::NotLeader(f.leader_id)),
-            Err(e) => Err(ProposeError::Stopped(e.to_string())),
-        }
+        self.write_control(Proposal { log_start: Some(offset), ..Proposal::default() }).await
     }
 
     /// [`propose`](Self::propose) without awaiting: handing the entry to the Raft core is an

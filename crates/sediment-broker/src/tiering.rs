@@ -52,6 +52,21 @@ pub fn attach(tier: &Arc<Tier>, topic: &str, id: &Uuid, p: &Arc<Partition>, dir:
     Ok(())
 }
 
+/// Applies a topic's changed configs to the partitions this broker hosts: local log settings,
+/// whether they tier, and their remote side's policy.
+pub fn reconfigure<'a>(tier: Option<&Arc<Tier>>, name: &str, config: &TopicConfig, d: &BrokerDefaults, partitions: impl IntoIterator<Item = &'a Arc<Partition>>) {
+    let tiered = is_tiered(tier, name, config, d);
+    let log_config = config.log_config_for(d, tiered);
+    let policy = policy(name, config, d);
+    for p in partitions {
+        p.set_config(log_config);
+        p.set_tiered(tiered);
+        if let Some(r) = p.remote() {
+            r.set_policy(policy);
+        }
+    }
+}
+
 /// Writes the topic's metadata object in the background (best effort, logged).
 pub fn publish_topic(tier: Option<&Arc<Tier>>, name: &str, id: &Uuid, partitions: i32, config: &TopicConfig, created_ms: i64) {
     let Some(tier) = tier else { return };

@@ -56,6 +56,10 @@ pub enum EntryKind {
     /// DeleteRecords on a replicated partition: the log start offset rises to the offset in the
     /// entry's payload (8 bytes, big-endian) when the entry is applied. Holds no records.
     LogStart = 6,
+    /// Tiered storage on a replicated partition: a change to the list of the partition's
+    /// remote segments (an upload committed, remote retention), applied by every replica.
+    /// Payload: the encoded change. Holds no records.
+    Remote = 7,
 }
 
 impl EntryKind {
@@ -67,6 +71,7 @@ impl EntryKind {
             4 => EntryKind::Noop,
             5 => EntryKind::Hole,
             6 => EntryKind::LogStart,
+            7 => EntryKind::Remote,
             _ => return None,
         })
     }

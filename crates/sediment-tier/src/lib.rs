@@ -44,7 +44,7 @@ use tokio::sync::Semaphore;
 
 pub use bucket::TopicMeta;
 pub use error::{ErrorKind, Result, TierError};
-pub use manifest::{Manifest, RemoteSegment};
+pub use manifest::{Applied, Manifest, ManifestOp, RemoteSegment};
 pub use paths::PartitionRef;
 pub use reader::CacheConfig;
 pub use remote_log::{LocalLog, RemoteLog, RemotePolicy, RemoteStatus};

@@ -81,8 +81,9 @@ pub struct Manifest {
     pub segments: Vec<RemoteSegment>,
 }
 
-/// A change to a [`Manifest`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A change to a [`Manifest`]. On a replicated partition ops are Raft entries, applied by
+/// every replica in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ManifestOp {
     /// A segment was uploaded (idempotent: the same segment again is a no-op).
     Add(RemoteSegment),
@@ -95,52 +96,43 @@ pub enum ManifestOp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     Added,
+    /// Added, replacing the tail segments it covers wholly (their objects can be deleted): a
+    /// new leader's segment boundaries need not match the old leader's, so its first upload
+    /// may start below the uploaded end.
+    Replaced(Vec<RemoteSegment>),
     AlreadyPresent,
     /// Segments that left the manifest (their objects can now be deleted).
     Dropped(Vec<RemoteSegment>),
 }
 
 impl Manifest {
-    /// Applies `op`. An `Add` that overlaps what is there (and is not the same segment) is an
-    /// error: uploads are sequential per partition, so it means two uploaders disagree.
+    /// Applies `op`. An `Add` of the same segment again, or of one adding nothing past the
+    /// uploaded end (an old retry finishing late, an op replayed after a snapshot), is a no-op.
+    /// An `Add` that starts below the uploaded end and reaches past it (a new leader whose
+    /// segments roll at other offsets) replaces the tail segments it covers wholly; a segment
+    /// it covers only in part stays, so segments may overlap, but both base and last offsets
+    /// keep ascending and every offset is in the segment [`find`](Self::find) names.
     pub fn apply(&mut self, op: ManifestOp) -> std::result::Result<Applied, String> {
         match op {
             ManifestOp::Add(mut seg) => {
                 if seg.last_offset < seg.base_offset {
                     return Err(format!("segment {} ends before it starts", seg.key));
                 }
-                if let Some(same) = self
-                    .segments
-                    .iter()
-                    .find(|s| s.base_offset == seg.base_offset)
+                if self.segments.iter().any(|s| s.key == seg.key)
+                    || seg.next_offset() <= self.uploaded_end
+                    || seg.last_offset < self.log_start_offset
                 {
-                    return if same.key == seg.key && same.last_offset == seg.last_offset {
-                        Ok(Applied::AlreadyPresent)
-                    } else {
-                        Err(format!("segment {} overlaps {}", seg.key, same.key))
-                    };
-                }
-                if seg.base_offset < self.uploaded_end {
-                    // below what was ever uploaded: an old retry finishing late
-                    if self.segments.iter().any(|s| s.key == seg.key)
-                        || seg.last_offset < self.log_start_offset
-                    {
-                        return Ok(Applied::AlreadyPresent);
-                    }
-                    return Err(format!(
-                        "segment {} starts at {} below the uploaded end {}",
-                        seg.key, seg.base_offset, self.uploaded_end
-                    ));
+                    return Ok(Applied::AlreadyPresent);
                 }
                 seg.seq = self.next_seq;
                 self.next_seq += 1;
                 self.uploaded_end = seg.next_offset();
-                if self.segments.is_empty() {
-                    self.log_start_offset = self.log_start_offset.max(seg.base_offset);
+                let replaced = push_replacing(&mut self.segments, seg);
+                if self.segments.len() == 1 {
+                    self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset);
                 }
-                self.segments.push(seg);
                 self.version += 1;
-                Ok(Applied::Added)
+                Ok(if replaced.is_empty() { Applied::Added } else { Applied::Replaced(replaced) })
             }
             ManifestOp::RaiseLogStart(offset) => {
                 if offset <= self.log_start_offset {
@@ -189,6 +181,29 @@ impl Manifest {
     pub fn total_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size_bytes).sum()
     }
+}
+
+/// Appends `seg` (which ends past every segment in `segments`), removing and returning the
+/// segments it covers wholly.
+fn push_replacing(segments: &mut Vec<RemoteSegment>, seg: RemoteSegment) -> Vec<RemoteSegment> {
+    let keep = segments.partition_point(|s| s.base_offset < seg.base_offset);
+    let replaced = segments.split_off(keep);
+    segments.push(seg);
+    replaced
+}
+
+/// Puts segments gathered from the bucket (chunks, root tail) in manifest order: by upload
+/// sequence, each replacing what it covers wholly, as [`Manifest::apply`] did.
+fn normalize(mut gathered: Vec<RemoteSegment>) -> Vec<RemoteSegment> {
+    gathered.sort_by_key(|s| s.seq);
+    let mut out: Vec<RemoteSegment> = Vec::with_capacity(gathered.len());
+    for seg in gathered {
+        if out.last().is_some_and(|l| seg.next_offset() <= l.next_offset()) {
+            continue;
+        }
+        push_replacing(&mut out, seg);
+    }
+    out
 }
 
 /// A chunk object written to the bucket.
@@ -509,7 +524,7 @@ pub async fn load_from_bucket(
                 }
                 segments.extend(root.tail);
                 segments.retain(|s| s.last_offset >= root.log_start_offset);
-                segments.sort_by_key(|s| s.base_offset);
+                let segments = normalize(segments);
                 m = Manifest {
                     version: root.version,
                     log_start_offset: root.log_start_offset,
@@ -546,10 +561,11 @@ pub async fn load_from_bucket(
         .map_err(|e| TierError::store(dir.as_ref(), e))?;
     listed.sort_by_key(|x| (x.0, std::cmp::Reverse(x.2)));
     for (base, last, epoch, key, size) in listed {
-        if base < m.uploaded_end {
+        if last < m.uploaded_end {
             continue;
         }
-        if m.end_offset().is_some_and(|end| base != end) {
+        // a new leader's first segment may start below the end (see `Manifest::apply`)
+        if m.end_offset().is_some_and(|end| base > end) {
             break;
         }
         let f = read_footer(store, &key, size).await?;
@@ -604,9 +620,10 @@ mod tests {
             Ok(Applied::AlreadyPresent)
         );
         assert_eq!(m.apply(ManifestOp::Add(seg(10, 19))), Ok(Applied::Added));
-        assert!(
-            m.apply(ManifestOp::Add(seg(5, 12))).is_err(),
-            "overlap refused"
+        assert_eq!(
+            m.apply(ManifestOp::Add(seg(5, 12))),
+            Ok(Applied::AlreadyPresent),
+            "nothing past the uploaded end: a late retry"
         );
         assert_eq!(
             (
@@ -621,6 +638,60 @@ mod tests {
         assert_eq!(m.find(15), Some(1));
         assert_eq!(m.find(20), None);
         assert_eq!(m.segments[1].seq, 1);
+    }
+
+    #[test]
+    fn a_new_leaders_segments_may_start_below_the_uploaded_end() {
+        let mut m = Manifest::default();
+        for i in 0..4 {
+            m.apply(ManifestOp::Add(seg(i * 10, i * 10 + 9)))
+                .expect("add");
+        }
+        // rolled at 25: overlaps [20, 29] in part, covers [30, 39] wholly
+        let Ok(Applied::Replaced(r)) = m.apply(ManifestOp::Add(seg(25, 49))) else {
+            panic!("not replacing")
+        };
+        assert_eq!(r.iter().map(|s| s.base_offset).collect::<Vec<_>>(), vec![30]);
+        assert_eq!(
+            m.segments
+                .iter()
+                .map(|s| (s.base_offset, s.last_offset))
+                .collect::<Vec<_>>(),
+            vec![(0, 9), (10, 19), (20, 29), (25, 49)]
+        );
+        assert_eq!(m.uploaded_end, 50);
+        // every offset is in the segment `find` names
+        for o in 0..50 {
+            let i = m.find(o).expect("found");
+            assert!(m.segments[i].base_offset <= o && o <= m.segments[i].last_offset, "{o}");
+        }
+        // retention drops by last offset, which still ascends
+        let Ok(Applied::Dropped(d)) = m.apply(ManifestOp::RaiseLogStart(30)) else {
+            panic!("not dropped")
+        };
+        assert_eq!(d.len(), 3);
+        assert_eq!(m.log_start_offset(), Some(30));
+        // a segment covering everything left replaces it; the log start stays
+        let Ok(Applied::Replaced(r)) = m.apply(ManifestOp::Add(seg(20, 59))) else {
+            panic!("not replacing")
+        };
+        assert_eq!(r.len(), 1);
+        assert_eq!(m.segments.len(), 1);
+        assert_eq!((m.log_start_offset(), m.end_offset()), (Some(30), Some(60)));
+    }
+
+    #[test]
+    fn segments_gathered_from_the_bucket_follow_upload_order() {
+        let mut gathered = vec![seg(0, 9), seg(10, 19), seg(20, 29), seg(15, 39)];
+        for (i, s) in gathered.iter_mut().enumerate() {
+            s.seq = i as u64;
+        }
+        gathered.reverse();
+        let n = normalize(gathered);
+        assert_eq!(
+            n.iter().map(|s| (s.base_offset, s.last_offset)).collect::<Vec<_>>(),
+            vec![(0, 9), (10, 19), (15, 39)]
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use sediment_log::SegmentInfo;
 use tokio::sync::Notify;
 
@@ -41,6 +42,13 @@ pub trait LocalLog: Send + Sync + 'static {
     /// Called (on a blocking thread) after an upload was committed: everything below
     /// `uploaded_end` is in the bucket, so local retention may delete it.
     fn uploaded(&self, _uploaded_end: i64) {}
+    /// A replicated partition commits manifest ops through its Raft log: this proposes `op`
+    /// and resolves once it is committed and applied here (every replica applies it with
+    /// [`RemoteLog::apply_replicated`]); an error means it was not committed (this broker no
+    /// longer leads). `None`: a single node commits the op to its local manifest file itself.
+    fn replicate(&self, _op: ManifestOp) -> Option<BoxFuture<'static, std::result::Result<(), String>>> {
+        None
+    }
 }
 
 /// Per-topic settings of a partition's remote side.
@@ -291,6 +299,47 @@ impl RemoteLog {
         Ok(())
     }
 
+    /// A replicated partition's manifest op, committed by its Raft log: every replica applies
+    /// it, in log order, to its own manifest file. Applying the same op again (a restart
+    /// replays what the applied checkpoint missed) changes nothing.
+    pub async fn apply_replicated(&self, op: ManifestOp) -> Result<Applied> {
+        let applied = self.commit_op(op).await?;
+        self.wake.notify_one();
+        Ok(applied)
+    }
+
+    /// A replica that installs its partition's snapshot takes the manifest the leader had
+    /// (the ops before the snapshot are no longer in the log).
+    pub async fn install_replicated(&self, manifest: Manifest) -> Result<()> {
+        let _g = self.commit.lock().await;
+        let mut next = self.manifest().clone();
+        if next.manifest == manifest {
+            return Ok(());
+        }
+        next.manifest = manifest;
+        self.persist(next).await?;
+        self.needs_recovery.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Commits `op` the partition's way: through its Raft log when it is replicated (see
+    /// [`LocalLog::replicate`]), else to the local manifest file. `Ok(true)`: it changed the
+    /// manifest.
+    async fn commit(&self, op: ManifestOp, local: &Weak<dyn LocalLog>) -> Result<bool> {
+        let replicated = local.upgrade().and_then(|l| l.replicate(op.clone()));
+        match replicated {
+            None => Ok(!matches!(self.commit_op(op).await?, Applied::AlreadyPresent)),
+            Some(fut) => {
+                let before = self.manifest().manifest.version;
+                fut.await.map_err(|reason| TierError::Fenced {
+                    partition: self.pref.to_string(),
+                    reason,
+                })?;
+                Ok(self.manifest().manifest.version != before)
+            }
+        }
+    }
+
     /// Commits one op: applied to a copy, persisted (fsync), then published, so nobody ever
     /// sees (or deletes local data because of) a state that a crash could take back.
     async fn commit_op(&self, op: ManifestOp) -> Result<Applied> {
@@ -305,7 +354,9 @@ impl RemoteLog {
             Applied::Dropped(d) if d.is_empty() && next.manifest == self.manifest().manifest => {
                 return Ok(applied);
             }
-            Applied::Dropped(d) => next.pending_deletes.extend(d.iter().map(|s| s.key.clone())),
+            Applied::Dropped(d) | Applied::Replaced(d) => {
+                next.pending_deletes.extend(d.iter().map(|s| s.key.clone()))
+            }
             Applied::Added => {}
         }
         self.persist(next).await?;
@@ -395,14 +446,11 @@ impl RemoteLog {
         }
         let bytes = entry.size_bytes;
         let key = entry.key.clone();
-        match self.commit_op(ManifestOp::Add(entry)).await? {
-            Applied::Added => {
-                self.tier.stats.uploaded(bytes);
-                tracing::debug!(partition = %self.pref, key = %key, bytes, ms = started.elapsed().as_millis() as u64, "segment uploaded");
-            }
-            _ => {
-                tracing::debug!(partition = %self.pref, key = %key, "segment already in the manifest")
-            }
+        if self.commit(ManifestOp::Add(entry), local).await? {
+            self.tier.stats.uploaded(bytes);
+            tracing::debug!(partition = %self.pref, key = %key, bytes, ms = started.elapsed().as_millis() as u64, "segment uploaded");
+        } else {
+            tracing::debug!(partition = %self.pref, key = %key, "segment already in the manifest")
         }
         Ok(bytes)
     }
@@ -477,14 +525,12 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
             .filter(|s| s.sealed && s.next_offset <= hw && s.base_offset >= uploaded_end)
             .collect();
         let lag_bytes: u64 = pending.iter().map(|s| s.size_bytes).sum();
+        // the lag is the leader's: followers upload nothing
+        let uploading = policy.upload && leader.is_some();
         rl.lag_bytes
-            .store(if policy.upload { lag_bytes } else { 0 }, Ordering::Relaxed);
+            .store(if uploading { lag_bytes } else { 0 }, Ordering::Relaxed);
         rl.lag_segments.store(
-            if policy.upload {
-                pending.len() as u64
-            } else {
-                0
-            },
+            if uploading { pending.len() as u64 } else { 0 },
             Ordering::Relaxed,
         );
         if rl.needs_recovery.load(Ordering::Acquire) {
@@ -558,7 +604,13 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
             continue;
         }
 
-        // idle: mirror, retention, deletes
+        // idle: mirror, retention, deletes (the leader's work; a follower only applies ops)
+        if leader.is_none() {
+            let rl2 = rl.clone();
+            drop(rl);
+            let _ = tokio::time::timeout(cfg.upload_poll_interval, rl2.wake.notified()).await;
+            continue;
+        }
         if rl.bucket_dirty()
             && (last_sync.elapsed() >= cfg.mirror_interval
                 || !rl.manifest().pending_deletes.is_empty())
@@ -581,12 +633,14 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
                 .map(|s| s.size_bytes)
                 .sum();
             if let Some(start) = rl.apply_remote_retention_op(now_ms(), local_only) {
-                match rl.commit_op(ManifestOp::RaiseLogStart(start)).await {
-                    Ok(Applied::Dropped(d)) if !d.is_empty() => {
-                        tracing::info!(partition = %rl.pref, segments = d.len(), log_start_offset = start, "remote retention");
+                let before = rl.manifest().manifest.segments.len();
+                match rl.commit(ManifestOp::RaiseLogStart(start), &local).await {
+                    Ok(true) => {
+                        let dropped = before.saturating_sub(rl.manifest().manifest.segments.len());
+                        tracing::info!(partition = %rl.pref, segments = dropped, log_start_offset = start, "remote retention");
                         continue;
                     }
-                    Ok(_) => {}
+                    Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(partition = %rl.pref, error = %e, "remote retention failed")
                     }

@@ -142,14 +142,9 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let broker_cfg = cfg.broker.clone();
     let listen = broker_cfg.listen;
     let clustered = cfg.peers.len() > 1;
-    let tier = if clustered {
-        // replicated partitions do not tier yet (the remote segment lists move into the
-        // controller first); the bucket stays untouched rather than written by every replica
-        tracing::warn!("cluster mode: tiered storage is not enabled for replicated partitions yet; data stays on the brokers' disks");
-        None
-    } else {
-        tier::open(&cfg).await?
-    };
+    // in a cluster every broker must name the same bucket: a partition's leader uploads, and
+    // any replica may lead later and read what an earlier leader uploaded
+    let tier = tier::open(&cfg).await?;
     let cluster = if clustered {
         let raft_listener = TcpListener::bind(cfg.raft_listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} (raft): {e}", cfg.raft_listen))?;
         tracing::info!(raft = %raft_listener.local_addr()?, peers = ?cfg.peers, "joining the cluster");
@@ -166,7 +161,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         move || {
             let _guard = handle.enter();
             match cluster {
-                Some(ctx) => sediment_broker::Broker::open_cluster(broker_cfg, rx, ctx),
+                Some(ctx) => sediment_broker::Broker::open_cluster(broker_cfg, rx, ctx, tier),
                 None => sediment_broker::Broker::open_with_tier(broker_cfg, rx, tier),
             }
         }

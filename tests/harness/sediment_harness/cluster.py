@@ -16,13 +16,19 @@ from .broker import Broker, BrokerError
 
 
 class Cluster:
-    def __init__(self, workdir: Path | str, size: int = 3, *, bin=None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, workdir: Path | str, size: int = 3, *, bin=None, extra_args: Sequence[str] = (),
+                 object_store: Optional[str] = None, env: Optional[dict] = None) -> None:
         self.workdir = Path(workdir)
+        # one bucket for the whole cluster, as in production: a new leader reads and extends
+        # what the old one uploaded (file:// under the cluster's directory by default)
+        self.bucket_dir = self.workdir / "bucket"
+        self.object_store = object_store or f"file://{self.bucket_dir}"
+        self.bucket_dir.mkdir(parents=True, exist_ok=True)
         ports = [Broker.allocate_ports() for _ in range(size)]
         peers = ",".join(f"{i + 1}=127.0.0.1:{p['raft']}" for i, p in enumerate(ports))
         self.nodes: list[Broker] = [
             Broker(self.workdir / f"node{i + 1}", bin=bin, node_id=i + 1, ports=p, name=f"node-{i + 1}",
-                   extra_args=["--peers", peers, *extra_args])
+                   object_store=self.object_store, env=env, extra_args=["--peers", peers, *extra_args])
             for i, p in enumerate(ports)
         ]
 

@@ -44,8 +44,9 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
             match part {
                 Err(code) => pr.error_code = code.code(),
                 Ok((p, target)) if p.replica().is_some() => {
-                    if target <= p.log_start_offset() {
-                        pr.low_watermark = p.log_start_offset();
+                    // tiered: the start is the bucket's, and the entry raises both
+                    if target <= p.log_start_offset_all() {
+                        pr.low_watermark = p.log_start_offset_all();
                     } else {
                         replicated.push((r.topics.len(), tr.partitions.len(), p.clone(), target));
                     }
@@ -76,7 +77,7 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
                 let Some(replica) = p.replica() else { return (ti, pi, Err(ErrorCode::NotLeaderOrFollower)) };
                 let timeout = std::time::Duration::from_millis(req.timeout_ms.max(1) as u64);
                 let res = match tokio::time::timeout(timeout, replica.raise_log_start(target)).await {
-                    Ok(Ok(())) => Ok(p.log_start_offset()),
+                    Ok(Ok(())) => Ok(p.log_start_offset_all()),
                     Ok(Err(crate::replica::ProposeError::NotLeader(_))) => Err(ErrorCode::NotLeaderOrFollower),
                     Ok(Err(e)) => {
                         tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "delete records failed");
