@@ -17,7 +17,7 @@ use sediment_protocol::ErrorCode;
 use sediment_raft::cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
 use sediment_raft::network::Registry;
 use sediment_raft::transport::{self, Peers};
-use sediment_raft::{Controller, QuiesceConfig, Quiescer, WriteError};
+use sediment_raft::{Controller, MembershipChange, MembershipError, QuiesceConfig, Quiescer, WriteError};
 use tokio::net::TcpListener;
 
 use crate::broker::{Broker, Topic, partition_dir};
@@ -84,6 +84,47 @@ fn meta_error(e: MetaError) -> ApiError {
         MetaError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
         MetaError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
         MetaError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+        MetaError::BrokerHostsReplicas { .. } => ErrorCode::InvalidRequest,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+impl ClusterCtx {
+    /// `sediment cluster add-broker`: makes broker `id` (raft address `raft_addr`, started with
+    /// `--peers` naming this cluster) a member of the metadata group. Returns once it caught up
+    /// and votes; it then registers itself, and new topics place replicas on it.
+    pub async fn add_broker(&self, id: i32, raft_addr: String, timeout: Duration) -> Result<(), ApiError> {
+        if let Some(addr) = self.controller.voters().get(&(id as u64))
+            && addr != &raft_addr
+        {
+            return Err(ApiError::new(ErrorCode::DuplicateVoter, format!("broker {id} is already a member at {addr}")));
+        }
+        self.controller
+            .change_membership(MembershipChange::Add { id: id as u64, addr: raft_addr }, timeout)
+            .await
+            .map_err(membership_error)?;
+        self.quiescer.set_peers(&self.controller.voters());
+        Ok(())
+    }
+
+    /// `sediment cluster remove-broker`: unregisters broker `id` (refused while a partition has
+    /// a replica there) and removes it from the metadata group, so the quorum no longer counts it.
+    pub async fn remove_broker(&self, id: i32, timeout: Duration) -> Result<(), ApiError> {
+        let known = self.state().brokers.contains_key(&id) || self.controller.voters().contains_key(&(id as u64));
+        if !known {
+            return Err(ApiError::new(ErrorCode::VoterNotFound, format!("broker {id} is not a member of this cluster")));
+        }
+        self.write(MetaCommand::UnregisterBroker { id }).await?;
+        self.controller.change_membership(MembershipChange::Remove { id: id as u64 }, timeout).await.map_err(membership_error)?;
+        self.quiescer.set_peers(&self.controller.voters());
+        Ok(())
+    }
+}
+
+fn membership_error(e: MembershipError) -> ApiError {
+    let code = match &e {
+        MembershipError::Timeout(_) => ErrorCode::RequestTimedOut,
+        MembershipError::Refused(_) => ErrorCode::InvalidRequest,
     };
     ApiError::new(code, e.to_string())
 }
@@ -124,6 +165,11 @@ pub async fn follow(broker: Weak<Broker>, ctx: Arc<ClusterCtx>) {
             return;
         }
         reconcile(&b, &ctx, &state).await;
+        // liveness beats follow membership changes (a broker added or removed)
+        let voters = ctx.controller.voters();
+        if !voters.is_empty() {
+            ctx.quiescer.set_peers(&voters);
+        }
         drop(b);
         if rx.changed().await.is_err() {
             return;

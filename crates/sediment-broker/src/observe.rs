@@ -193,6 +193,8 @@ pub fn for_each_error_code(resp: &ResponseKind, mut f: impl FnMut(i16)) {
         ResponseKind::IncrementalAlterConfigs(r) => r.responses.iter().for_each(|x| f(x.error_code)),
         ResponseKind::CreatePartitions(r) => r.results.iter().for_each(|x| f(x.error_code)),
         ResponseKind::DescribeCluster(r) => f(r.error_code),
+        ResponseKind::AddRaftVoter(r) => f(r.error_code),
+        ResponseKind::RemoveRaftVoter(r) => f(r.error_code),
         ResponseKind::FindCoordinator(r) => {
             f(r.error_code);
             r.coordinators.iter().for_each(|c| f(c.error_code));

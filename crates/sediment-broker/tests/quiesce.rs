@@ -73,7 +73,7 @@ fn config() -> QuiesceConfig {
 }
 
 async fn start(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTreeMap<u64, String>) -> Node {
-    let listener = transport::bind(addr).await.unwrap();
+    let listener = transport::testing::bind_again(addr).await;
     let registry = Registry::new();
     let peers = Peers::new();
     let quiescer = Quiescer::start(id, voters, peers.clone(), &registry, config());

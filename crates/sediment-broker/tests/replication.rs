@@ -63,7 +63,7 @@ async fn start(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTree
 }
 
 async fn start_with(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTreeMap<u64, String>, config: LogConfig) -> Node {
-    let listener = transport::bind(addr).await.unwrap();
+    let listener = transport::testing::bind_again(addr).await;
     let registry = Registry::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let part = Partition::open_replicated(TOPIC, 0, dir.join("orders-0"), config, FsyncPolicy::Always).unwrap();

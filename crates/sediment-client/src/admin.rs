@@ -13,9 +13,10 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::add_raft_voter_request::Listener;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    TopicName,
+    AddRaftVoterRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, RemoveRaftVoterRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -222,6 +223,50 @@ impl Admin {
             }
             other => other,
         }
+    }
+
+    /// Adds broker `id` to the cluster (`sediment cluster add-broker`). The broker must be
+    /// running, started with `--peers` naming the cluster's brokers; `raft_addr` is its
+    /// `--raft-listen` address as the other brokers reach it. Returns once it caught up with
+    /// the metadata and votes.
+    pub async fn add_broker(&self, id: i32, raft_addr: &str, timeout: Duration) -> Result<()> {
+        let (host, port) = raft_addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| p.parse::<u16>().ok().filter(|p| *p > 0 && !h.is_empty()).map(|p| (h, p)))
+            .ok_or_else(|| Error::Invalid(format!("\"{raft_addr}\" is not HOST:PORT")))?;
+        let req = AddRaftVoterRequest::default()
+            .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_voter_id(id)
+            .with_listeners(vec![Listener::default().with_name(name_bytes("RAFT")).with_host(name_bytes(host)).with_port(port)]);
+        let conn = self.client.bootstrap_connection().await?;
+        let resp = conn.send_at(&req, 0, timeout + Duration::from_secs(10)).await?;
+        if resp.error_code != 0 {
+            return Err(Error::broker(format!("cannot add broker {id}"), resp.error_code, resp.error_message.as_deref()));
+        }
+        Ok(())
+    }
+
+    /// Removes broker `id` from the cluster (`sediment cluster remove-broker`): refused while
+    /// a partition has a replica on it.
+    pub async fn remove_broker(&self, id: i32) -> Result<()> {
+        let req = RemoveRaftVoterRequest::default().with_voter_id(id);
+        let conn = self.client.bootstrap_connection().await?;
+        let resp = conn.send_at(&req, 0, Duration::from_secs(70)).await?;
+        if resp.error_code != 0 {
+            return Err(Error::broker(format!("cannot remove broker {id}"), resp.error_code, resp.error_message.as_deref()));
+        }
+        Ok(())
+    }
+
+    /// The cluster's id, controller and brokers `(id, host:port)` (DescribeCluster).
+    pub async fn describe_cluster(&self) -> Result<(String, i32, Vec<(i32, String)>)> {
+        let conn = self.client.bootstrap_connection().await?;
+        let resp = conn.send(&DescribeClusterRequest::default().with_endpoint_type(1)).await?;
+        if resp.error_code != 0 {
+            return Err(Error::broker("cannot describe the cluster", resp.error_code, resp.error_message.as_deref()));
+        }
+        let brokers = resp.brokers.iter().map(|b| (b.broker_id.0, format!("{}:{}", b.host, b.port))).collect();
+        Ok((resp.cluster_id.to_string(), resp.controller_id.0, brokers))
     }
 
     /// Creates a topic (or only validates the request).

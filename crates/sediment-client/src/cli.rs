@@ -47,6 +47,63 @@ pub enum ClientCommand {
     Bench(BenchArgs),
     /// List consumer groups, describe one (members, assignments, lag)
     Group(GroupArgs),
+    /// Show the cluster's brokers; add or remove a broker
+    Cluster(ClusterArgs),
+}
+
+/// `sediment cluster`.
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// Cluster operation
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// `sediment cluster <operation>`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// List the brokers and the controller
+    Describe(ClusterDescribeArgs),
+    /// Add a running broker (started with --peers naming this cluster's brokers) to the cluster
+    AddBroker(AddBrokerArgs),
+    /// Remove a broker that holds no partition replicas from the cluster
+    RemoveBroker(RemoveBrokerArgs),
+}
+
+/// `sediment cluster describe`.
+#[derive(clap::Args, Debug)]
+pub struct ClusterDescribeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnArgs,
+}
+
+/// `sediment cluster add-broker`.
+#[derive(clap::Args, Debug)]
+pub struct AddBrokerArgs {
+    /// The new broker's --node-id
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+    pub node_id: i32,
+    /// The new broker's --raft-listen address, as the other brokers reach it
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub raft_address: String,
+    /// Seconds to wait for the new broker to catch up with the cluster's metadata
+    #[arg(long, default_value = "60", value_parser = parse_duration_secs)]
+    pub timeout: f64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnArgs,
+}
+
+/// `sediment cluster remove-broker`.
+#[derive(clap::Args, Debug)]
+pub struct RemoveBrokerArgs {
+    /// The broker's node id
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+    pub node_id: i32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: ConnArgs,
 }
 
 /// `sediment group`.
@@ -303,6 +360,13 @@ fn parse_acks(s: &str) -> Result<Acks, String> {
     s.parse()
 }
 
+fn parse_host_port(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(s.to_string()),
+        _ => Err(format!("expected HOST:PORT, got \"{s}\"")),
+    }
+}
+
 fn parse_duration_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
@@ -318,7 +382,32 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Consume(a) => run_consume(a).await,
         ClientCommand::Bench(a) => run_bench(a).await,
         ClientCommand::Group(g) => run_group(g.command).await,
+        ClientCommand::Cluster(c) => run_cluster(c.command).await,
     }
+}
+
+async fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCommand::Describe(a) => {
+            let (id, controller, brokers) = Admin::new(Client::connect(&a.conn.bootstrap).await?).describe_cluster().await?;
+            println!("cluster id: {id}");
+            println!("controller: {controller}");
+            println!("{:<8} ADDRESS", "BROKER");
+            for (b, addr) in brokers {
+                println!("{b:<8} {addr}");
+            }
+        }
+        ClusterCommand::AddBroker(a) => {
+            let admin = Admin::new(Client::connect(&a.conn.bootstrap).await?);
+            admin.add_broker(a.node_id, &a.raft_address, Duration::from_secs_f64(a.timeout)).await?;
+            println!("broker {} added (raft {})", a.node_id, a.raft_address);
+        }
+        ClusterCommand::RemoveBroker(a) => {
+            Admin::new(Client::connect(&a.conn.bootstrap).await?).remove_broker(a.node_id).await?;
+            println!("broker {} removed", a.node_id);
+        }
+    }
+    Ok(())
 }
 
 async fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {

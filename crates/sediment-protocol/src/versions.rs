@@ -55,6 +55,10 @@ pub const SUPPORTED: &[ApiSupport] = &[
     api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
+    // Cluster membership (KIP-853; every broker is a metadata voter): `sediment cluster
+    // add-broker|remove-broker`.
+    api(ApiKey::AddRaftVoter, 0, 0),
+    api(ApiKey::RemoveRaftVoter, 0, 0),
 ];
 
 /// The support entry for `key`, if Sediment implements it.

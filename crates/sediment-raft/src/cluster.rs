@@ -71,6 +71,9 @@ pub enum MetaCommand {
     SetClusterId { cluster_id: String },
     /// Adds or updates a broker (its addresses may change across restarts).
     RegisterBroker(BrokerRecord),
+    /// Removes a broker (`sediment cluster remove-broker`); refused while any partition has a
+    /// replica on it. Afterwards no new replica is placed there.
+    UnregisterBroker { id: i32 },
     /// Creates a topic, placing `partitions` × `replication_factor` replicas over the
     /// registered brokers starting at `placement_start`.
     CreateTopic {
@@ -105,6 +108,8 @@ pub enum MetaError {
     InvalidReplicationFactor { requested: i16, available: usize },
     #[error("{0}")]
     InvalidPartitions(String),
+    #[error("broker {id} still holds replicas of {partitions} partition(s) (first: {example}); move or delete them first")]
+    BrokerHostsReplicas { id: i32, partitions: usize, example: String },
 }
 
 /// What applying a command produced.
@@ -140,6 +145,18 @@ impl ClusterState {
             }
             MetaCommand::RegisterBroker(b) => {
                 self.brokers.insert(b.id, b.clone());
+                MetaResponse::Done
+            }
+            MetaCommand::UnregisterBroker { id } => {
+                let hosted: Vec<String> = self
+                    .topics
+                    .values()
+                    .flat_map(|t| t.assignments.iter().enumerate().filter(|(_, r)| r.contains(id)).map(move |(p, _)| format!("{}-{p}", t.name)))
+                    .collect();
+                if let Some(example) = hosted.first() {
+                    return MetaResponse::Refused(MetaError::BrokerHostsReplicas { id: *id, partitions: hosted.len(), example: example.clone() });
+                }
+                self.brokers.remove(id);
                 MetaResponse::Done
             }
             MetaCommand::CreateTopic { name, id, partitions, replication_factor, config, placement_start, created_ms } => {
@@ -278,7 +295,16 @@ mod tests {
         s.apply(&MetaCommand::SetClusterId { cluster_id: "a".into() });
         s.apply(&MetaCommand::SetClusterId { cluster_id: "b".into() });
         assert_eq!(s.cluster_id, "a");
+        // a broker holding replicas stays; once they are gone it can leave, and is not placed on
+        assert!(matches!(
+            s.apply(&MetaCommand::UnregisterBroker { id: 3 }),
+            MetaResponse::Refused(MetaError::BrokerHostsReplicas { id: 3, partitions: 5, .. })
+        ));
         assert_eq!(s.apply(&MetaCommand::DeleteTopic { name: "t".into() }), MetaResponse::Done);
         assert_eq!(s.apply(&MetaCommand::DeleteTopic { name: "t".into() }), MetaResponse::Refused(MetaError::UnknownTopic("t".into())));
+        assert_eq!(s.apply(&MetaCommand::UnregisterBroker { id: 3 }), MetaResponse::Done);
+        assert!(matches!(s.apply(&create("u", 2, 3)), MetaResponse::Refused(MetaError::InvalidReplicationFactor { available: 2, .. })));
+        let MetaResponse::TopicCreated { assignments, .. } = s.apply(&create("u", 2, 2)) else { panic!("not created") };
+        assert!(assignments.iter().flatten().all(|b| *b != 3), "{assignments:?}");
     }
 }

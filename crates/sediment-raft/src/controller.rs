@@ -217,6 +217,15 @@ pub enum WriteError {
     Fatal(String),
 }
 
+/// Why a membership change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("the membership change did not finish within {0:?} (is a majority of brokers up, and is the new broker running?)")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// This broker's member of the metadata group.
 pub struct Controller {
     pub raft: Raft<MetaTc>,
@@ -230,25 +239,96 @@ struct Forwarded {
     raft: Raft<MetaTc>,
 }
 
+/// What a broker asks the metadata leader for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum ForwardRequest {
+    Write(MetaCommand),
+    Membership(MembershipChange),
+}
+
+/// A change of the metadata group's voters (`sediment cluster add-broker|remove-broker`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Adds broker `id` (raft address `addr`): first as a learner, which catches up, then as a voter.
+    Add { id: u64, addr: String },
+    Remove { id: u64 },
+}
+
 #[derive(Serialize, Deserialize)]
 enum ForwardAnswer {
     Applied(MetaResponse, LogId<u64>),
     NotLeader(Option<u64>),
+    /// A membership change is done (or was refused, with the reason).
+    Changed(Result<(), String>),
 }
 
 impl ClientHandler for Forwarded {
     fn handle(&self, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
         let raft = self.raft.clone();
         Box::pin(async move {
-            let cmd: MetaCommand = decode(&payload)?;
-            let answer = match raft.client_write(cmd).await {
-                Ok(r) => ForwardAnswer::Applied(r.data, r.log_id),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardAnswer::NotLeader(f.leader_id),
-                Err(e) => return Err(e.to_string()),
+            let answer = match decode(&payload)? {
+                ForwardRequest::Write(cmd) => match raft.client_write(cmd).await {
+                    Ok(r) => ForwardAnswer::Applied(r.data, r.log_id),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardAnswer::NotLeader(f.leader_id),
+                    Err(e) => return Err(e.to_string()),
+                },
+                ForwardRequest::Membership(change) => match change_membership(&raft, &change).await {
+                    Err(Refusal::NotLeader) => ForwardAnswer::NotLeader(None),
+                    Err(Refusal::Refused(reason)) => ForwardAnswer::Changed(Err(reason)),
+                    Ok(()) => ForwardAnswer::Changed(Ok(())),
+                },
             };
             encode(&answer).map(Bytes::from)
         })
     }
+}
+
+enum Refusal {
+    NotLeader,
+    Refused(String),
+}
+
+fn refusal(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Refusal {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Refusal::NotLeader,
+        other => Refusal::Refused(other.to_string()),
+    }
+}
+
+/// Applies `change` on the leader. Adding waits (blocking) until the new member's log caught
+/// up as a learner, then makes it a voter, so a slow newcomer never holds the quorum back.
+/// Both are idempotent: adding a voter with the same address, or removing a non-member, is done.
+async fn change_membership(raft: &Raft<MetaTc>, change: &MembershipChange) -> Result<(), Refusal> {
+    let membership = raft.metrics().borrow().membership_config.clone();
+    let m = membership.membership();
+    let mut voters: std::collections::BTreeSet<u64> = m.voter_ids().collect();
+    match change {
+        MembershipChange::Add { id, addr } => {
+            if voters.contains(id) {
+                return match m.get_node(id) {
+                    Some(n) if &n.addr == addr => Ok(()),
+                    Some(n) => Err(Refusal::Refused(format!("broker {id} is already a member at {}", n.addr))),
+                    None => Ok(()),
+                };
+            }
+            raft.add_learner(*id, BasicNode::new(addr), true).await.map_err(refusal)?;
+            voters.insert(*id);
+            raft.change_membership(voters, false).await.map_err(refusal)?;
+            tracing::info!(broker = id, addr = %addr, "broker added to the metadata group");
+        }
+        MembershipChange::Remove { id } => {
+            if !voters.contains(id) && m.get_node(id).is_none() {
+                return Ok(());
+            }
+            voters.remove(id);
+            if voters.is_empty() {
+                return Err(Refusal::Refused(format!("broker {id} is the last member")));
+            }
+            raft.change_membership(voters, false).await.map_err(refusal)?;
+            tracing::info!(broker = id, "broker removed from the metadata group");
+        }
+    }
+    Ok(())
 }
 
 impl Controller {
@@ -272,7 +352,13 @@ impl Controller {
             Arc::new(RaftHandler { raft: raft.clone(), client: Some(Arc::new(Forwarded { raft: raft.clone() })), on_append: None }),
         );
         crate::network::spawn_election_watchdog(raft.clone());
-        if !raft.is_initialized().await? {
+        if !voters.contains_key(&node_id) {
+            // joining a running cluster: its leader adds this broker (`sediment cluster
+            // add-broker`) and replicates the metadata here; seeding a membership would fork it
+            if !raft.is_initialized().await? {
+                tracing::warn!(node_id, peers = ?voters.keys().collect::<Vec<_>>(), "not a member of the cluster yet: waiting to be added (sediment cluster add-broker --node-id {node_id} --raft-address HOST:PORT)");
+            }
+        } else if !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
             // Every voter seeds the same membership at log index 0; whoever wins the first
             // election carries it. A node that already has a log refuses, which is fine.
@@ -344,23 +430,73 @@ impl Controller {
     }
 
     async fn forward(&self, leader: u64, cmd: &MetaCommand, deadline: Instant) -> Result<Option<(MetaResponse, LogId<u64>)>, WriteError> {
+        match self.forward_request(leader, &ForwardRequest::Write(cmd.clone()), deadline).await? {
+            Some(ForwardAnswer::Applied(r, log_id)) => Ok(Some((r, log_id))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Sends `req` to the metadata leader; `None` when it could not be asked or no longer leads.
+    async fn forward_request(&self, leader: u64, req: &ForwardRequest, deadline: Instant) -> Result<Option<ForwardAnswer>, WriteError> {
         let addr = {
             let m = self.raft.metrics().borrow().membership_config.clone();
             m.membership().get_node(&leader).map(|n| n.addr.clone())
         };
         let Some(addr) = addr else { return Ok(None) };
-        let body = encode(cmd).map_err(WriteError::Fatal)?;
+        let body = encode(req).map_err(WriteError::Fatal)?;
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(50));
         match self.peers.client(leader, &addr).call(METADATA_GROUP, KIND_CLIENT, &body, left).await {
             Ok(bytes) => match decode::<ForwardAnswer>(&bytes).map_err(WriteError::Fatal)? {
-                ForwardAnswer::Applied(r, log_id) => Ok(Some((r, log_id))),
                 ForwardAnswer::NotLeader(_) => Ok(None),
+                a => Ok(Some(a)),
             },
             Err(e) => {
-                tracing::debug!(leader, error = %e, "metadata write forward failed; retrying");
+                tracing::debug!(leader, error = %e, "metadata request forward failed; retrying");
                 Ok(None)
             }
         }
+    }
+
+    /// Changes the metadata group's voters through its leader (forwarding if needed), retrying
+    /// while leadership moves, up to `timeout`. Adding returns once the new broker caught up and
+    /// votes.
+    pub async fn change_membership(&self, change: MembershipChange, timeout: Duration) -> Result<(), MembershipError> {
+        let deadline = Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let outcome = match self.leader() {
+                Some(l) if l == self.node_id => match tokio::time::timeout_at(deadline.into(), change_membership(&self.raft, &change)).await {
+                    Err(_) => return Err(MembershipError::Timeout(timeout)),
+                    Ok(Ok(())) => Some(Ok(())),
+                    Ok(Err(Refusal::NotLeader)) => None,
+                    Ok(Err(Refusal::Refused(r))) => Some(Err(r)),
+                },
+                Some(l) => match self.forward_request(l, &ForwardRequest::Membership(change.clone()), deadline).await {
+                    Ok(Some(ForwardAnswer::Changed(r))) => Some(r),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e.to_string())),
+                },
+                None => None,
+            };
+            match outcome {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(reason)) => return Err(MembershipError::Refused(reason)),
+                None => {
+                    if Instant::now() + backoff > deadline {
+                        return Err(MembershipError::Timeout(timeout));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    /// The metadata group's voters and their raft addresses, as this broker knows them.
+    pub fn voters(&self) -> BTreeMap<u64, String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let mem = m.membership();
+        mem.voter_ids().map(|id| (id, mem.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default())).collect()
     }
 
     pub async fn shutdown(&self) {

@@ -25,6 +25,6 @@ pub mod quiesce;
 pub mod transport;
 
 pub use cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
-pub use controller::{Controller, METADATA_GROUP, MetaTc, WriteError};
+pub use controller::{Controller, METADATA_GROUP, MembershipChange, MembershipError, MetaTc, WriteError};
 pub use quiesce::{QuiesceConfig, QuietHandle, QuietStats, Quiescer};
 pub use transport::{GroupId, Peers};

@@ -242,6 +242,23 @@ impl<C: TypeConfig> Quiescer<C> {
         q
     }
 
+    /// Follows the cluster's membership: beats go to every broker in `peers` (id → raft
+    /// address; this node is skipped), a new broker starts as not alive, a removed one is
+    /// forgotten.
+    pub fn set_peers(&self, peers: &BTreeMap<u64, String>) {
+        let mut known = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        known.retain(|id, _| peers.contains_key(id));
+        for (id, addr) in peers.iter().filter(|(id, _)| **id != self.me) {
+            match known.get_mut(id) {
+                Some(st) => st.addr.clone_from(addr),
+                None => {
+                    let st = PeerState { addr: addr.clone(), last: None, incarnation: 0, alive: false, in_flight: Arc::default() };
+                    known.insert(*id, st);
+                }
+            }
+        }
+    }
+
     /// Puts a group under quiescence; it starts awake.
     pub fn add(&self, id: GroupId, raft: Raft<C>) -> QuietHandle<C> {
         let group = Arc::new(QuietGroup {

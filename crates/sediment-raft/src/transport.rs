@@ -347,6 +347,23 @@ pub mod testing {
         }
         panic!("no free port in 20000-31999");
     }
+
+    /// Binds `addr` for a test node, retrying for up to 5 s while it is in use: a node
+    /// restarted in the same process reuses its address, and the stopped node's accept loop
+    /// may not have dropped its listener yet.
+    pub async fn bind_again(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+        let mut tries = 0;
+        loop {
+            match super::bind(addr).await {
+                Ok(l) => return l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("bind {addr}: {e}"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

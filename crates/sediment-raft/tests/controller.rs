@@ -20,7 +20,7 @@ struct Node {
 }
 
 async fn start_node(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTreeMap<u64, String>) -> Node {
-    let listener = transport::bind(addr).await.unwrap();
+    let listener = transport::testing::bind_again(addr).await;
     let registry = Registry::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let controller = Controller::start(id, &dir, voters, Peers::new(), &registry).await.unwrap();

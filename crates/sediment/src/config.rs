@@ -366,8 +366,13 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
         Some(p) => parse_peers(p)?,
         None => BTreeMap::new(),
     };
-    if !peers.is_empty() && !peers.contains_key(&raw.node_id) {
-        return Err(bad("peers", format!("the voter list does not include this node ({})", raw.node_id)));
+    // A node missing from the list joins the running cluster the list names (it waits until
+    // `sediment cluster add-broker` adds it); a list of one other node names no cluster.
+    if !peers.is_empty() && !peers.contains_key(&raw.node_id) && peers.len() < 2 {
+        return Err(bad(
+            "peers",
+            format!("the voter list does not include this node ({}); to join a running cluster, list its brokers", raw.node_id),
+        ));
     }
     let max_local_bytes = match &raw.max_local_bytes {
         Some(v) => Some(parse_size(v).filter(|n| *n > 0).ok_or_else(|| bad("max_local_bytes", format!("\"{v}\" is not a positive size (e.g. 50GiB)")))?),
@@ -491,6 +496,10 @@ mod tests {
         let mut a = args();
         a.peers = Some("2=127.0.0.1:9093".into());
         assert!(load(&a).unwrap_err().0.contains("peers"));
+        // not in a list of a running cluster's brokers: joins it
+        let mut a = args();
+        a.peers = Some("2=127.0.0.1:9093,3=127.0.0.1:9094".into());
+        assert_eq!(load(&a).expect("joining").peers.len(), 2);
         let mut a = args();
         a.cache_size = Some("lots".into());
         assert!(load(&a).unwrap_err().0.contains("cache_size"));

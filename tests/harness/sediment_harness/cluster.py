@@ -24,6 +24,7 @@ class Cluster:
         self.bucket_dir = self.workdir / "bucket"
         self.object_store = object_store or f"file://{self.bucket_dir}"
         self.bucket_dir.mkdir(parents=True, exist_ok=True)
+        self._bin, self._env, self._extra_args = bin, env, list(extra_args)
         ports = [Broker.allocate_ports() for _ in range(size)]
         peers = ",".join(f"{i + 1}=127.0.0.1:{p['raft']}" for i, p in enumerate(ports))
         self.nodes: list[Broker] = [
@@ -31,6 +32,17 @@ class Cluster:
                    object_store=self.object_store, env=env, extra_args=["--peers", peers, *extra_args])
             for i, p in enumerate(ports)
         ]
+
+    def join(self, timeout: float = 60.0) -> Broker:
+        """Starts one more broker (the next node id) whose --peers lists the cluster's brokers
+        but not itself: it runs, waiting to be added (`sediment cluster add-broker`)."""
+        node_id = len(self.nodes) + 1
+        peers = ",".join(f"{n.node_id}=127.0.0.1:{n.ports['raft']}" for n in self.nodes)
+        b = Broker(self.workdir / f"node{node_id}", bin=self._bin, node_id=node_id, name=f"node-{node_id}",
+                   object_store=self.object_store, env=self._env, extra_args=["--peers", peers, *self._extra_args])
+        self.nodes.append(b)
+        b.start(timeout)
+        return b
 
     # ---- lifecycle -------------------------------------------------------
 

@@ -34,6 +34,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod raft_voters;
 pub mod sync_group;
 
 /// Who asked, and with which API version.
@@ -105,6 +106,9 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
         RequestKind::InitProducerId(r) => {
             Reply::Later(init_producer_id::handle(broker.clone(), r, v).map(ResponseKind::InitProducerId).boxed())
         }
+        // cluster membership (sediment cluster add-broker|remove-broker)
+        RequestKind::AddRaftVoter(r) => Reply::Later(raft_voters::add(broker.clone(), r, v).map(ResponseKind::AddRaftVoter).boxed()),
+        RequestKind::RemoveRaftVoter(r) => Reply::Later(raft_voters::remove(broker.clone(), r, v).map(ResponseKind::RemoveRaftVoter).boxed()),
         other => {
             // Unreachable while the version table and this match agree; a unit test checks they do.
             tracing::error!(request = ?std::mem::discriminant(&other), "request reached dispatch without a handler");
@@ -221,6 +225,9 @@ mod tests {
             ApiKey::CreateTopics => RequestKind::CreateTopics(CreateTopicsRequest::default()),
             ApiKey::DeleteTopics => RequestKind::DeleteTopics(DeleteTopicsRequest::default()),
             ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default()),
+            // a single node: both answer INVALID_REQUEST
+            ApiKey::AddRaftVoter => RequestKind::AddRaftVoter(AddRaftVoterRequest::default()),
+            ApiKey::RemoveRaftVoter => RequestKind::RemoveRaftVoter(RemoveRaftVoterRequest::default()),
             ApiKey::DescribeConfigs => {
                 let mut r = DescribeConfigsRequest::default();
                 let mut res = describe_configs_request::DescribeConfigsResource::default();
@@ -387,6 +394,8 @@ mod tests {
             ApiKey::CreateTopics => ResponseKind::CreateTopics(Default::default()),
             ApiKey::DeleteTopics => ResponseKind::DeleteTopics(Default::default()),
             ApiKey::DeleteRecords => ResponseKind::DeleteRecords(Default::default()),
+            ApiKey::AddRaftVoter => ResponseKind::AddRaftVoter(Default::default()),
+            ApiKey::RemoveRaftVoter => ResponseKind::RemoveRaftVoter(Default::default()),
             ApiKey::DescribeConfigs => ResponseKind::DescribeConfigs(Default::default()),
             ApiKey::AlterConfigs => ResponseKind::AlterConfigs(Default::default()),
             ApiKey::CreatePartitions => ResponseKind::CreatePartitions(Default::default()),
