@@ -252,7 +252,8 @@ impl Broker {
                     id: broker.config.node_id,
                     host: broker.config.advertised_host.clone(),
                     port: broker.config.advertised_port,
-                    raft_addr: ctx.controller.raft.metrics().borrow().membership_config.membership().get_node(&(broker.config.node_id as u64)).map(|n| n.addr.clone()).unwrap_or_default(),
+                    // filled in by `register` from the metadata group's membership
+                    raft_addr: String::new(),
                     rack: None,
                 };
                 crate::cluster::register(ctx.clone(), rec, broker.cluster_id.clone());
@@ -333,25 +334,28 @@ impl Broker {
 
     /// Stops a removed topic's partitions and deletes their directories in the background.
     pub(crate) fn remove_topic_dirs(&self, topic: &Topic) {
-        let logs = self.logs_dir();
-        let mut doomed = Vec::new();
         for p in topic.hosted() {
-            p.shutdown();
-            if let Some(r) = p.remote() {
-                r.close();
-            }
-            let dir = partition_dir(&logs, &topic.name, p.index);
-            let tomb = logs.join(format!("{}-{}.{}-delete", topic.name, p.index, topic.id.simple()));
-            match std::fs::rename(&dir, &tomb) {
-                Ok(()) => doomed.push(tomb),
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot rename deleted partition dir"),
-            }
+            self.remove_partition_dir(&topic.name, &topic.id, p);
+        }
+    }
+
+    /// Stops a partition here and deletes its directory (renamed at once, removed in the
+    /// background; a restart finishes what a crash interrupted).
+    pub(crate) fn remove_partition_dir(&self, topic: &str, id: &Uuid, p: &Partition) {
+        p.shutdown();
+        if let Some(r) = p.remote() {
+            r.close();
+        }
+        let logs = self.logs_dir();
+        let dir = partition_dir(&logs, topic, p.index);
+        let tomb = logs.join(format!("{}-{}.{}-delete", topic, p.index, id.simple()));
+        if let Err(e) = std::fs::rename(&dir, &tomb) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot rename deleted partition dir");
+            return;
         }
         tokio::task::spawn_blocking(move || {
-            for d in doomed {
-                if let Err(e) = std::fs::remove_dir_all(&d) {
-                    tracing::warn!(dir = %d.display(), error = %e, "cannot remove deleted partition dir");
-                }
+            if let Err(e) = std::fs::remove_dir_all(&tomb) {
+                tracing::warn!(dir = %tomb.display(), error = %e, "cannot remove deleted partition dir");
             }
         });
     }

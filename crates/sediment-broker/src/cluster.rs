@@ -85,6 +85,7 @@ fn meta_error(e: MetaError) -> ApiError {
         MetaError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
         MetaError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
         MetaError::BrokerHostsReplicas { .. } => ErrorCode::InvalidRequest,
+        MetaError::InvalidReassignment(_) => ErrorCode::InvalidReplicaAssignment,
     };
     ApiError::new(code, e.to_string())
 }
@@ -131,10 +132,22 @@ fn membership_error(e: MembershipError) -> ApiError {
 
 /// Registers this broker (and proposes a cluster id, first writer wins), retrying in the
 /// background until a majority of the metadata group answers.
-pub fn register(ctx: Arc<ClusterCtx>, rec: BrokerRecord, proposed_cluster_id: String) {
+///
+/// The record's raft address is the one the metadata group's membership names for this broker
+/// (its `--peers` entry, or the address `add-broker` gave): a broker that joins a running
+/// cluster waits until it has been added and has learned the membership.
+pub fn register(ctx: Arc<ClusterCtx>, mut rec: BrokerRecord, proposed_cluster_id: String) {
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(100);
         loop {
+            if let Some(addr) = ctx.controller.voters().get(&(rec.id as u64)).filter(|a| !a.is_empty()) {
+                rec.raft_addr.clone_from(addr);
+            }
+            if rec.raft_addr.is_empty() {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                continue;
+            }
             let r = async {
                 ctx.write(MetaCommand::SetClusterId { cluster_id: proposed_cluster_id.clone() }).await?;
                 ctx.write(MetaCommand::RegisterBroker(rec.clone())).await
@@ -187,6 +200,11 @@ async fn reconcile(b: &Arc<Broker>, ctx: &Arc<ClusterCtx>, state: &ClusterState)
         for (i, replicas) in rec.assignments.iter().enumerate() {
             let have = existing.as_ref().and_then(|t| t.partition(i as i32)).cloned();
             if !replicas.contains(&me) {
+                // moved to other brokers (a completed reassignment): stop it, delete its data
+                if let Some(p) = have {
+                    retire_replica(b, ctx, &rec.name, &rec.id, &p).await;
+                    changed = true;
+                }
                 slots.push(None);
                 continue;
             }
@@ -245,10 +263,14 @@ async fn open_replica(
         // replica applies the leader's changes), never from the bucket's mirror
         crate::tiering::attach(tier, &rec.name, &rec.id, &p, dir, true, config, &b.defaults)?;
     }
-    let voters: BTreeMap<u64, String> = rec.assignments[index as usize]
-        .iter()
-        .filter_map(|id| state.brokers.get(id).map(|br| (*id as u64, br.raft_addr.clone())))
-        .collect();
+    // The replicas the partition was created with seed its group; a replica added later
+    // (reassignment) starts empty and the leader brings it in, so it seeds nothing.
+    let seeds = rec.seeds.get(index as usize).cloned().unwrap_or_default();
+    let voters: BTreeMap<u64, String> = if seeds.contains(&ctx.node_id) {
+        seeds.iter().filter_map(|id| state.brokers.get(id).map(|br| (*id as u64, br.raft_addr.clone()))).collect()
+    } else {
+        BTreeMap::new()
+    };
     let group = group_id(&rec.id, index);
     let preferred = rec.assignments[index as usize].first().map(|b| *b as u64);
     let (peers, registry) = (ctx.peers.clone(), &ctx.registry);
@@ -257,9 +279,94 @@ async fn open_replica(
         let max_batch_bytes = config.max_message_bytes(&b.defaults).max(64 * 1024);
         tokio::spawn(crate::group::coordinator::lead_offsets_partition(Arc::downgrade(b), p.clone(), replica.clone(), max_batch_bytes));
     }
+    tokio::spawn(carry_out_reassignments(Arc::downgrade(ctx), replica.clone(), rec.id, index));
     tokio::spawn(report_leadership(Arc::downgrade(ctx), replica, rec.id, index));
     Ok(p)
 }
+
+/// Stops this broker's replica of a partition that moved elsewhere and deletes its data.
+async fn retire_replica(b: &Arc<Broker>, ctx: &Arc<ClusterCtx>, topic: &str, id: &uuid::Uuid, p: &Arc<Partition>) {
+    if let Some(r) = p.replica() {
+        r.shutdown().await;
+        ctx.registry.unregister(r.group);
+        ctx.quiescer.remove(r.group);
+    }
+    b.remove_partition_dir(topic, id, p);
+    tracing::info!(topic, partition = p.index, "replica moved to other brokers; removed here");
+}
+
+/// The partition's leader carries out a reassignment the controller recorded: each new
+/// replica joins the group as a learner and catches up (blocking), the voters switch to the
+/// target set in one membership change, and the controller hears that the move is complete.
+/// Any step that fails is retried; a new leader picks up where the old one stopped (each step
+/// is idempotent).
+async fn carry_out_reassignments(ctx: Weak<ClusterCtx>, replica: Arc<Replica>, topic_id: uuid::Uuid, partition: i32) {
+    let Some(c) = ctx.upgrade() else { return };
+    let mut state_rx = c.controller.subscribe();
+    drop(c);
+    let mut m = replica.raft.metrics();
+    loop {
+        let pending = state_rx.borrow_and_update().topic_by_id(&topic_id).and_then(|t| t.reassigning.get(&partition).cloned());
+        if let (Some(target), true) = (pending, replica.leader_epoch().is_some()) {
+            let Some(c) = ctx.upgrade() else { return };
+            match move_replicas(&c, &replica, &target.to).await {
+                Ok(()) => {
+                    let done = MetaCommand::CompleteReassignment { topic_id, partition, replicas: target.to.clone() };
+                    match c.write(done).await {
+                        Ok(_) => tracing::info!(partition, from = ?target.from, to = ?target.to, "partition reassigned"),
+                        Err(e) => tracing::warn!(partition, error = %e, "cannot record the completed reassignment; retrying"),
+                    }
+                }
+                Err(e) => tracing::warn!(partition, to = ?target.to, error = %e, "reassignment step failed; retrying"),
+            }
+            drop(c);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        tokio::select! {
+            r = state_rx.changed() => if r.is_err() { return },
+            r = m.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+async fn move_replicas(c: &ClusterCtx, replica: &Replica, to: &[i32]) -> anyhow::Result<()> {
+    let state = c.state();
+    let voters: std::collections::BTreeSet<u64> = replica.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    for b in to.iter().map(|b| *b as u64).filter(|b| !voters.contains(b)) {
+        let addr = state.brokers.get(&(b as i32)).map(|r| r.raft_addr.clone()).ok_or_else(|| anyhow::anyhow!("broker {b} is not registered"))?;
+        replica.raft.add_learner(b, openraft::BasicNode::new(addr), false).await?;
+        // openraft's own "caught up" allows a lag of thousands of entries: wait until the
+        // learner has everything the leader had when it was added, so the voter switch never
+        // leaves fewer complete copies than before
+        let target = replica.raft.metrics().borrow().last_log_index;
+        replica
+            .raft
+            .wait(Some(REASSIGN_STEP_TIMEOUT))
+            .metrics(
+                |m| match m.replication.as_ref() {
+                    Some(r) => r.get(&b).is_some_and(|matched| matched.map(|l| l.index) >= target),
+                    None => true, // no longer the leader: stop waiting
+                },
+                "new replica caught up",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("broker {b} did not catch up within {}s: {e}", REASSIGN_STEP_TIMEOUT.as_secs()))?;
+        if !replica.is_leader() {
+            anyhow::bail!("no longer the leader");
+        }
+    }
+    let target: std::collections::BTreeSet<u64> = to.iter().map(|b| *b as u64).collect();
+    if voters != target {
+        tokio::time::timeout(REASSIGN_STEP_TIMEOUT, replica.raft.change_membership(target, false))
+            .await
+            .map_err(|_| anyhow::anyhow!("the membership change did not commit within {}s", REASSIGN_STEP_TIMEOUT.as_secs()))??;
+    }
+    Ok(())
+}
+
+/// Longest wait for one step of a reassignment (a new replica catching up, the voter switch).
+const REASSIGN_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// When this broker becomes a partition's leader, tell the controller (so Metadata on every
 /// broker names it).
@@ -317,6 +424,10 @@ pub async fn rebalance_leaders(broker: Weak<Broker>, ctx: Arc<ClusterCtx>, every
             let Some(rec) = state.topics.get(&t.name) else { continue };
             for p in t.hosted() {
                 let Some(r) = p.replica() else { continue };
+                // a partition that is moving keeps its leader until the move is done
+                if rec.reassigning.contains_key(&p.index) {
+                    continue;
+                }
                 let Some(&preferred) = rec.assignments.get(p.index as usize).and_then(|a| a.first()) else { continue };
                 if preferred == ctx.node_id || !r.is_leader() || r.led_for().is_none_or(|d| d < MIN_LEADERSHIP_AGE) {
                     continue;

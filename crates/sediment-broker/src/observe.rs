@@ -195,6 +195,11 @@ pub fn for_each_error_code(resp: &ResponseKind, mut f: impl FnMut(i16)) {
         ResponseKind::DescribeCluster(r) => f(r.error_code),
         ResponseKind::AddRaftVoter(r) => f(r.error_code),
         ResponseKind::RemoveRaftVoter(r) => f(r.error_code),
+        ResponseKind::AlterPartitionReassignments(r) => {
+            f(r.error_code);
+            r.responses.iter().flat_map(|t| &t.partitions).for_each(|p| f(p.error_code));
+        }
+        ResponseKind::ListPartitionReassignments(r) => f(r.error_code),
         ResponseKind::FindCoordinator(r) => {
             f(r.error_code);
             r.coordinators.iter().for_each(|c| f(c.error_code));

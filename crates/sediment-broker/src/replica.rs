@@ -1018,7 +1018,8 @@ impl Replica {
         let sm = ReplicaSm::open(p.clone());
         let raft = DataRaft::new(node_id, config, network, log, sm).await?;
         sediment_raft::network::spawn_election_watchdog(raft.clone());
-        if !raft.is_initialized().await? {
+        // no voters: a replica added to a running group (reassignment) waits for its leader
+        if !voters.is_empty() && !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
             match init_delay {
                 None => initialize(&raft, members).await?,

@@ -258,6 +258,67 @@ impl Admin {
         Ok(())
     }
 
+    /// Moves partitions of `topic` to the given replicas (AlterPartitionReassignments); returns
+    /// once the controller recorded the moves (they run in the background: see
+    /// [`Admin::reassignments_in_progress`]).
+    pub async fn reassign(&self, topic: &str, targets: &[(i32, Vec<i32>)]) -> Result<()> {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+        use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+        let req = AlterPartitionReassignmentsRequest::default().with_timeout_ms(60_000).with_topics(vec![ReassignableTopic::default()
+            .with_name(TopicName(name_bytes(topic)))
+            .with_partitions(
+                targets
+                    .iter()
+                    .map(|(p, r)| ReassignablePartition::default().with_partition_index(*p).with_replicas(Some(r.iter().map(|b| BrokerId(*b)).collect())))
+                    .collect(),
+            )]);
+        let conn = self.client.bootstrap_connection().await?;
+        let resp = conn.send_at(&req, 0, Duration::from_secs(70)).await?;
+        if resp.error_code != 0 {
+            return Err(Error::broker(format!("cannot reassign partitions of \"{topic}\""), resp.error_code, resp.error_message.as_deref()));
+        }
+        for p in resp.responses.iter().flat_map(|t| &t.partitions) {
+            if p.error_code != 0 {
+                return Err(Error::broker(format!("cannot reassign {topic}-{}", p.partition_index), p.error_code, p.error_message.as_deref()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Partitions being moved: `(topic, partition, adding, removing)` (ListPartitionReassignments).
+    pub async fn reassignments_in_progress(&self) -> Result<Vec<(String, i32, Vec<i32>, Vec<i32>)>> {
+        use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+        let conn = self.client.bootstrap_connection().await?;
+        let resp = conn.send_at(&ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000), 0, Duration::from_secs(30)).await?;
+        if resp.error_code != 0 {
+            return Err(Error::broker("cannot list reassignments", resp.error_code, resp.error_message.as_deref()));
+        }
+        Ok(resp
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    let ids = |v: &Vec<kafka_protocol::messages::BrokerId>| v.iter().map(|b| b.0).collect::<Vec<i32>>();
+                    (t.name.to_string(), p.partition_index, ids(&p.adding_replicas), ids(&p.removing_replicas))
+                })
+            })
+            .collect())
+    }
+
+    /// Every partition's replicas, `(topic, partition, replicas)`, and the brokers' ids.
+    pub async fn replica_placement(&self) -> Result<(Vec<(String, i32, Vec<i32>)>, Vec<i32>)> {
+        let resp = self.client.metadata(None).await?;
+        let mut out = Vec::new();
+        for t in resp.topics.iter().filter(|t| t.error_code == 0) {
+            let Some(name) = t.name.as_ref() else { continue };
+            for p in &t.partitions {
+                out.push((name.to_string(), p.partition_index, p.replica_nodes.iter().map(|b| b.0).collect()));
+            }
+        }
+        let brokers = resp.brokers.iter().map(|b| b.node_id.0).collect();
+        Ok((out, brokers))
+    }
+
     /// The cluster's id, controller and brokers `(id, host:port)` (DescribeCluster).
     pub async fn describe_cluster(&self) -> Result<(String, i32, Vec<(i32, String)>)> {
         let conn = self.client.bootstrap_connection().await?;

@@ -66,7 +66,7 @@ pub enum ClusterCommand {
     Describe(ClusterDescribeArgs),
     /// Add a running broker (started with --peers naming this cluster's brokers) to the cluster
     AddBroker(AddBrokerArgs),
-    /// Remove a broker that holds no partition replicas from the cluster
+    /// Move a broker's partition replicas to the other brokers, then remove it from the cluster
     RemoveBroker(RemoveBrokerArgs),
 }
 
@@ -101,6 +101,9 @@ pub struct RemoveBrokerArgs {
     /// The broker's node id
     #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
     pub node_id: i32,
+    /// Seconds to wait for its replicas to move to other brokers
+    #[arg(long, default_value = "600", value_parser = parse_duration_secs)]
+    pub timeout: f64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub conn: ConnArgs,
@@ -386,6 +389,65 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     }
 }
 
+/// New replica sets for every partition with a replica on `node`: that replica goes to the
+/// broker (not already a replica) holding the fewest replicas, in the same position so the
+/// preferred leader order stays.
+pub fn drain_plan(placement: &[(String, i32, Vec<i32>)], brokers: &[i32], node: i32) -> Result<Vec<(String, i32, Vec<i32>)>, Error> {
+    let mut load: std::collections::BTreeMap<i32, usize> = brokers.iter().filter(|b| **b != node).map(|b| (*b, 0)).collect();
+    for (_, _, replicas) in placement {
+        for b in replicas {
+            if let Some(n) = load.get_mut(b) {
+                *n += 1;
+            }
+        }
+    }
+    let mut plan = Vec::new();
+    for (topic, p, replicas) in placement.iter().filter(|(_, _, r)| r.contains(&node)) {
+        let to = load
+            .iter()
+            .filter(|(b, _)| !replicas.contains(b))
+            .min_by_key(|(b, n)| (**n, **b))
+            .map(|(b, _)| *b)
+            .ok_or_else(|| Error::Invalid(format!("cannot move {topic}-{p} off broker {node}: every other broker already holds a replica of it (replicas {replicas:?}); add a broker first")))?;
+        *load.get_mut(&to).expect("a candidate") += 1;
+        plan.push((topic.clone(), *p, replicas.iter().map(|b| if *b == node { to } else { *b }).collect()));
+    }
+    Ok(plan)
+}
+
+/// Moves every replica off `node` and waits until the moves are done (with a progress bar).
+async fn drain_broker(admin: &Admin, node: i32, timeout: Duration) -> anyhow::Result<usize> {
+    let (placement, brokers) = admin.replica_placement().await?;
+    let plan = drain_plan(&placement, &brokers, node)?;
+    if plan.is_empty() {
+        return Ok(0);
+    }
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<(i32, Vec<i32>)>> = std::collections::BTreeMap::new();
+    for (t, p, r) in &plan {
+        by_topic.entry(t.as_str()).or_default().push((*p, r.clone()));
+    }
+    for (t, targets) in &by_topic {
+        admin.reassign(t, targets).await?;
+    }
+    let bar = ProgressBar::new(plan.len() as u64);
+    bar.set_style(ProgressStyle::with_template("moving replicas off broker {msg} [{bar:30}] {pos}/{len} ({elapsed})").expect("template").progress_chars("=> "));
+    bar.set_message(node.to_string());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = admin.reassignments_in_progress().await?.iter().filter(|(t, p, _, _)| plan.iter().any(|(pt, pp, _)| pt == t && pp == p)).count();
+        bar.set_position((plan.len() - left) as u64);
+        if left == 0 {
+            bar.finish();
+            return Ok(plan.len());
+        }
+        if Instant::now() >= deadline {
+            bar.abandon();
+            anyhow::bail!("{left} of {} replica moves off broker {node} not done within {:.0}s; they continue in the background", plan.len(), timeout.as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Describe(a) => {
@@ -403,8 +465,10 @@ async fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             println!("broker {} added (raft {})", a.node_id, a.raft_address);
         }
         ClusterCommand::RemoveBroker(a) => {
-            Admin::new(Client::connect(&a.conn.bootstrap).await?).remove_broker(a.node_id).await?;
-            println!("broker {} removed", a.node_id);
+            let admin = Admin::new(Client::connect(&a.conn.bootstrap).await?);
+            let moved = drain_broker(&admin, a.node_id, Duration::from_secs_f64(a.timeout)).await?;
+            admin.remove_broker(a.node_id).await?;
+            println!("broker {} removed ({moved} partition replicas moved to other brokers)", a.node_id);
         }
     }
     Ok(())
@@ -980,6 +1044,19 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<ClientCommand, clap::Error> {
         TestCli::try_parse_from(std::iter::once("sediment").chain(args.iter().copied())).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn drain_plan_spreads_replicas_and_keeps_positions() {
+        let placement = vec![
+            ("t".to_string(), 0, vec![4, 1, 2]),
+            ("t".to_string(), 1, vec![1, 4, 3]),
+            ("u".to_string(), 0, vec![2, 3]),
+        ];
+        let plan = drain_plan(&placement, &[1, 2, 3, 4], 4).expect("plan");
+        assert_eq!(plan, vec![("t".to_string(), 0, vec![3, 1, 2]), ("t".to_string(), 1, vec![1, 2, 3])]);
+        // nowhere to go: every other broker already holds the partition
+        assert!(drain_plan(&[("t".to_string(), 0, vec![1, 2, 3])], &[1, 2, 3], 3).is_err());
     }
 
     #[test]

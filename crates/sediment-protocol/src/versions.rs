@@ -59,6 +59,9 @@ pub const SUPPORTED: &[ApiSupport] = &[
     // add-broker|remove-broker`.
     api(ApiKey::AddRaftVoter, 0, 0),
     api(ApiKey::RemoveRaftVoter, 0, 0),
+    // Moving replicas between brokers (kafka-reassign-partitions, remove-broker's drain).
+    api(ApiKey::AlterPartitionReassignments, 0, 1),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The support entry for `key`, if Sediment implements it.

@@ -35,6 +35,31 @@ pub struct TopicRecord {
     /// leader from here.
     pub leaders: Vec<(i32, i32)>,
     pub created_ms: i64,
+    /// Per partition, the replicas its Raft group was formed with (they seed its first
+    /// membership; a replica added later joins the running group instead). Never changes.
+    pub seeds: Vec<Vec<i32>>,
+    /// Partitions moving to other brokers (AlterPartitionReassignments): while one is here its
+    /// `assignments` entry is the union of both sets, so every broker involved hosts a replica.
+    pub reassigning: BTreeMap<i32, Reassignment>,
+}
+
+/// A partition's replicas moving from one set of brokers to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub from: Vec<i32>,
+    pub to: Vec<i32>,
+}
+
+impl Reassignment {
+    /// Brokers that get a replica.
+    pub fn adding(&self) -> Vec<i32> {
+        self.to.iter().copied().filter(|b| !self.from.contains(b)).collect()
+    }
+
+    /// Brokers whose replica goes.
+    pub fn removing(&self) -> Vec<i32> {
+        self.from.iter().copied().filter(|b| !self.to.contains(b)).collect()
+    }
 }
 
 impl TopicRecord {
@@ -92,6 +117,12 @@ pub enum MetaCommand {
     SetTopicConfig { name: String, config: BTreeMap<String, String> },
     /// Reserves `count` producer ids; answered with the first.
     ReserveProducerIds { count: i64 },
+    /// Starts moving partitions of `topic` to the given replicas (AlterPartitionReassignments);
+    /// each partition's leader carries it out and reports [`MetaCommand::CompleteReassignment`].
+    /// All or nothing: one invalid target refuses the whole command.
+    ReassignPartitions { topic: String, targets: Vec<(i32, Vec<i32>)> },
+    /// A partition's Raft group now has exactly `replicas` as voters: the move is done.
+    CompleteReassignment { topic_id: Uuid, partition: i32, replicas: Vec<i32> },
     /// A partition's Raft group elected `leader` in term `epoch` (ignored if older than what
     /// is recorded, or if the topic id no longer matches).
     SetPartitionLeader { topic_id: Uuid, partition: i32, leader: i32, epoch: i32 },
@@ -110,6 +141,8 @@ pub enum MetaError {
     InvalidPartitions(String),
     #[error("broker {id} still holds replicas of {partitions} partition(s) (first: {example}); move or delete them first")]
     BrokerHostsReplicas { id: i32, partitions: usize, example: String },
+    #[error("{0}")]
+    InvalidReassignment(String),
 }
 
 /// What applying a command produced.
@@ -179,8 +212,10 @@ impl ClusterState {
                         id: *id,
                         config: config.clone(),
                         leaders: vec![(-1, -1); assignments.len()],
+                        seeds: assignments.clone(),
                         assignments: assignments.clone(),
                         created_ms: *created_ms,
+                        reassigning: BTreeMap::new(),
                     },
                 );
                 MetaResponse::TopicCreated { id: *id, assignments }
@@ -206,6 +241,7 @@ impl ClusterState {
                 }
                 let more = place(&brokers, current, count - current, rf, *placement_start);
                 t.leaders.extend(more.iter().map(|_| (-1, -1)));
+                t.seeds.extend(more.iter().cloned());
                 t.assignments.extend(more);
                 MetaResponse::Done
             }
@@ -222,6 +258,49 @@ impl ClusterState {
                     && *epoch >= slot.1
                 {
                     *slot = (*leader, *epoch);
+                }
+                MetaResponse::Done
+            }
+            MetaCommand::ReassignPartitions { topic, targets } => {
+                let Some(t) = self.topics.get(topic) else {
+                    return MetaResponse::Refused(MetaError::UnknownTopic(topic.clone()));
+                };
+                let mut moves = Vec::new();
+                for (p, to) in targets {
+                    let bad = |why: String| MetaResponse::Refused(MetaError::InvalidReassignment(format!("{topic}-{p}: {why}")));
+                    let Some(current) = usize::try_from(*p).ok().and_then(|i| t.assignments.get(i)) else {
+                        return MetaResponse::Refused(MetaError::InvalidPartitions(format!("{topic} has no partition {p}")));
+                    };
+                    if t.reassigning.contains_key(p) {
+                        return bad("a reassignment is already in progress".into());
+                    }
+                    let mut distinct = to.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    if to.is_empty() || distinct.len() != to.len() {
+                        return bad(format!("replicas {to:?} must be distinct and not empty"));
+                    }
+                    if let Some(b) = to.iter().find(|b| !self.brokers.contains_key(b)) {
+                        return bad(format!("broker {b} is not registered"));
+                    }
+                    if to != current {
+                        moves.push((*p, Reassignment { from: current.clone(), to: to.clone() }));
+                    }
+                }
+                let t = self.topics.get_mut(topic).expect("checked above");
+                for (p, r) in moves {
+                    let union: Vec<i32> = r.from.iter().chain(r.adding().iter()).copied().collect();
+                    t.assignments[p as usize] = union;
+                    t.reassigning.insert(p, r);
+                }
+                MetaResponse::Done
+            }
+            MetaCommand::CompleteReassignment { topic_id, partition, replicas } => {
+                if let Some(t) = self.topics.values_mut().find(|t| &t.id == topic_id)
+                    && t.reassigning.get(partition).is_some_and(|r| &r.to == replicas)
+                {
+                    t.reassigning.remove(partition);
+                    t.assignments[*partition as usize] = replicas.clone();
                 }
                 MetaResponse::Done
             }
@@ -306,5 +385,35 @@ mod tests {
         assert!(matches!(s.apply(&create("u", 2, 3)), MetaResponse::Refused(MetaError::InvalidReplicationFactor { available: 2, .. })));
         let MetaResponse::TopicCreated { assignments, .. } = s.apply(&create("u", 2, 2)) else { panic!("not created") };
         assert!(assignments.iter().flatten().all(|b| *b != 3), "{assignments:?}");
+    }
+
+    #[test]
+    fn reassignment_hosts_both_sets_until_it_completes() {
+        let mut s = ClusterState::default();
+        for b in [1, 2, 3, 4] {
+            s.apply(&broker(b));
+        }
+        let reassign = |targets: Vec<(i32, Vec<i32>)>| MetaCommand::ReassignPartitions { topic: "t".into(), targets };
+        s.apply(&create("t", 2, 3));
+        let from = s.topics["t"].assignments[0].clone();
+        let to: Vec<i32> = vec![4, from[1], from[2]];
+        // invalid targets refuse the whole command
+        for bad in [vec![], vec![4, 4, 1], vec![9, 1, 2]] {
+            assert!(matches!(s.apply(&reassign(vec![(0, to.clone()), (1, bad)])), MetaResponse::Refused(MetaError::InvalidReassignment(_))));
+        }
+        assert!(s.topics["t"].reassigning.is_empty());
+        assert_eq!(s.apply(&reassign(vec![(0, to.clone())])), MetaResponse::Done);
+        let t = &s.topics["t"];
+        assert_eq!(t.assignments[0], [from.clone(), vec![4]].concat(), "both sets host it meanwhile");
+        assert_eq!(t.reassigning[&0].removing(), vec![from[0]]);
+        assert_eq!(t.seeds[0], from, "seeds never change");
+        assert!(matches!(s.apply(&reassign(vec![(0, from.clone())])), MetaResponse::Refused(MetaError::InvalidReassignment(_))));
+        // a completion for other replicas (stale) changes nothing; the right one finishes it
+        let id = s.topics["t"].id;
+        s.apply(&MetaCommand::CompleteReassignment { topic_id: id, partition: 0, replicas: from.clone() });
+        assert!(s.topics["t"].reassigning.contains_key(&0));
+        s.apply(&MetaCommand::CompleteReassignment { topic_id: id, partition: 0, replicas: to.clone() });
+        assert_eq!(s.topics["t"].assignments[0], to);
+        assert!(s.topics["t"].reassigning.is_empty());
     }
 }

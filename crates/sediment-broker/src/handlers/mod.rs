@@ -35,6 +35,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod raft_voters;
+pub mod reassignments;
 pub mod sync_group;
 
 /// Who asked, and with which API version.
@@ -109,6 +110,12 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
         // cluster membership (sediment cluster add-broker|remove-broker)
         RequestKind::AddRaftVoter(r) => Reply::Later(raft_voters::add(broker.clone(), r, v).map(ResponseKind::AddRaftVoter).boxed()),
         RequestKind::RemoveRaftVoter(r) => Reply::Later(raft_voters::remove(broker.clone(), r, v).map(ResponseKind::RemoveRaftVoter).boxed()),
+        RequestKind::AlterPartitionReassignments(r) => {
+            Reply::Later(reassignments::alter(broker.clone(), r, v).map(ResponseKind::AlterPartitionReassignments).boxed())
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            Reply::Ready(ResponseKind::ListPartitionReassignments(reassignments::list(broker, r, v)))
+        }
         other => {
             // Unreachable while the version table and this match agree; a unit test checks they do.
             tracing::error!(request = ?std::mem::discriminant(&other), "request reached dispatch without a handler");
@@ -228,6 +235,8 @@ mod tests {
             // a single node: both answer INVALID_REQUEST
             ApiKey::AddRaftVoter => RequestKind::AddRaftVoter(AddRaftVoterRequest::default()),
             ApiKey::RemoveRaftVoter => RequestKind::RemoveRaftVoter(RemoveRaftVoterRequest::default()),
+            ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(AlterPartitionReassignmentsRequest::default()),
+            ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default()),
             ApiKey::DescribeConfigs => {
                 let mut r = DescribeConfigsRequest::default();
                 let mut res = describe_configs_request::DescribeConfigsResource::default();
@@ -396,6 +405,8 @@ mod tests {
             ApiKey::DeleteRecords => ResponseKind::DeleteRecords(Default::default()),
             ApiKey::AddRaftVoter => ResponseKind::AddRaftVoter(Default::default()),
             ApiKey::RemoveRaftVoter => ResponseKind::RemoveRaftVoter(Default::default()),
+            ApiKey::AlterPartitionReassignments => ResponseKind::AlterPartitionReassignments(Default::default()),
+            ApiKey::ListPartitionReassignments => ResponseKind::ListPartitionReassignments(Default::default()),
             ApiKey::DescribeConfigs => ResponseKind::DescribeConfigs(Default::default()),
             ApiKey::AlterConfigs => ResponseKind::AlterConfigs(Default::default()),
             ApiKey::CreatePartitions => ResponseKind::CreatePartitions(Default::default()),
