@@ -71,6 +71,11 @@ pub struct TierConfig {
     pub mirror_every: u32,
     /// ...or this long after the last mirror, whichever comes first.
     pub mirror_interval: Duration,
+    /// How often a partition's leader looks for orphaned segment objects (see
+    /// [`RemoteLog::sweep_orphans`]).
+    pub orphan_sweep_interval: Duration,
+    /// An orphan is deleted only once it is this old (an upload may still be in flight).
+    pub orphan_grace: Duration,
 }
 
 impl Default for TierConfig {
@@ -85,6 +90,8 @@ impl Default for TierConfig {
             retention_check_interval: Duration::from_secs(300),
             mirror_every: 16,
             mirror_interval: Duration::from_secs(2),
+            orphan_sweep_interval: Duration::from_secs(3600),
+            orphan_grace: Duration::from_secs(3600),
         }
     }
 }

@@ -322,6 +322,55 @@ impl RemoteLog {
         Ok(())
     }
 
+    /// Deletes this partition's segment objects that no manifest entry names: uploads whose
+    /// commit failed (a deposed leader's, whose new leader uploaded the same offsets with other
+    /// boundaries) and segments replaced by a new leader's. Only objects wholly below the
+    /// uploaded end and older than `grace` go: anything above may be an upload in flight, and a
+    /// key the manifest names (or will delete) is never touched. The leader runs it every
+    /// `orphan_sweep_interval`; returns how many objects it deleted.
+    pub async fn sweep_orphans(&self, grace: Duration) -> Result<usize> {
+        use futures::TryStreamExt;
+        let (named, uploaded_end) = {
+            let f = self.manifest();
+            let named: std::collections::HashSet<String> = f
+                .manifest
+                .segments
+                .iter()
+                .map(|s| s.key.clone())
+                .chain(f.pending_deletes.iter().cloned())
+                .collect();
+            (named, f.manifest.uploaded_end)
+        };
+        let dir = crate::paths::segments_dir(&self.pref);
+        let cutoff_ms = now_ms() - grace.as_millis() as i64;
+        let listed: Vec<object_store::ObjectMeta> = self
+            .tier
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| TierError::store(dir.as_ref(), e))?;
+        let orphans: Vec<object_store::path::Path> = listed
+            .into_iter()
+            .filter(|o| !named.contains(o.location.as_ref()))
+            .filter(|o| {
+                o.location
+                    .filename()
+                    .and_then(crate::paths::parse_segment_name)
+                    .is_some_and(|(_, last, _)| last < uploaded_end)
+            })
+            .filter(|o| o.last_modified.timestamp_millis() <= cutoff_ms)
+            .map(|o| o.location)
+            .collect();
+        let n = orphans.len();
+        if n > 0 {
+            let keys: Vec<String> = orphans.iter().map(|k| k.to_string()).collect();
+            manifest::delete_all(&self.tier.store, orphans).await?;
+            tracing::info!(partition = %self.pref, objects = n, first = %keys[0], "deleted orphaned segment objects (uploaded, never committed or replaced)");
+        }
+        Ok(n)
+    }
+
     /// Commits `op` the partition's way: through its Raft log when it is replicated (see
     /// [`LocalLog::replicate`]), else to the local manifest file. `Ok(true)`: it changed the
     /// manifest.
@@ -489,6 +538,8 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
     let mut backoff = Duration::ZERO;
     let mut sleep_for: Option<Duration> = None;
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
+    // the first sweep waits a whole interval: a restart never sweeps while uploads settle
+    let mut last_sweep = Instant::now();
     let mut commits_since_sync = 0u32;
     let mut last_sync = Instant::now();
     loop {
@@ -645,6 +696,12 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
                         tracing::warn!(partition = %rl.pref, error = %e, "remote retention failed")
                     }
                 }
+            }
+        }
+        if last_sweep.elapsed() >= cfg.orphan_sweep_interval {
+            last_sweep = Instant::now();
+            if let Err(e) = rl.sweep_orphans(cfg.orphan_grace).await {
+                tracing::warn!(partition = %rl.pref, error = %e, "orphaned object sweep failed; will retry");
             }
         }
         let wait = cfg.upload_poll_interval;

@@ -780,3 +780,56 @@ async fn real_s3_server_passes_conformance_when_configured() {
     list_with_delimiter(&store).await;
     stream_get(&store).await;
 }
+
+#[tokio::test]
+async fn orphaned_objects_are_swept_and_everything_else_kept() {
+    let s = setup(test_config()).await;
+    produce(&s.local, 0, 60);
+    let rl = s
+        .tier
+        .open_partition(s.pref.clone(), s.pdir.clone(), true)
+        .expect("open");
+    rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
+    let end = sealed_end(&s.local);
+    wait_for("uploads", 20, || rl.uploaded_end() == end).await;
+    let committed = objects(&s.backend, "topics/t/id1/0/segments").await;
+    let first = rl.manifest_snapshot().segments[0].clone();
+    // a deposed leader's upload that never committed (same offsets, other boundaries), and an
+    // upload still in flight above the uploaded end
+    let orphan = format!(
+        "topics/t/id1/0/segments/{:020}-{:020}-{:010}.seg",
+        first.base_offset,
+        first.last_offset - 1,
+        2
+    );
+    let in_flight = format!(
+        "topics/t/id1/0/segments/{:020}-{:020}-{:010}.seg",
+        end,
+        end + 10,
+        3
+    );
+    for k in [&orphan, &in_flight] {
+        s.backend
+            .put(&object_store::path::Path::from(k.as_str()), PutPayload::from_static(b"x"))
+            .await
+            .expect("put");
+    }
+    assert_eq!(
+        rl.sweep_orphans(Duration::from_secs(3600)).await.expect("sweep"),
+        0,
+        "younger than the grace period: kept"
+    );
+    assert_eq!(rl.sweep_orphans(Duration::ZERO).await.expect("sweep"), 1);
+    let after: Vec<String> = objects(&s.backend, "topics/t/id1/0/segments")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!after.contains(&orphan), "orphan deleted");
+    assert!(after.contains(&in_flight), "an upload above the uploaded end is left alone");
+    for (k, _) in &committed {
+        assert!(after.contains(k), "committed object {k} deleted");
+    }
+    check_remote_reads(&s, &rl, 0, end).await;
+    rl.close();
+}
