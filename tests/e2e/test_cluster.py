@@ -505,3 +505,61 @@ def test_delete_records_is_replicated(cluster_factory, topic_name):
     c.node(leader).restart()
     poll_until(lambda: log_start_by_node(c, topic_name, 0), lambda s: len(s) == 3 and set(s.values()) == {600},
                60, "the restarted replica keeps log start 600")
+
+
+def test_replicated_offsets_log_is_compacted(cluster_factory, topic_name, tmp_path):
+    """A coordinator compacts its replicated `__consumer_offsets` partition: past the snapshot
+    threshold it writes the live state again through Raft and raises the log start to it on
+    every replica, so a new coordinator loads one snapshot plus what followed, not the whole
+    history. After the coordinator is SIGKILLed, the new one serves the last commit."""
+    cfg = tmp_path / "broker.toml"
+    cfg.write_text("offsets_snapshot_min_records = 50\n")
+    c = cluster_factory(3, extra_args=["--config", str(cfg)])
+    create_topic(c.bootstrap, topic_name, 1, replication_factor=3)
+    group = f"{topic_name}-g"
+    coord = None
+    for i in range(300):
+        # the coordinator can move meanwhile (leadership returning to its preferred replica):
+        # clients then get a coordinator error and ask FindCoordinator again, as here
+        deadline = time.monotonic() + 60
+        while True:
+            if coord is None:
+                coord = find_coordinator(c, group)
+            with kw.Connection.to(c.node(coord).bootstrap, timeout=10) as conn:
+                errs = gw.offset_commit(conn, 7, group, {(topic_name, 0): (i, f"m{i}")})
+            err = errs[(topic_name, 0)]
+            if err == 0:
+                break
+            assert err in (14, 15, 16) and time.monotonic() < deadline, (i, errs)
+            coord = None
+            time.sleep(0.1)
+    coord = find_coordinator(c, group)
+
+    def raised(cluster):
+        # the offsets partitions whose log start rose, on how many replicas
+        counts = {}
+        for p in range(50):
+            try:
+                starts = partition_field_by_node(cluster, "__consumer_offsets", p, "log_start_offset")
+            except (urllib.error.URLError, ConnectionError):
+                return {}
+            n = sum(1 for v in starts.values() if v > 0)
+            if n:
+                counts[p] = n
+        return counts
+
+    poll_until(lambda: raised(c), lambda r: any(n == 3 for n in r.values()), 60,
+               "an offsets partition compacted on all three replicas")
+
+    c.node(coord).kill()
+    new = find_coordinator(c, group)
+    assert new != coord
+    with kw.Connection.to(c.node(new).bootstrap, timeout=10) as conn:
+        deadline = time.monotonic() + 60
+        while True:
+            err, offs = gw.offset_fetch_v7(conn, group, {topic_name: [0]})
+            if err == 0 and offs.get((topic_name, 0), (None,))[0] == 299:
+                break
+            assert time.monotonic() < deadline, (err, offs)
+            time.sleep(0.2)
+        assert offs[(topic_name, 0)][2] == "m299"

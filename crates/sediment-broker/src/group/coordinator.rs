@@ -582,8 +582,8 @@ impl Shard {
             let commit: futures::future::BoxFuture<'static, Result<(), ErrorCode>> =
                 Box::pin(async move { proposed.committed().await.map_err(|_| ErrorCode::NotCoordinator) });
             st.commits.insert(end, futures::FutureExt::shared(commit));
-            // no compaction yet: a replicated log's prefix can only go once every replica has
-            // the snapshot (snapshots for Raft are not built yet)
+            st.records_since_snapshot += recs.len() as u64;
+            self.maybe_snapshot(st);
             return Ok(end);
         }
         let end = append_batch(&self.partition, &mut batch, now)?;
@@ -683,9 +683,7 @@ impl Shard {
         if n > 0 {
             tracing::debug!(partition = self.index, records = n, groups = st.groups.len(), offsets = st.offsets.len(), "offsets partition loaded");
         }
-        if self.replica.is_none() {
-            self.maybe_snapshot(&mut st);
-        }
+        self.maybe_snapshot(&mut st);
         Ok(n)
     }
 
@@ -695,6 +693,16 @@ impl Shard {
             return;
         }
         st.snapshot_running = true;
+        if let Some(replica) = self.replica.clone() {
+            // Not inline: the append that got us here stages its records after it returns, and
+            // the snapshot must contain them (its log start drops their log records).
+            let shard = self.clone();
+            tokio::spawn(async move {
+                let mut st = shard.lock();
+                shard.snapshot_replicated(&mut st, replica);
+            });
+            return;
+        }
         let shard = self.clone();
         tokio::spawn(async move {
             let s2 = shard.clone();
@@ -717,10 +725,8 @@ impl Shard {
         });
     }
 
-    /// Rolls the log and appends every live record. Returns (snapshot start, end, records).
-    fn write_snapshot(self: &Arc<Self>) -> Result<(i64, i64, usize), String> {
-        let now = self.now_ms();
-        let mut st = self.lock();
+    /// Every live record, groups first (what a snapshot writes).
+    fn live_records(st: &ShardState) -> Vec<OffsetsRecord> {
         let mut recs: Vec<OffsetsRecord> = Vec::new();
         let mut groups: Vec<(&String, &GroupValue)> = st.persisted_groups.iter().collect();
         groups.sort_by(|a, b| a.0.cmp(b.0));
@@ -734,6 +740,54 @@ impl Shard {
                 recs.push(OffsetsRecord::Offset { group: g.clone(), topic, partition, value: Some(v) });
             }
         }
+        recs
+    }
+
+    /// The snapshot of a replicated shard (under the state lock): the live records are
+    /// proposed through Raft like any append, and once they are committed the log start rises
+    /// to the first of them through the partition's Raft group (replicated DeleteRecords), on
+    /// every replica; retention's snapshot-and-purge then deletes the older segments. A new
+    /// coordinator's load therefore reads one snapshot plus what followed it.
+    fn snapshot_replicated(self: &Arc<Self>, st: &mut ShardState, replica: Arc<Replica>) {
+        let now = self.now_ms();
+        let recs = Self::live_records(st);
+        let start = st.next_offset;
+        let mut last = None;
+        for b in records::build_batches(&recs, now, SNAPSHOT_BATCH_BYTES.min(self.max_batch_bytes)) {
+            match replica.propose_now(b.freeze()) {
+                Ok(p) => last = Some(p),
+                Err(e) => {
+                    tracing::debug!(partition = self.index, error = %e, "offsets snapshot not proposed");
+                    st.snapshot_running = false;
+                    return;
+                }
+            }
+        }
+        st.next_offset = start + recs.len() as i64;
+        st.records_since_snapshot = 0;
+        st.live_at_snapshot = recs.len() as u64;
+        let shard = self.clone();
+        tokio::spawn(async move {
+            let committed = match last {
+                Some(p) => p.committed().await,
+                None => Ok(()),
+            };
+            match committed {
+                Ok(()) => match replica.raise_log_start(start).await {
+                    Ok(()) => tracing::info!(partition = shard.index, log_start = start, live = recs.len(), "offsets log compacted"),
+                    Err(e) => tracing::warn!(partition = shard.index, error = %e, "cannot raise the offsets log start to the snapshot"),
+                },
+                Err(e) => tracing::warn!(partition = shard.index, error = %e, "offsets snapshot not committed; keeping the older log"),
+            }
+            shard.lock().snapshot_running = false;
+        });
+    }
+
+    /// Rolls the log and appends every live record. Returns (snapshot start, end, records).
+    fn write_snapshot(self: &Arc<Self>) -> Result<(i64, i64, usize), String> {
+        let now = self.now_ms();
+        let mut st = self.lock();
+        let recs = Self::live_records(&st);
         self.partition.with_log(|l| l.roll()).map_err(|e| e.to_string())?;
         let start = self.partition.log_end_offset();
         let mut end = start;
