@@ -190,3 +190,21 @@ def test_delete_records_moves_earliest(broker, topic_name):
     assert p.flush(30) == 0
     assert acked == [(None, 100)]
     assert watermarks(broker.bootstrap, topic_name, 0) == (100, 101)
+
+
+def test_max_timestamp_found_in_the_bucket(broker_factory, topic_name):
+    """MAX_TIMESTAMP on a tiered topic: the record with the largest timestamp has left the
+    local disk (uploaded, then dropped by local.retention.bytes); the answer still names it."""
+    b = broker_factory(env={"SEDIMENT_RETENTION_CHECK_INTERVAL_MS": "200"})
+    create_topic(b.bootstrap, topic_name, 1, config={**KEEP, "segment.bytes": str(64 * 1024),
+                                                     "local.retention.bytes": str(128 * 1024)})
+    stamps = [T0 + i for i in range(60)]
+    stamps[1] = T0 + 10**9
+    _produce_timestamped(b.bootstrap, topic_name, stamps, value_size=10_000, per_flush=1)
+    logs = b.data_dir / "logs" / f"{topic_name}-0"
+    deadline = time.monotonic() + 60
+    while min(int(p.stem) for p in logs.glob("*.log")) <= 1:
+        assert time.monotonic() < deadline, "the first segments never left the local disk"
+        time.sleep(0.2)
+    res = _list_offset(admin(b.bootstrap), topic_name, 0, OffsetSpec.max_timestamp())
+    assert (res.offset, res.timestamp) == (1, T0 + 10**9)

@@ -34,6 +34,16 @@ fn record_at(batch: &[u8], t: i64, start: i64, hw: i64) -> Result<(i64, i64), Er
     if off >= hw { Ok((-1, -1)) } else { Ok((off, found_ts)) }
 }
 
+/// The record with the batch's max timestamp, if it is below the high watermark.
+fn max_record(batch: &[u8], hw: i64) -> Result<(i64, i64), ErrorCode> {
+    let Ok(h) = sediment_protocol::batch::BatchHeader::parse(batch) else { return Err(ErrorCode::KafkaStorageError) };
+    match records::first_offset_at_or_after(batch, h.max_timestamp) {
+        Some((off, t)) if off < hw => Ok((off, t)),
+        Some(_) => Ok((-1, -1)),
+        None => Ok((h.base_offset, h.max_timestamp)),
+    }
+}
+
 /// (offset, timestamp) for one query, or an error code.
 async fn lookup(p: &Partition, ts: i64, version: i16) -> Result<(i64, i64), ErrorCode> {
     let (start, hw, _) = p.offsets();
@@ -43,16 +53,29 @@ async fn lookup(p: &Partition, ts: i64, version: i16) -> Result<(i64, i64), Erro
         EARLIEST_LOCAL if version >= 8 => Ok((start, -1)),
         LATEST_TIERED if version >= 9 => Ok((p.remote().map_or(-1, |r| r.latest_tiered_offset()), -1)),
         MAX_TIMESTAMP if version >= 7 => {
-            let batch = p.with_log(|l| l.find_batch_with_max_timestamp()).map_err(|e| {
+            let local = p.with_log(|l| l.find_batch_with_max_timestamp()).map_err(|e| {
                 tracing::warn!(error = %e, "max timestamp lookup failed");
                 ErrorCode::KafkaStorageError
             })?;
-            let Some(batch) = batch else { return Ok((-1, -1)) };
-            let Ok(h) = sediment_protocol::batch::BatchHeader::parse(&batch) else { return Err(ErrorCode::KafkaStorageError) };
-            match records::first_offset_at_or_after(&batch, h.max_timestamp) {
-                Some((off, t)) if off < hw => Ok((off, t)),
-                Some(_) => Ok((-1, -1)),
-                None => Ok((h.base_offset, h.max_timestamp)),
+            let local_max = local.as_deref().and_then(|b| sediment_protocol::batch::BatchHeader::parse(b).ok()).map(|h| h.max_timestamp);
+            // the bucket's records below the local log may hold the largest timestamp; on a tie
+            // theirs is the earlier offset, which Kafka answers
+            if let Some(r) = p.remote() {
+                let remote_max = r.manifest_snapshot().segments.iter().filter(|s| s.base_offset < start).map(|s| s.max_timestamp).max();
+                if let Some(rm) = remote_max.filter(|rm| *rm >= 0 && local_max.is_none_or(|lm| *rm >= lm)) {
+                    match r.find_batch_by_timestamp(rm).await {
+                        Ok(Some(batch)) => return max_record(&batch, hw),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "remote max timestamp lookup failed");
+                            return Err(crate::error::tier_error_code(e.kind()));
+                        }
+                    }
+                }
+            }
+            match local {
+                Some(batch) => max_record(&batch, hw),
+                None => Ok((-1, -1)),
             }
         }
         t if t >= 0 => {
