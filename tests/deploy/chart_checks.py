@@ -125,11 +125,18 @@ def structure(rendered):
         if seen_peers is None:
             seen_peers = peers
         ok(peers == seen_peers, f"{key}: same peer list as broker 0")
-        ok(str(conf["node_id"]) in peers, f"{key}: node {conf['node_id']} is one of the voters")
-        host, port = parse_hostport(peers.get(str(conf["node_id"]), ":0"))
-        ok(host == f"{name}-{i}.{headless['metadata']['name']}.{ns}.svc.cluster.local" if headless else False,
-           f"{key}: its peer address is its own stable DNS name", host)
-        ok(port == ports["raft"], f"{key}: peer port is the raft container port")
+        # the first len(peers) brokers form the cluster; a broker beyond them (scale-out) is not
+        # in the list and joins through `sediment cluster add-broker`
+        voter = i < len(peers)
+        ok((str(conf["node_id"]) in peers) == voter,
+           f"{key}: node {conf['node_id']} {'is one of the initial voters' if voter else 'joins (not in peers)'}")
+        if voter:
+            host, port = parse_hostport(peers.get(str(conf["node_id"]), ":0"))
+            ok(host == f"{name}-{i}.{headless['metadata']['name']}.{ns}.svc.cluster.local" if headless else False,
+               f"{key}: its peer address is its own stable DNS name", host)
+            ok(port == ports["raft"], f"{key}: peer port is the raft container port")
+        else:
+            ok(len(peers) >= 2, f"{key}: a joining broker names at least two voters", str(len(peers)))
         for k, pname in [("listen", "kafka"), ("admin_listen", "admin"), ("raft_listen", "raft")]:
             ok(parse_hostport(conf[k])[1] == ports[pname], f"{key}: {k} uses the {pname} container port")
         ok(conf["data_dir"] in mounts, f"{key}: data_dir {conf['data_dir']} is a mounted volume")
@@ -153,7 +160,9 @@ def structure(rendered):
                 ok(ahost == f"{name}-{i}.{headless['metadata']['name']}.{ns}.svc.cluster.local" and aport == ports["kafka"],
                    f"{key}: advertises its stable in-cluster name", conf["advertised_listener"])
     ok(len(set(node_ids.values())) == replicas, f"node ids are unique: {sorted(node_ids.values())}")
-    ok(set(seen_peers or {}) == {str(n) for n in node_ids.values()}, "voters are exactly the brokers")
+    voters = len(seen_peers or {})
+    ok(set(seen_peers or {}) == {str(node_ids[i]) for i in range(voters) if i in node_ids},
+       "voters are exactly the first brokers")
 
     # Probes
     for probe, path in [("livenessProbe", "/health"), ("readinessProbe", "/ready"), ("startupProbe", "/health")]:

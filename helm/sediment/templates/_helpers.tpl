@@ -67,11 +67,23 @@ app.kubernetes.io/part-of: sediment
 {{- printf "%s-%d.%s.%s.svc.%s" (include "sediment.fullname" $root) (int .i) (include "sediment.headlessName" $root) $root.Release.Namespace $root.Values.clusterDomain }}
 {{- end }}
 
-{{/* The Raft voters: nodeIdBase+N=<broker N>:<raft port>, comma-separated. */}}
+{{/* How many brokers form the cluster at its first start (broker.initialVoters, 0 = all). */}}
+{{- define "sediment.initialVoters" -}}
+{{- $n := int (default 0 .Values.broker.initialVoters) }}
+{{- if eq $n 0 }}{{ $n = int .Values.replicaCount }}{{ end }}
+{{- if gt $n (int .Values.replicaCount) }}
+{{- fail (printf "broker.initialVoters (%d) is more than replicaCount (%d): remove brokers with sediment cluster remove-broker, then lower both" $n (int .Values.replicaCount)) }}
+{{- end }}
+{{- $n }}
+{{- end }}
+
+{{/* The Raft voters a broker starts with: nodeIdBase+N=<broker N>:<raft port> for the initial
+     voters, comma-separated. A broker beyond them is not in the list: it joins the running
+     cluster when `sediment cluster add-broker` adds it. */}}
 {{- define "sediment.peers" -}}
 {{- $root := . }}
 {{- $peers := list }}
-{{- range $i := until (int .Values.replicaCount) }}
+{{- range $i := until (int (include "sediment.initialVoters" .)) }}
 {{- $peers = append $peers (printf "%d=%s:%d" (add $root.Values.broker.nodeIdBase $i) (include "sediment.brokerHost" (dict "root" $root "i" $i)) (int $root.Values.broker.ports.raft)) }}
 {{- end }}
 {{- join "," $peers }}
