@@ -95,11 +95,6 @@ impl ClusterCtx {
     /// `--peers` naming this cluster) a member of the metadata group. Returns once it caught up
     /// and votes; it then registers itself, and new topics place replicas on it.
     pub async fn add_broker(&self, id: i32, raft_addr: String, timeout: Duration) -> Result<(), ApiError> {
-        if let Some(addr) = self.controller.voters().get(&(id as u64))
-            && addr != &raft_addr
-        {
-            return Err(ApiError::new(ErrorCode::DuplicateVoter, format!("broker {id} is already a member at {addr}")));
-        }
         self.controller
             .change_membership(MembershipChange::Add { id: id as u64, addr: raft_addr }, timeout)
             .await
@@ -125,6 +120,7 @@ impl ClusterCtx {
 fn membership_error(e: MembershipError) -> ApiError {
     let code = match &e {
         MembershipError::Timeout(_) => ErrorCode::RequestTimedOut,
+        MembershipError::AlreadyMember(_) => ErrorCode::DuplicateVoter,
         MembershipError::Refused(_) => ErrorCode::InvalidRequest,
     };
     ApiError::new(code, e.to_string())
@@ -286,13 +282,18 @@ async fn open_replica(
 
 /// Stops this broker's replica of a partition that moved elsewhere and deletes its data.
 async fn retire_replica(b: &Arc<Broker>, ctx: &Arc<ClusterCtx>, topic: &str, id: &uuid::Uuid, p: &Arc<Partition>) {
+    stop_group(ctx, p).await;
+    b.remove_partition_dir(topic, id, p);
+    tracing::info!(topic, partition = p.index, "replica moved to other brokers; removed here");
+}
+
+/// Stops a partition's Raft group here and takes it off the transport and quiescence.
+async fn stop_group(ctx: &ClusterCtx, p: &Partition) {
     if let Some(r) = p.replica() {
         r.shutdown().await;
         ctx.registry.unregister(r.group);
         ctx.quiescer.remove(r.group);
     }
-    b.remove_partition_dir(topic, id, p);
-    tracing::info!(topic, partition = p.index, "replica moved to other brokers; removed here");
 }
 
 /// The partition's leader carries out a reassignment the controller recorded: each new
@@ -460,13 +461,9 @@ async fn remove_local(b: &Arc<Broker>, t: &Arc<Topic>) {
     if t.partition(0).and_then(|p| p.replica().cloned()).is_some_and(|r| r.is_leader()) {
         crate::tiering::forget_topic(b.tier.as_ref(), &t.name, &t.id);
     }
-    for p in t.hosted() {
-        if let Some(r) = p.replica() {
-            r.shutdown().await;
-            if let Some(c) = b.cluster.as_ref() {
-                c.registry.unregister(r.group);
-                c.quiescer.remove(r.group);
-            }
+    if let Some(c) = b.cluster.as_ref() {
+        for p in t.hosted() {
+            stop_group(c, p).await;
         }
     }
     b.remove_topic_dirs(t);

@@ -226,18 +226,14 @@ impl Admin {
     }
 
     /// Adds broker `id` to the cluster (`sediment cluster add-broker`). The broker must be
-    /// running, started with `--peers` naming the cluster's brokers; `raft_addr` is its
-    /// `--raft-listen` address as the other brokers reach it. Returns once it caught up with
-    /// the metadata and votes.
-    pub async fn add_broker(&self, id: i32, raft_addr: &str, timeout: Duration) -> Result<()> {
-        let (host, port) = raft_addr
-            .rsplit_once(':')
-            .and_then(|(h, p)| p.parse::<u16>().ok().filter(|p| *p > 0 && !h.is_empty()).map(|p| (h, p)))
-            .ok_or_else(|| Error::Invalid(format!("\"{raft_addr}\" is not HOST:PORT")))?;
+    /// running, started with `--peers` naming the cluster's brokers; `raft_host:raft_port` is
+    /// its `--raft-listen` address as the other brokers reach it. Returns once it caught up
+    /// with the metadata and votes.
+    pub async fn add_broker(&self, id: i32, raft_host: &str, raft_port: u16, timeout: Duration) -> Result<()> {
         let req = AddRaftVoterRequest::default()
             .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
             .with_voter_id(id)
-            .with_listeners(vec![Listener::default().with_name(name_bytes("RAFT")).with_host(name_bytes(host)).with_port(port)]);
+            .with_listeners(vec![Listener::default().with_name(name_bytes("RAFT")).with_host(name_bytes(raft_host)).with_port(raft_port)]);
         let conn = self.client.bootstrap_connection().await?;
         let resp = conn.send_at(&req, 0, timeout + Duration::from_secs(10)).await?;
         if resp.error_code != 0 {

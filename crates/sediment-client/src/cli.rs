@@ -86,7 +86,7 @@ pub struct AddBrokerArgs {
     pub node_id: i32,
     /// The new broker's --raft-listen address, as the other brokers reach it
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
-    pub raft_address: String,
+    pub raft_address: (String, u16),
     /// Seconds to wait for the new broker to catch up with the cluster's metadata
     #[arg(long, default_value = "60", value_parser = parse_duration_secs)]
     pub timeout: f64,
@@ -363,9 +363,9 @@ fn parse_acks(s: &str) -> Result<Acks, String> {
     s.parse()
 }
 
-fn parse_host_port(s: &str) -> Result<String, String> {
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(s.to_string()),
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    match s.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+        Some((h, Ok(p))) if !h.is_empty() && p > 0 => Ok((h.to_string(), p)),
         _ => Err(format!("expected HOST:PORT, got \"{s}\"")),
     }
 }
@@ -461,8 +461,9 @@ async fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
         }
         ClusterCommand::AddBroker(a) => {
             let admin = Admin::new(Client::connect(&a.conn.bootstrap).await?);
-            admin.add_broker(a.node_id, &a.raft_address, Duration::from_secs_f64(a.timeout)).await?;
-            println!("broker {} added (raft {})", a.node_id, a.raft_address);
+            let (host, port) = &a.raft_address;
+            admin.add_broker(a.node_id, host, *port, Duration::from_secs_f64(a.timeout)).await?;
+            println!("broker {} added (raft {host}:{port})", a.node_id);
         }
         ClusterCommand::RemoveBroker(a) => {
             let admin = Admin::new(Client::connect(&a.conn.bootstrap).await?);

@@ -222,6 +222,9 @@ pub enum WriteError {
 pub enum MembershipError {
     #[error("the membership change did not finish within {0:?} (is a majority of brokers up, and is the new broker running?)")]
     Timeout(Duration),
+    /// The broker is a member already, at another address.
+    #[error("{0}")]
+    AlreadyMember(String),
     #[error("{0}")]
     Refused(String),
 }
@@ -258,8 +261,8 @@ pub enum MembershipChange {
 enum ForwardAnswer {
     Applied(MetaResponse, LogId<u64>),
     NotLeader(Option<u64>),
-    /// A membership change is done (or was refused, with the reason).
-    Changed(Result<(), String>),
+    /// A membership change is done (or was refused).
+    Changed(Result<(), Refusal>),
 }
 
 impl ClientHandler for Forwarded {
@@ -274,8 +277,7 @@ impl ClientHandler for Forwarded {
                 },
                 ForwardRequest::Membership(change) => match change_membership(&raft, &change).await {
                     Err(Refusal::NotLeader) => ForwardAnswer::NotLeader(None),
-                    Err(Refusal::Refused(reason)) => ForwardAnswer::Changed(Err(reason)),
-                    Ok(()) => ForwardAnswer::Changed(Ok(())),
+                    other => ForwardAnswer::Changed(other),
                 },
             };
             encode(&answer).map(Bytes::from)
@@ -283,8 +285,10 @@ impl ClientHandler for Forwarded {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 enum Refusal {
     NotLeader,
+    AlreadyMember(String),
     Refused(String),
 }
 
@@ -307,7 +311,7 @@ async fn change_membership(raft: &Raft<MetaTc>, change: &MembershipChange) -> Re
             if voters.contains(id) {
                 return match m.get_node(id) {
                     Some(n) if &n.addr == addr => Ok(()),
-                    Some(n) => Err(Refusal::Refused(format!("broker {id} is already a member at {}", n.addr))),
+                    Some(n) => Err(Refusal::AlreadyMember(format!("broker {id} is already a member at {}", n.addr))),
                     None => Ok(()),
                 };
             }
@@ -467,21 +471,21 @@ impl Controller {
             let outcome = match self.leader() {
                 Some(l) if l == self.node_id => match tokio::time::timeout_at(deadline.into(), change_membership(&self.raft, &change)).await {
                     Err(_) => return Err(MembershipError::Timeout(timeout)),
-                    Ok(Ok(())) => Some(Ok(())),
                     Ok(Err(Refusal::NotLeader)) => None,
-                    Ok(Err(Refusal::Refused(r))) => Some(Err(r)),
+                    Ok(r) => Some(r),
                 },
                 Some(l) => match self.forward_request(l, &ForwardRequest::Membership(change.clone()), deadline).await {
                     Ok(Some(ForwardAnswer::Changed(r))) => Some(r),
                     Ok(_) => None,
-                    Err(e) => Some(Err(e.to_string())),
+                    Err(e) => Some(Err(Refusal::Refused(e.to_string()))),
                 },
                 None => None,
             };
             match outcome {
                 Some(Ok(())) => return Ok(()),
-                Some(Err(reason)) => return Err(MembershipError::Refused(reason)),
-                None => {
+                Some(Err(Refusal::AlreadyMember(r))) => return Err(MembershipError::AlreadyMember(r)),
+                Some(Err(Refusal::Refused(r))) => return Err(MembershipError::Refused(r)),
+                Some(Err(Refusal::NotLeader)) | None => {
                     if Instant::now() + backoff > deadline {
                         return Err(MembershipError::Timeout(timeout));
                     }
