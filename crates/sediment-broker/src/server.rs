@@ -19,10 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Encodable;
 use sediment_protocol::frame::{self, FrameStatus, HeaderError};
+use sediment_protocol::out_frame::{FrameParts, OutFrame};
 use sediment_protocol::versions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -312,7 +313,8 @@ async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Recei
                 return;
             }
         };
-        if let Err(e) = wr.write_all(&frame).await {
+        let mut frame = frame;
+        if let Err(e) = wr.write_all_buf(&mut frame).await {
             tracing::debug!(error = %e, "write failed");
             return;
         }
@@ -321,18 +323,23 @@ async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Recei
     let _ = wr.shutdown().await;
 }
 
-/// Size prefix, response header (version per API and request version), body.
-pub fn encode_response(correlation_id: i32, key: ApiKey, version: i16, body: &ResponseKind) -> anyhow_free::Result<BytesMut> {
+/// Size prefix, response header (version per API and request version), body. A Fetch
+/// response's record sets are referenced, not copied (see [`OutFrame`]).
+pub fn encode_response(correlation_id: i32, key: ApiKey, version: i16, body: &ResponseKind) -> anyhow_free::Result<FrameParts> {
     let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
+    if let ResponseKind::Fetch(r) = body {
+        let known = r.responses.iter().flat_map(|t| t.partitions.iter().filter_map(|p| p.records.clone())).collect();
+        let mut buf = OutFrame::new(known);
+        header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
+        r.encode(&mut buf, version).map_err(|e| e.to_string())?;
+        return Ok(buf.finish());
+    }
+    let mut buf = BytesMut::with_capacity(256);
     header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
     body.encode(&mut buf, version).map_err(|e| e.to_string())?;
-    let len = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf)
+    Ok(FrameParts::whole(buf.freeze()))
 }
 
 /// String errors for encoding, to keep `anyhow` out of the broker's public types.

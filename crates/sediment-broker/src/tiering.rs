@@ -128,6 +128,10 @@ impl MetricsSink for TelemetrySink {
         sediment_telemetry::metrics().tier.cache_hit();
     }
 
+    fn cold_read_throttled(&self, waited: Duration) {
+        sediment_telemetry::metrics().tier.cold_read_throttled(waited.as_secs_f64());
+    }
+
     fn cache_miss(&self) {
         sediment_telemetry::metrics().tier.cache_miss();
     }

@@ -20,6 +20,7 @@
 
 pub mod batch;
 pub mod frame;
+pub mod out_frame;
 pub mod records;
 pub mod versions;
 

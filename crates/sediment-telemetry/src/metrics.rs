@@ -157,9 +157,15 @@ pub struct TierMetrics {
     object_store_errors: Vec<BoundCounter<u64>>,
     cache_hits: BoundCounter<u64>,
     cache_misses: BoundCounter<u64>,
+    cold_read_throttled: BoundCounter<f64>,
 }
 
 impl TierMetrics {
+    /// Cold reads waited this long for the under-load budget (produce traffic came first).
+    pub fn cold_read_throttled(&self, seconds: f64) {
+        self.cold_read_throttled.add(seconds);
+    }
+
     /// Bytes of sealed local segments not yet committed to the bucket.
     pub fn set_upload_lag_bytes(&self, bytes: u64) {
         self.upload_lag_bytes.record(bytes, &[]);
@@ -562,12 +568,19 @@ impl Metrics {
                 .with_description("Cold reads that fetched their chunk from the bucket (filled by tiered storage, issue 4)")
                 .build()
                 .bind(&[]),
+            cold_read_throttled: meter
+                .f64_counter("sediment_cold_read_throttled_seconds")
+                .with_unit("s")
+                .with_description("Time cold reads waited because the broker was taking produce traffic (cold_read_bytes_per_sec_under_load)")
+                .build()
+                .bind(&[]),
         };
         tier.set_upload_lag_bytes(0);
         tier.set_remote_bytes(0);
         tier.uploaded_bytes.add(0);
         tier.cache_hits.add(0);
         tier.cache_misses.add(0);
+        tier.cold_read_throttled.add(0.0);
 
         let commit = meter
             .f64_histogram("sediment_raft_commit_latency_seconds")

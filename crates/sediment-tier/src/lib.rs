@@ -220,6 +220,12 @@ impl Tier {
         }
     }
 
+    /// The broker took produce traffic: cold reads keep to their under-load budget for a while
+    /// (see [`CacheConfig::cold_read_bytes_per_sec_under_load`]). Cheap enough for every request.
+    pub fn note_produce(&self) {
+        self.cache.note_produce();
+    }
+
     /// Flushes the disk cache (graceful shutdown).
     pub async fn close(&self) {
         for p in self

@@ -50,8 +50,13 @@ pub struct CacheConfig {
     pub read_ahead_chunks: usize,
     /// Bucket GETs of cold reads in flight at once.
     pub cold_read_concurrency: usize,
-    /// Optional cap on the bytes per second cold reads fetch from the bucket.
+    /// Optional cap on the bytes per second cold reads fetch from the bucket (Kafka's
+    /// `remote.log.manager.fetch.max.bytes.per.second`).
     pub cold_read_bytes_per_sec: Option<u64>,
+    /// Optional cap on the bytes per second cold reads serve (cache hits included) while the
+    /// broker is taking produce traffic (see [`ChunkCache::note_produce`]): a replay then yields
+    /// the CPU to producers, and runs unthrottled once they stop.
+    pub cold_read_bytes_per_sec_under_load: Option<u64>,
     /// Threads of the cold-read runtime (bucket GETs and disk-cache I/O run there, at a lower
     /// CPU priority than produce and local fetch); 0 runs them on the caller's runtime.
     pub cold_read_threads: usize,
@@ -68,6 +73,7 @@ impl Default for CacheConfig {
             read_ahead_chunks: 4,
             cold_read_concurrency: 8,
             cold_read_bytes_per_sec: None,
+            cold_read_bytes_per_sec_under_load: None,
             cold_read_threads: 1,
         }
     }
@@ -75,6 +81,11 @@ impl Default for CacheConfig {
 
 /// The disk cache's block size: a chunk must fit in one block.
 const DISK_BLOCK: usize = 16 << 20;
+
+/// Disk-cache writes that may wait to be flushed before foyer drops new ones.
+const SUBMIT_QUEUE_BYTES: usize = 256 << 20;
+/// foyer's disk-cache write buffers (two of half this size).
+const WRITE_BUFFER_BYTES: usize = 4 * DISK_BLOCK;
 
 /// (object key, chunk index).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -117,6 +128,9 @@ pub struct ChunkCache {
     /// Keeps the cold-read runtime alive (shut down in the background when dropped).
     _runtime: Option<ColdRuntime>,
     rate: Option<Arc<tokio::sync::Mutex<ByteBucket>>>,
+    /// The under-load budget, and when produce traffic was last seen.
+    under_load: Option<tokio::sync::Mutex<ByteBucket>>,
+    produce_seen: Clock,
     store: Arc<dyn ObjectStore>,
     chunks: HybridCache<ChunkKey, Bytes>,
     metas: foyer::Cache<String, Arc<SegmentMeta>>,
@@ -174,6 +188,38 @@ impl Drop for ColdRuntime {
     }
 }
 
+/// Milliseconds since a fixed start, stored atomically: when something last happened.
+struct Clock {
+    start: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock { start: std::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64 + 1
+    }
+
+    fn mark(&self) {
+        let now = self.now_ms();
+        // one store per millisecond at most: produce calls this on every request
+        if self.last_ms.load(Ordering::Relaxed) != now {
+            self.last_ms.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn within(&self, window_ms: u64) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        last > 0 && self.now_ms().saturating_sub(last) <= window_ms
+    }
+}
+
+/// Produce seen this recently counts as load.
+const UNDER_LOAD_WINDOW_MS: u64 = 1000;
+
 /// Token bucket of bytes per second (a burst of one second).
 struct ByteBucket {
     per_sec: f64,
@@ -182,6 +228,10 @@ struct ByteBucket {
 }
 
 impl ByteBucket {
+    fn new(per_sec: u64) -> ByteBucket {
+        ByteBucket { per_sec: per_sec as f64, tokens: per_sec as f64, at: std::time::Instant::now() }
+    }
+
     async fn take(bucket: &tokio::sync::Mutex<ByteBucket>, n: u64) {
         let mut b = bucket.lock().await;
         loop {
@@ -231,7 +281,16 @@ impl ChunkCache {
                     })?;
                 builder
                     .with_io_engine_config(PsyncIoEngineConfig::new())
-                    .with_engine_config(BlockEngineConfig::new(device).with_block_size(DISK_BLOCK))
+                    .with_engine_config(
+                        BlockEngineConfig::new(device)
+                            .with_block_size(DISK_BLOCK)
+                            // foyer drops a disk-cache write when more than this waits to be
+                            // flushed (default 16 MiB: four chunks); a replay evicts chunks
+                            // from memory as fast as it reads them, so allow a burst
+                            .with_submit_queue_size_threshold(SUBMIT_QUEUE_BYTES)
+                            // and when its write buffer is full while a block write is out
+                            .with_buffer_pool_size(WRITE_BUFFER_BYTES),
+                    )
                     .build()
                     .await
             }
@@ -243,13 +302,15 @@ impl ChunkCache {
             .build();
         Ok(ChunkCache {
             _runtime: runtime,
-            rate: cfg.cold_read_bytes_per_sec.filter(|r| *r > 0).map(|r| {
-                Arc::new(tokio::sync::Mutex::new(ByteBucket {
-                    per_sec: r as f64,
-                    tokens: r as f64,
-                    at: std::time::Instant::now(),
-                }))
-            }),
+            rate: cfg
+                .cold_read_bytes_per_sec
+                .filter(|r| *r > 0)
+                .map(|r| Arc::new(tokio::sync::Mutex::new(ByteBucket::new(r)))),
+            under_load: cfg
+                .cold_read_bytes_per_sec_under_load
+                .filter(|r| *r > 0)
+                .map(|r| tokio::sync::Mutex::new(ByteBucket::new(r))),
+            produce_seen: Clock::new(),
             store,
             chunks,
             metas,
@@ -258,6 +319,28 @@ impl ChunkCache {
             chunk_bytes,
             read_ahead: cfg.read_ahead_chunks,
         })
+    }
+
+    /// The broker took produce traffic: for the next second, cold reads keep to the
+    /// under-load budget (when one is configured).
+    pub fn note_produce(&self) {
+        if self.under_load.is_some() {
+            self.produce_seen.mark();
+        }
+    }
+
+    /// Holds a cold read of `n` bytes to the under-load budget while produce traffic is seen.
+    async fn yield_to_produce(&self, n: u64) {
+        let Some(bucket) = &self.under_load else { return };
+        if !self.produce_seen.within(UNDER_LOAD_WINDOW_MS) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        ByteBucket::take(bucket, n).await;
+        let waited = started.elapsed();
+        if waited >= std::time::Duration::from_millis(1) {
+            self.stats.throttled(waited);
+        }
     }
 
     pub fn chunk_bytes(&self) -> u64 {
@@ -480,6 +563,15 @@ impl ChunkCache {
             }
             want = first.total_len() as u64;
         }
+        // Stop at the end of the chunk the first batch ends in: when that batch starts in the
+        // same chunk, the answer is a slice of one cached chunk, sent without a copy; when it
+        // straddles two, only those two are copied together. The consumer's next fetch starts
+        // where this one stopped.
+        let first_end = pos + first.total_len() as u64;
+        let chunk_end = (first_end - 1) / self.chunk_bytes * self.chunk_bytes + self.chunk_bytes;
+        if pos + want > chunk_end {
+            want = chunk_end - pos;
+        }
         let bytes = self.read_range(seg, pos, pos + want).await?;
         let mut cut = 0usize;
         let mut expected = first.base_offset;
@@ -502,6 +594,7 @@ impl ChunkCache {
         if cut == 0 {
             return Err(corrupt(seg, format!("no whole batch at position {pos}")));
         }
+        self.yield_to_produce(cut as u64).await;
         self.read_ahead(seg, next, pos + cut as u64);
         Ok(bytes.slice(..cut))
     }

@@ -57,6 +57,8 @@ pub trait MetricsSink: Send + Sync + 'static {
     fn cache_hit(&self) {}
     /// A cold read fetched its chunk from the bucket.
     fn cache_miss(&self) {}
+    /// A cold read waited this long for the under-load budget.
+    fn cold_read_throttled(&self, _waited: Duration) {}
     /// A segment object of `bytes` bytes was uploaded and committed.
     fn uploaded(&self, _bytes: u64) {}
     /// Total upload lag across the partitions this node leads.
@@ -82,6 +84,7 @@ pub struct TierStats {
     uploaded_segments: AtomicU64,
     uploaded_bytes: AtomicU64,
     retries: AtomicU64,
+    throttled_micros: AtomicU64,
     sink: Option<std::sync::Arc<dyn MetricsSink>>,
 }
 
@@ -106,6 +109,8 @@ pub struct StatsSnapshot {
     pub uploaded_segments: u64,
     pub uploaded_bytes: u64,
     pub retries: u64,
+    /// Time cold reads waited for the under-load budget, in microseconds.
+    pub throttled_micros: u64,
 }
 
 impl StatsSnapshot {
@@ -164,6 +169,13 @@ impl TierStats {
         }
     }
 
+    pub(crate) fn throttled(&self, waited: Duration) {
+        self.throttled_micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        if let Some(s) = &self.sink {
+            s.cold_read_throttled(waited);
+        }
+    }
+
     pub(crate) fn uploaded(&self, bytes: u64) {
         self.uploaded_segments.fetch_add(1, Ordering::Relaxed);
         self.uploaded_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -191,6 +203,7 @@ impl TierStats {
             uploaded_segments: load(&self.uploaded_segments),
             uploaded_bytes: load(&self.uploaded_bytes),
             retries: load(&self.retries),
+            throttled_micros: load(&self.throttled_micros),
         }
     }
 

@@ -85,12 +85,16 @@ async fn tier_over(
 }
 
 async fn setup(config: TierConfig) -> Setup {
+    setup_with(config, 32 << 10).await
+}
+
+async fn setup_with(config: TierConfig, segment_bytes: u64) -> Setup {
     let dir = tempfile::tempdir().expect("tmp");
     let pdir = dir.path().join("t-0");
     let log = PartitionLog::open(
         &pdir,
         LogConfig {
-            segment_bytes: 32 << 10,
+            segment_bytes,
             index_interval_bytes: 1024,
             ..LogConfig::default()
         },
@@ -414,6 +418,74 @@ async fn concurrent_cold_reads_share_one_get_per_chunk() {
     );
     assert_eq!(st.cache_misses, 1);
     assert!(st.cache_hits >= 15, "{st:?}");
+}
+
+/// Uploads `batches` batches in segments of `segment_bytes` and opens the partition on a fresh
+/// tier (empty cache) with `cache`.
+async fn uploaded_then_reopened(batches: usize, segment_bytes: u64, cache: CacheConfig) -> (Setup, Arc<Tier>, Arc<RemoteLog>) {
+    let s = setup_with(test_config(), segment_bytes).await;
+    produce(&s.local, 0, batches);
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
+    rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
+    let end = sealed_end(&s.local);
+    wait_for("uploads", 30, || rl.uploaded_end() == end).await;
+    rl.close();
+    let tier = tier_over(s.backend.clone(), FaultControl::new(1), TierConfig { cache, ..test_config() }).await;
+    let rl2 = tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
+    (s, tier, rl2)
+}
+
+#[tokio::test]
+async fn a_read_stops_at_the_end_of_the_chunk_its_first_batch_ends_in() {
+    let chunk = 64u64 << 10;
+    let (s, _tier, rl) = uploaded_then_reopened(400, 256 << 10, CacheConfig { chunk_bytes: chunk, ..test_config().cache }).await;
+    let seg = rl.manifest_snapshot().segments[0].clone();
+    assert!(seg.log_bytes > 3 * chunk, "segments span several chunks: {seg:?}");
+    // from the segment's start, a large budget: whole batches up to the first chunk's end
+    let b = rl.read(seg.base_offset, 1 << 20, true).await.expect("read");
+    assert!(!b.is_empty() && b.len() as u64 <= chunk, "{} bytes", b.len());
+    let (last, _) = BatchIter::new(&b).last().expect("batches");
+    let next = last.next_offset();
+    // the next read runs to the second chunk's end (copied from both chunks when its first
+    // batch straddles the boundary)
+    let b2 = rl.read(next, 1 << 20, true).await.expect("read");
+    assert!(b2.len() as u64 > 0 && (b.len() + b2.len()) as u64 <= 2 * chunk, "{} + {}", b.len(), b2.len());
+    assert!((b.len() + b2.len()) as u64 > chunk, "the second read crossed into chunk 2");
+    // and every byte matches the local log
+    let local = {
+        let l = s.local.log.lock().unwrap_or_else(|e| e.into_inner());
+        l.read(seg.base_offset, b.len() + b2.len(), i64::MAX, true).expect("plan").execute().expect("local")
+    };
+    assert_eq!([b, b2].concat(), local.to_vec());
+    rl.close();
+}
+
+#[tokio::test]
+async fn cold_reads_keep_to_the_under_load_budget_only_while_produce_is_seen() {
+    let rate = 64u64 << 10;
+    let cache = CacheConfig { cold_read_bytes_per_sec_under_load: Some(rate), read_ahead_chunks: 0, ..test_config().cache };
+    let (_s, tier, rl) = uploaded_then_reopened(300, 32 << 10, cache).await;
+    let read_all = |rl: Arc<RemoteLog>, upto: usize| async move {
+        let (mut offset, mut got) = (rl.manifest_snapshot().segments[0].base_offset, 0usize);
+        while got < upto {
+            let b = rl.read(offset, 16 << 10, true).await.expect("read");
+            got += b.len();
+            offset = BatchIter::new(&b).last().expect("a batch").0.next_offset();
+        }
+    };
+    // no produce traffic: no waiting
+    read_all(rl.clone(), 3 * rate as usize).await;
+    assert_eq!(tier.stats().snapshot().throttled_micros, 0);
+    // produce seen: three seconds' worth of budget makes the reads wait (a one-second burst)
+    tier.note_produce();
+    read_all(rl.clone(), 3 * rate as usize).await;
+    let waited = tier.stats().snapshot().throttled_micros;
+    assert!(waited >= 1_000_000, "waited {waited} µs");
+    // a second after the last produce, reads run free again
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    read_all(rl.clone(), 3 * rate as usize).await;
+    assert_eq!(tier.stats().snapshot().throttled_micros, waited);
+    rl.close();
 }
 
 #[tokio::test]

@@ -52,6 +52,8 @@ impl Admin {
                 "object_store": format!("{:?}", cfg.object_store),
                 "cache_dir": cfg.cache_dir.display().to_string(),
                 "cache_size_bytes": cfg.cache_size,
+                "cache_memory_bytes": cfg.tiering.cache_memory,
+                "cold_read_max_bytes_per_sec": cfg.tiering.cold_read_max_bytes_per_sec,
                 "fsync": format!("{:?}", cfg.broker.fsync).to_lowercase(),
             }),
             broker: OnceLock::new(),

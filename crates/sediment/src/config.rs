@@ -66,6 +66,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<String>,
+    /// Memory tier of the read-through cache, e.g. 2GiB [default: cache size / 8, 32MiB..512MiB]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_memory: Option<String>,
     /// fsync policy: always (group commit; default) or never (page cache only; can lose acked data on a crash)
     #[arg(long, value_name = "POLICY")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +99,20 @@ pub struct RawConfig {
     pub peers: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub cache_size: String,
+    /// Memory tier of the read-through cache (a size); unset: cache_size / 8, 32 MiB..512 MiB.
+    pub cache_memory: Option<String>,
+    /// Kafka's remote.log.manager.fetch.max.bytes.per.second (KIP-956): cap on the bytes per
+    /// second cold reads fetch from the bucket (a size); unset: no cap.
+    pub cold_read_max_bytes_per_sec: Option<String>,
+    /// While this broker takes produce traffic (any in the last second), cold reads serve at most
+    /// this many bytes per second, cache hits included (a size); unset: no cap.
+    pub cold_read_bytes_per_sec_under_load: Option<String>,
+    /// Bucket GETs of cold reads in flight at once (Kafka: remote.log.reader.threads).
+    pub cold_read_concurrency: usize,
+    /// How often a partition leader lists its bucket prefix for orphaned segment objects.
+    pub remote_orphan_sweep_interval_ms: u64,
+    /// An unreferenced object younger than this is left alone (an upload may be in flight).
+    pub remote_orphan_grace_ms: u64,
     /// Tiered storage: local disk limit of the partition logs (a size, e.g. 50GiB).
     pub max_local_bytes: Option<String>,
     pub fsync: String,
@@ -143,6 +161,12 @@ impl Default for RawConfig {
             peers: None,
             cache_dir: None,
             cache_size: "1GiB".into(),
+            cache_memory: None,
+            cold_read_max_bytes_per_sec: None,
+            cold_read_bytes_per_sec_under_load: None,
+            cold_read_concurrency: 8,
+            remote_orphan_sweep_interval_ms: 3_600_000,
+            remote_orphan_grace_ms: 3_600_000,
             max_local_bytes: None,
             fsync: "always".into(),
             log_format: "text".into(),
@@ -182,6 +206,12 @@ const KEYS: &[&str] = &[
     "peers",
     "cache_dir",
     "cache_size",
+    "cache_memory",
+    "cold_read_max_bytes_per_sec",
+    "cold_read_bytes_per_sec_under_load",
+    "cold_read_concurrency",
+    "remote_orphan_sweep_interval_ms",
+    "remote_orphan_grace_ms",
     "max_local_bytes",
     "fsync",
     "log_format",
@@ -213,9 +243,21 @@ pub struct ServeConfig {
     pub peers: BTreeMap<i32, String>,
     pub cache_dir: PathBuf,
     pub cache_size: u64,
+    pub tiering: TieringSettings,
     pub log_format: LogFormat,
     /// OpenTelemetry export, from the standard `OTEL_*` variables (validated with the rest).
     pub otlp: OtlpSettings,
+}
+
+/// Read-path and bucket-housekeeping settings of tiered storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TieringSettings {
+    pub cache_memory: u64,
+    pub cold_read_max_bytes_per_sec: Option<u64>,
+    pub cold_read_bytes_per_sec_under_load: Option<u64>,
+    pub cold_read_concurrency: usize,
+    pub orphan_sweep_interval: Duration,
+    pub orphan_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,6 +421,30 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
         None => None,
     };
     let cache_size = parse_size(&raw.cache_size).ok_or_else(|| bad("cache_size", format!("\"{}\" is not a size (e.g. 512MiB, 4GiB)", raw.cache_size)))?;
+    let cache_memory = match &raw.cache_memory {
+        Some(v) => parse_size(v).filter(|n| *n >= 8 << 20).ok_or_else(|| bad("cache_memory", format!("\"{v}\" is not a size of at least 8MiB (e.g. 512MiB, 4GiB)")))?,
+        None => (cache_size / 8).clamp(32 << 20, 512 << 20),
+    };
+    let rate = |key: &str, v: &Option<String>| match v {
+        Some(v) => parse_size(v).filter(|n| *n >= 1 << 20).map(Some).ok_or_else(|| bad(key, format!("\"{v}\" is not a rate of at least 1MiB (bytes per second, e.g. 100MiB)"))),
+        None => Ok(None),
+    };
+    let cold_read_max_bytes_per_sec = rate("cold_read_max_bytes_per_sec", &raw.cold_read_max_bytes_per_sec)?;
+    let cold_read_bytes_per_sec_under_load = rate("cold_read_bytes_per_sec_under_load", &raw.cold_read_bytes_per_sec_under_load)?;
+    if raw.cold_read_concurrency == 0 {
+        return Err(bad("cold_read_concurrency", "must be at least 1"));
+    }
+    if raw.remote_orphan_sweep_interval_ms == 0 {
+        return Err(bad("remote_orphan_sweep_interval_ms", "must be positive"));
+    }
+    let tiering = TieringSettings {
+        cache_memory,
+        cold_read_max_bytes_per_sec,
+        cold_read_bytes_per_sec_under_load,
+        cold_read_concurrency: raw.cold_read_concurrency,
+        orphan_sweep_interval: Duration::from_millis(raw.remote_orphan_sweep_interval_ms),
+        orphan_grace: Duration::from_millis(raw.remote_orphan_grace_ms),
+    };
     let fsync = match raw.fsync.as_str() {
         "always" => FsyncPolicy::Always,
         "never" => FsyncPolicy::Never,
@@ -444,6 +510,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
         peers,
         cache_dir,
         cache_size,
+        tiering,
         log_format,
         otlp: OtlpSettings::off(),
     })
@@ -480,6 +547,43 @@ mod tests {
         assert_eq!(c.broker.node_id, 9);
         assert_eq!(c.broker.listen.port(), 19092);
         assert_eq!(c.broker.topic_defaults.get("retention.ms").map(String::as_str), Some("1000"));
+    }
+
+    #[test]
+    fn tiering_settings() {
+        let t = load(&args()).unwrap().tiering;
+        assert_eq!(t.cache_memory, 128 << 20, "1/8 of the 1 GiB default cache");
+        assert_eq!((t.cold_read_max_bytes_per_sec, t.cold_read_bytes_per_sec_under_load), (None, None));
+        assert_eq!(t.orphan_sweep_interval, Duration::from_secs(3600));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "cold_read_bytes_per_sec_under_load = \"64MiB\"\ncold_read_max_bytes_per_sec = \"1GiB\"\nremote_orphan_grace_ms = 5000\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(f.clone());
+        a.cache_memory = Some("3GiB".into());
+        let t = load(&a).unwrap().tiering;
+        assert_eq!(t.cache_memory, 3 << 30);
+        assert_eq!(t.cold_read_bytes_per_sec_under_load, Some(64 << 20));
+        assert_eq!(t.cold_read_max_bytes_per_sec, Some(1 << 30));
+        assert_eq!(t.orphan_grace, Duration::from_secs(5));
+        for (body, key) in [
+            ("cold_read_bytes_per_sec_under_load = \"10\"\n", "cold_read_bytes_per_sec_under_load"),
+            ("cold_read_max_bytes_per_sec = \"fast\"\n", "cold_read_max_bytes_per_sec"),
+            ("cold_read_concurrency = 0\n", "cold_read_concurrency"),
+            ("remote_orphan_sweep_interval_ms = 0\n", "remote_orphan_sweep_interval_ms"),
+        ] {
+            std::fs::write(&f, body).unwrap();
+            let mut a = args();
+            a.config = Some(f.clone());
+            assert!(load(&a).unwrap_err().0.contains(key), "{body}");
+        }
+        let mut a = args();
+        a.cache_memory = Some("1MiB".into());
+        assert!(load(&a).unwrap_err().0.contains("cache_memory"));
     }
 
     #[test]

@@ -26,6 +26,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// parsed once at start-up: the size of the serve flags does not matter
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run a broker
     Serve(ServeArgs),

@@ -15,14 +15,19 @@ pub async fn open(cfg: &ServeConfig) -> anyhow::Result<Option<Arc<Tier>>> {
         ObjectStoreUrl::S3 { bucket, prefix } => StoreUrl::S3 { bucket: bucket.clone(), prefix: prefix.clone() },
         ObjectStoreUrl::Memory => StoreUrl::Memory,
     };
-    let memory_bytes = (cfg.cache_size / 8).clamp(32 << 20, 512 << 20) as usize;
+    let t = &cfg.tiering;
     let config = TierConfig {
         cache: CacheConfig {
             dir: (cfg.cache_size > 0).then(|| cfg.cache_dir.clone()),
             disk_bytes: cfg.cache_size,
-            memory_bytes,
+            memory_bytes: t.cache_memory as usize,
+            cold_read_concurrency: t.cold_read_concurrency,
+            cold_read_bytes_per_sec: t.cold_read_max_bytes_per_sec,
+            cold_read_bytes_per_sec_under_load: t.cold_read_bytes_per_sec_under_load,
             ..CacheConfig::default()
         },
+        orphan_sweep_interval: t.orphan_sweep_interval,
+        orphan_grace: t.orphan_grace,
         // remote retention follows the broker's retention cadence
         retention_check_interval: cfg.broker.retention_check_interval,
         ..TierConfig::default()

@@ -194,6 +194,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
         let e = ApiError::new(ErrorCode::TransactionalIdAuthorizationFailed, "transactions are not supported by this broker yet");
         return Reply::Ready(ResponseKind::Produce(refuse_all(&req, &e)));
     }
+    if let Some(tier) = &broker.tier {
+        // replays from the bucket yield to producers (cold_read_bytes_per_sec_under_load)
+        tier.note_produce();
+    }
     let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
     let mut outcomes: Vec<Outcome> = Vec::new();
     for (ti, td) in req.topic_data.iter().enumerate() {
