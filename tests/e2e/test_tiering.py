@@ -416,3 +416,63 @@ def test_deleted_or_damaged_objects_are_fetch_errors(s3_server, broker_factory, 
     finally:
         cons.close()
     assert got == list(range(damaged[0])), f"consumed {len(got)} records, expected the {damaged[0]} before the damage"
+
+
+@pytest.mark.parametrize("s3_server", ["moto"], indirect=True)
+def test_a_replay_yields_to_producers_and_loses_nothing(s3_server, broker_factory, topic_name):
+    """cold_read_bytes_per_sec_under_load: while producers are active a replay from the bucket
+    keeps to the budget (the throttle metric moves), every record still arrives byte for byte,
+    and producers are unaffected (every record delivered)."""
+    bucket = s3_server.bucket(f"b-{uuid.uuid4().hex[:10]}")
+    b = tiered_broker(broker_factory, s3_server, bucket, env={"SEDIMENT_COLD_READ_BYTES_PER_SEC_UNDER_LOAD": "1MiB"})
+    tiered_topic(b.bootstrap, topic_name)
+    n = 12 * MiB // VALUE
+    produce(b.bootstrap, topic_name, 0, n)
+    wait_uploaded(b, s3_server, bucket, topic_name)
+    b.stop()
+    shutil.rmtree(b.data_dir / "cache", ignore_errors=True)
+    b.start()
+    assert metric(b, "sediment_cold_read_throttled_seconds_total") == 0
+
+    live = f"{topic_name}-live"
+    create_topic(b.bootstrap, live, 1)
+    stop = threading.Event()
+    delivered, errs, sent = [], [], [0]
+
+    def keep_producing():
+        p = producer(b.bootstrap, **{"linger.ms": 5})
+        i = 0
+        while not stop.is_set():
+            p.produce(live, value=b"live-%d" % i, on_delivery=lambda e, m: errs.append(e) if e else delivered.append(1))
+            p.poll(0.002)
+            i += 1
+        sent[0] = i
+        p.flush(30)
+
+    t = threading.Thread(target=keep_producing)
+    t.start()
+    try:
+        time.sleep(0.5)
+        failed = []
+
+        def run_replay():
+            try:
+                verify_range(b.bootstrap, topic_name, 0, n)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                failed.append(e)
+
+        replay = threading.Thread(target=run_replay)
+        replay.start()
+        time.sleep(4)
+    finally:
+        stop.set()
+        t.join()
+    replay.join(120)
+    assert not replay.is_alive() and not failed, failed
+    assert not errs and len(delivered) == sent[0] > 0, f"{len(delivered)} of {sent[0]} delivered, errors {errs[:3]}"
+    throttled = metric(b, "sediment_cold_read_throttled_seconds_total")
+    assert throttled > 1.0, f"the replay waited {throttled} s for the budget while producers ran"
+    # with the producers gone, a second replay runs free (the wait does not grow)
+    time.sleep(1.5)
+    verify_range(b.bootstrap, topic_name, 0, n)
+    assert metric(b, "sediment_cold_read_throttled_seconds_total") == throttled
