@@ -11,8 +11,13 @@
 //!   into the next segment), so a sequential replay rarely waits on the bucket.
 //! * Bucket GETs (foreground and read-ahead) take a permit from the cold-read budget, separate
 //!   from uploads, so a backfill cannot take every connection the broker has.
-//! * Results are whole batches, like a local `ReadPlan`, and every batch's CRC-32C and offsets
-//!   are checked before it is served: a damaged object is an error, never garbage.
+//! * Optional budgets: bytes per second fetched from the bucket (KIP-956's remote fetch quota),
+//!   and bytes per second served while the broker takes produce traffic
+//!   ([`ChunkCache::note_produce`]), so a replay yields to producers.
+//! * Results are whole batches, like a local `ReadPlan`, ending at the end of the chunk the
+//!   first batch ends in (a hit is then a slice of one chunk: no copy), and every batch's
+//!   CRC-32C and offsets are checked before it is served: a damaged object is an error, never
+//!   garbage.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -109,6 +109,8 @@ pub struct RawConfig {
     pub cold_read_bytes_per_sec_under_load: Option<String>,
     /// Bucket GETs of cold reads in flight at once (Kafka: remote.log.reader.threads).
     pub cold_read_concurrency: usize,
+    /// Chunks a sequential cold reader fetches ahead of itself (0: none).
+    pub cold_read_ahead_chunks: usize,
     /// How often a partition leader lists its bucket prefix for orphaned segment objects.
     pub remote_orphan_sweep_interval_ms: u64,
     /// An unreferenced object younger than this is left alone (an upload may be in flight).
@@ -165,6 +167,7 @@ impl Default for RawConfig {
             cold_read_max_bytes_per_sec: None,
             cold_read_bytes_per_sec_under_load: None,
             cold_read_concurrency: 8,
+            cold_read_ahead_chunks: 4,
             remote_orphan_sweep_interval_ms: 3_600_000,
             remote_orphan_grace_ms: 3_600_000,
             max_local_bytes: None,
@@ -210,6 +213,7 @@ const KEYS: &[&str] = &[
     "cold_read_max_bytes_per_sec",
     "cold_read_bytes_per_sec_under_load",
     "cold_read_concurrency",
+    "cold_read_ahead_chunks",
     "remote_orphan_sweep_interval_ms",
     "remote_orphan_grace_ms",
     "max_local_bytes",
@@ -256,6 +260,7 @@ pub struct TieringSettings {
     pub cold_read_max_bytes_per_sec: Option<u64>,
     pub cold_read_bytes_per_sec_under_load: Option<u64>,
     pub cold_read_concurrency: usize,
+    pub cold_read_ahead_chunks: usize,
     pub orphan_sweep_interval: Duration,
     pub orphan_grace: Duration,
 }
@@ -442,6 +447,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
         cold_read_max_bytes_per_sec,
         cold_read_bytes_per_sec_under_load,
         cold_read_concurrency: raw.cold_read_concurrency,
+        cold_read_ahead_chunks: raw.cold_read_ahead_chunks,
         orphan_sweep_interval: Duration::from_millis(raw.remote_orphan_sweep_interval_ms),
         orphan_grace: Duration::from_millis(raw.remote_orphan_grace_ms),
     };

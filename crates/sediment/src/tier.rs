@@ -22,6 +22,7 @@ pub async fn open(cfg: &ServeConfig) -> anyhow::Result<Option<Arc<Tier>>> {
             disk_bytes: cfg.cache_size,
             memory_bytes: t.cache_memory as usize,
             cold_read_concurrency: t.cold_read_concurrency,
+            read_ahead_chunks: t.cold_read_ahead_chunks,
             cold_read_bytes_per_sec: t.cold_read_max_bytes_per_sec,
             cold_read_bytes_per_sec_under_load: t.cold_read_bytes_per_sec_under_load,
             ..CacheConfig::default()
