@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -48,7 +49,6 @@ def metrics(b: Broker) -> dict[str, float]:
 
 def group_cpu_seconds(pid: int | None) -> float:
     """CPU seconds (user + system) of every process in `pid`'s process group."""
-    import os
     if pid is None:
         return 0.0
     try:
@@ -72,7 +72,6 @@ def group_cpu_seconds(pid: int | None) -> float:
 def children_cpu_seconds() -> float:
     """CPU seconds of the load generators: this script's process group (the broker and the S3
     server run in sessions of their own), running or finished."""
-    import os
     import resource
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     me = resource.getrusage(resource.RUSAGE_SELF)
@@ -102,7 +101,6 @@ def ops(m: dict[str, float], *names: str) -> float:
 
 
 def run_json(cmd: list[str], timeout: float = 1800, env: dict | None = None) -> dict:
-    import os
     p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
                        env={**os.environ, **(env or {})})
     if p.returncode != 0:
@@ -264,7 +262,6 @@ def main() -> None:
             subprocess.run([S, "topic", "create", topic, "--partitions", "1", "--bootstrap", b.bootstrap, *topic_cfg],
                            check=True, capture_output=True)
             wait_uploaded(b)
-            import os
             os.sync()
             time.sleep(1)
             replay: dict = {}

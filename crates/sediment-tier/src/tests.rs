@@ -371,31 +371,27 @@ async fn a_lost_local_manifest_is_rebuilt_from_the_bucket() {
     rl.close();
 }
 
-#[tokio::test]
-async fn concurrent_cold_reads_share_one_get_per_chunk() {
-    let s = setup(test_config()).await;
-    produce(&s.local, 0, 60);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+/// Uploads `batches` batches in segments of `segment_bytes` and opens the partition on a fresh
+/// tier (empty cache) with `cache`, whose store faults are driven by the returned control.
+async fn uploaded_then_reopened(batches: usize, segment_bytes: u64, cache: CacheConfig) -> (Setup, Arc<Tier>, Arc<RemoteLog>, Arc<FaultControl>) {
+    let s = setup_with(test_config(), segment_bytes).await;
+    produce(&s.local, 0, batches);
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     let end = sealed_end(&s.local);
-    wait_for("uploads", 20, || rl.uploaded_end() == end).await;
+    wait_for("uploads", 30, || rl.uploaded_end() == end).await;
     rl.close();
-    // a fresh tier (empty cache) over the same bucket, with slow GETs
     let fault = FaultControl::new(1);
-    let config = TierConfig {
-        cache: CacheConfig {
-            read_ahead_chunks: 0,
-            ..test_config().cache
-        },
-        ..test_config()
-    };
-    let tier = tier_over(s.backend.clone(), fault.clone(), config).await;
-    let rl2 = tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let tier = tier_over(s.backend.clone(), fault.clone(), TierConfig { cache, ..test_config() }).await;
+    let rl2 = tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
+    (s, tier, rl2, fault)
+}
+
+#[tokio::test]
+async fn concurrent_cold_reads_share_one_get_per_chunk() {
+    // a fresh tier (empty cache) over the uploaded bucket, with slow GETs
+    let cache = CacheConfig { read_ahead_chunks: 0, ..test_config().cache };
+    let (_s, tier, rl2, fault) = uploaded_then_reopened(60, 32 << 10, cache).await;
     fault.set_latency(Duration::from_millis(200));
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -420,25 +416,10 @@ async fn concurrent_cold_reads_share_one_get_per_chunk() {
     assert!(st.cache_hits >= 15, "{st:?}");
 }
 
-/// Uploads `batches` batches in segments of `segment_bytes` and opens the partition on a fresh
-/// tier (empty cache) with `cache`.
-async fn uploaded_then_reopened(batches: usize, segment_bytes: u64, cache: CacheConfig) -> (Setup, Arc<Tier>, Arc<RemoteLog>) {
-    let s = setup_with(test_config(), segment_bytes).await;
-    produce(&s.local, 0, batches);
-    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
-    rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
-    let end = sealed_end(&s.local);
-    wait_for("uploads", 30, || rl.uploaded_end() == end).await;
-    rl.close();
-    let tier = tier_over(s.backend.clone(), FaultControl::new(1), TierConfig { cache, ..test_config() }).await;
-    let rl2 = tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
-    (s, tier, rl2)
-}
-
 #[tokio::test]
 async fn a_read_stops_at_the_end_of_the_chunk_its_first_batch_ends_in() {
     let chunk = 64u64 << 10;
-    let (s, _tier, rl) = uploaded_then_reopened(400, 256 << 10, CacheConfig { chunk_bytes: chunk, ..test_config().cache }).await;
+    let (s, _tier, rl, _) = uploaded_then_reopened(400, 256 << 10, CacheConfig { chunk_bytes: chunk, ..test_config().cache }).await;
     let seg = rl.manifest_snapshot().segments[0].clone();
     assert!(seg.log_bytes > 3 * chunk, "segments span several chunks: {seg:?}");
     // from the segment's start, a large budget: whole batches up to the first chunk's end
@@ -464,7 +445,7 @@ async fn a_read_stops_at_the_end_of_the_chunk_its_first_batch_ends_in() {
 async fn cold_reads_keep_to_the_under_load_budget_only_while_produce_is_seen() {
     let rate = 64u64 << 10;
     let cache = CacheConfig { cold_read_bytes_per_sec_under_load: Some(rate), read_ahead_chunks: 0, ..test_config().cache };
-    let (_s, tier, rl) = uploaded_then_reopened(300, 32 << 10, cache).await;
+    let (_s, tier, rl, _) = uploaded_then_reopened(300, 32 << 10, cache).await;
     let read_all = |rl: Arc<RemoteLog>, upto: usize| async move {
         let (mut offset, mut got) = (rl.manifest_snapshot().segments[0].base_offset, 0usize);
         while got < upto {
