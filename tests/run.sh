@@ -9,12 +9,13 @@
 #   1. kcat from Debian (apt-get, only if missing)
 #   2. Python venv at $SEDIMENT_VENV (default $HOME/.cache/sediment-venv),
 #      rebuilt when tests/requirements.txt or the Python version changes
-#   3. cargo build of every crate, test targets and the `sediment` binary in one
+#   3. vendor/check.sh: each vendored crate is its published release plus a patch file
+#   4. cargo build of every crate, test targets and the `sediment` binary in one
 #      invocation (one feature resolution, nothing compiled twice), then
 #      `cargo test --workspace`
-#   4. the end-to-end suites (pytest, tests/e2e) against that binary, with the
+#   5. the end-to-end suites (pytest, tests/e2e) against that binary, with the
 #      deployment checks (tests/deploy/run.sh) running alongside
-#   5. a summary; the last line is exactly "N passed, M failed"
+#   6. a summary; the last line is exactly "N passed, M failed"
 #
 # Environment:
 #   CARGO_TARGET_DIR       default $HOME/.cache/sediment-target (shared build cache)
@@ -107,7 +108,18 @@ if [ "$(cat "$VENV/.requirements-hash" 2>/dev/null)" != "$REQ_HASH" ]; then
 fi
 grep -q "building" "$LOGS/venv.log" && echo "test venv built in $(elapsed "$t")"
 
-# ---------------------------------------------------------------- 3. cargo
+# ---------------------------------------------------------------- 3. vendored crate
+say "vendored crates (vendor/check.sh: published crate + patch file == the tree)"
+bash vendor/check.sh >"$LOGS/vendor.log" 2>&1
+VENDOR_RC=$?
+cat "$LOGS/vendor.log"
+LINE=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/vendor.log" | tail -1)
+V_P=${LINE%% passed*}; V_F=${LINE#*, }; V_F=${V_F%% failed}
+[ -n "$LINE" ] || { V_P=0; V_F=0; }
+if [ "$VENDOR_RC" -ne 0 ] && [ "$V_F" -eq 0 ]; then V_F=1; fi
+record "vendor" "$V_P" "$V_F" "($LOGS/vendor.log)"
+
+# ---------------------------------------------------------------- 4. cargo
 command -v cargo >/dev/null 2>&1 || { [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"; }
 BIN="$CARGO_TARGET_DIR/debug/sediment"
 say "cargo build (workspace, test targets and binaries)"
@@ -145,7 +157,7 @@ if [ "${SEDIMENT_SKIP_CARGO_TEST:-}" != 1 ]; then
     fi
 fi
 
-# ---------------------------------------------------------------- 4. e2e + deploy
+# ---------------------------------------------------------------- 5. e2e + deploy
 DEPLOY_PID=""
 if [ "${SEDIMENT_SKIP_DEPLOY:-}" != 1 ] && [ -f tests/deploy/run.sh ]; then
     say "deployment checks (tests/deploy/run.sh, in the background, log: $LOGS/deploy.log)"
