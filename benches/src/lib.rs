@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of Sediment's hot paths live in `benches/benches/`:
 //!
-//! * `batch_validation`: `validate_produce_records` (header + CRC-32C) on 1 KiB .. 1 MiB batches.
+//! * `batch_validation`: `validate_produce_records` on 1 KiB .. 1 MiB batches: header + CRC-32C
+//!   alone, and with every record walked (compressed batches streamed through their codec).
 //! * `index_lookup`: sparse offset/time index searches, and planning + executing reads and
 //!   timestamp searches in a large sealed segment.
 //! * `segment_append`: `PartitionLog::append` of 1 KiB and 64 KiB batches into the page cache,
@@ -27,6 +28,41 @@ pub fn batch_of_size(size: usize) -> Vec<u8> {
     sediment_protocol::batch::testing::batch_from_values(&values, 1_700_000_000_000)
 }
 
+/// A batch of about `size` uncompressed bytes of JSON-like 512-byte records, compressed with
+/// `codec` the way the Java client frames it.
+pub fn compressed_batch(codec: kafka_protocol::records::Compression, size: usize) -> Vec<u8> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let mut rng = Lcg(7);
+    let count = (size / 540).max(1);
+    let records: Vec<Record> = (0..count)
+        .map(|i| {
+            let mut v = String::with_capacity(512);
+            while v.len() < 500 {
+                v.push_str(&format!("{{\"user\":{},\"event\":\"click\",\"ms\":{}}}", rng.next_below(100_000), rng.next_below(1 << 40)));
+            }
+            v.truncate(512);
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: 1_700_000_000_000 + i as i64,
+                key: Some(bytes::Bytes::from(format!("key-{i}"))),
+                value: Some(bytes::Bytes::from(v)),
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    let mut out = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut out, &records, &RecordEncodeOptions { version: 2, compression: codec }).expect("encodes");
+    out.to_vec()
+}
+
 /// Deterministic pseudo-random numbers (no RNG dependency, same sequence every run).
 pub struct Lcg(pub u64);
 
@@ -46,12 +82,23 @@ mod tests {
     fn batches_are_valid_and_near_the_size() {
         for size in [1 << 10, 64 << 10, 1 << 20] {
             let b = super::batch_of_size(size);
-            sediment_protocol::batch::validate_produce_records(&b, usize::MAX).expect("valid");
+            sediment_protocol::batch::validate_produce_records(&b, usize::MAX, Default::default()).expect("valid");
             assert!(
                 b.len() as f64 > size as f64 * 0.8 && b.len() as f64 <= size as f64 * 1.1,
                 "{size}: {}",
                 b.len()
             );
+        }
+    }
+
+    #[test]
+    fn compressed_batches_are_one_valid_batch() {
+        use kafka_protocol::records::Compression;
+        for codec in [Compression::Lz4, Compression::Zstd, Compression::Snappy, Compression::Gzip] {
+            let b = super::compressed_batch(codec, 64 << 10);
+            let v = sediment_protocol::batch::validate_produce_records(&b, usize::MAX, Default::default()).expect("valid");
+            assert_eq!(v.records.expect("walked").records, v.header.records_count);
+            assert!(b.len() < 64 << 10, "{codec:?} compresses");
         }
     }
 }

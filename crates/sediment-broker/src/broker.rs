@@ -31,6 +31,8 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub max_request_bytes: usize,
     pub max_connections: usize,
+    /// How much of a compressed produce batch is read before it is accepted.
+    pub batch_validation: sediment_protocol::batch::ValidationMode,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub fsync: FsyncPolicy,
@@ -62,6 +64,7 @@ impl BrokerConfig {
             data_dir: data_dir.to_path_buf(),
             max_request_bytes: sediment_protocol::frame::DEFAULT_MAX_REQUEST_BYTES,
             max_connections: 1024,
+            batch_validation: Default::default(),
             auto_create_topics: true,
             num_partitions: 1,
             fsync: FsyncPolicy::Always,

@@ -35,7 +35,7 @@ pub const MAGIC_V2: i8 = 2;
 const CRC_START: usize = 21;
 const MAGIC_OFFSET: usize = 16;
 const EPOCH_OFFSET: usize = 12;
-const CRC_OFFSET: usize = 17;
+pub(crate) const CRC_OFFSET: usize = 17;
 
 /// Compression codec named by the low three attribute bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,16 @@ pub enum BatchError {
     BadCompression(i16),
     #[error("produce request must have at least one record batch per partition")]
     Empty,
+    #[error("record {index}: {reason}")]
+    BadRecord { index: i32, reason: String },
+    #[error("compressed records could not be decompressed: {0}")]
+    Decompression(String),
+    #[error("compressed records inflate past {limit} bytes")]
+    DecompressedTooLarge { limit: u64 },
+    #[error("clients are not allowed to write control records")]
+    ControlBatch,
+    #[error("transactional batch from a producer that is not in a transaction")]
+    NotInTransaction,
 }
 
 impl BatchError {
@@ -100,10 +110,55 @@ impl BatchError {
             | BatchError::BadRecordCount { .. }
             | BatchError::NotExactlyOneBatch(_)
             | BatchError::BadCompression(_)
-            | BatchError::Empty => ErrorCode::InvalidRecord,
+            | BatchError::Empty
+            | BatchError::BadRecord { .. }
+            | BatchError::DecompressedTooLarge { .. }
+            | BatchError::ControlBatch => ErrorCode::InvalidRecord,
+            BatchError::Decompression(_) => ErrorCode::CorruptMessage,
             BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            BatchError::NotInTransaction => ErrorCode::InvalidTxnState,
         }
     }
+
+    /// The failing record's position in its batch, for the produce response's `record_errors`.
+    pub fn record_index(&self) -> Option<i32> {
+        match self {
+            BatchError::BadRecord { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+}
+
+/// How much of a compressed batch the broker reads before accepting it. Uncompressed batches
+/// are always walked record by record (it costs no decompression).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ValidationMode {
+    /// Decompress every compressed batch as a stream and walk its records, as Kafka's log
+    /// validator does: a forged count or garbage inside the compression is refused.
+    #[default]
+    Strict,
+    /// Header-level checks only for compressed batches (CRC, count against last offset delta,
+    /// codec): cheaper, but what is inside the compression is taken on trust.
+    Relaxed,
+}
+
+impl std::str::FromStr for ValidationMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(ValidationMode::Strict),
+            "relaxed" => Ok(ValidationMode::Relaxed),
+            other => Err(format!("batch validation mode must be strict or relaxed, not {other:?}")),
+        }
+    }
+}
+
+/// A produce batch that passed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validated {
+    pub header: BatchHeader,
+    /// What walking the records found; `None` for a compressed batch in relaxed mode.
+    pub records: Option<crate::records::Summary>,
 }
 
 #[inline]
@@ -225,9 +280,30 @@ pub fn verify_crc(batch: &[u8]) -> Result<(), BatchError> {
     Ok(())
 }
 
-/// Validates the records of one partition in a Produce request (v3+): exactly one v2 batch,
-/// complete, within `max_message_bytes`, CRC correct, record count consistent.
-pub fn validate_produce_records(records: &[u8], max_message_bytes: usize) -> Result<BatchHeader, BatchError> {
+/// Validates the records of one partition in a Produce request (v3+) from a client: exactly
+/// one v2 batch, complete, within `max_message_bytes`, CRC correct, record count consistent, no
+/// control or transactional batch, and every record readable (compressed ones too in
+/// [`ValidationMode::Strict`]).
+pub fn validate_produce_records(records: &[u8], max_message_bytes: usize, mode: ValidationMode) -> Result<Validated, BatchError> {
+    let header = validate_batch_header(records, max_message_bytes)?;
+    if header.is_control() {
+        return Err(BatchError::ControlBatch);
+    }
+    if header.is_transactional() {
+        return Err(BatchError::NotInTransaction);
+    }
+    let compressed = header.compression()? != Compression::None;
+    let summary = if compressed && mode == ValidationMode::Relaxed {
+        None
+    } else {
+        Some(crate::records::walk(records, crate::records::WalkLimits::default(), |_| std::ops::ControlFlow::Continue(()))?)
+    };
+    Ok(Validated { header, records: summary })
+}
+
+/// The header-level checks of [`validate_produce_records`]: one whole batch, size, codec, count
+/// against last offset delta, CRC.
+pub fn validate_batch_header(records: &[u8], max_message_bytes: usize) -> Result<BatchHeader, BatchError> {
     if records.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -274,6 +350,12 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
 pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) {
     let attrs = be_i16(batch, 21) | 0x08;
     batch[21..23].copy_from_slice(&attrs.to_be_bytes());
+    set_max_timestamp(batch, timestamp_ms);
+}
+
+/// Sets the max timestamp and recomputes the CRC. Kafka's validator does the same when a
+/// producer's header disagrees with its records, so the time index is built from the truth.
+pub fn set_max_timestamp(batch: &mut [u8], timestamp_ms: i64) {
     batch[35..43].copy_from_slice(&timestamp_ms.to_be_bytes());
     let crc = compute_crc(batch);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
@@ -402,12 +484,12 @@ mod tests {
     #[test]
     fn valid_batch_passes_and_patching_keeps_crc() {
         let mut b = batch_with_records(5, 1000);
-        let h = validate_produce_records(&b, 1 << 20).unwrap();
+        let h = validate_produce_records(&b, 1 << 20, ValidationMode::Strict).unwrap().header;
         assert_eq!(h.records_count, 5);
         assert_eq!(h.max_timestamp, 1004);
         set_base_offset(&mut b, 42);
         set_partition_leader_epoch(&mut b, 7);
-        let h2 = validate_produce_records(&b, 1 << 20).unwrap();
+        let h2 = validate_produce_records(&b, 1 << 20, ValidationMode::Strict).unwrap().header;
         assert_eq!(h2.base_offset, 42);
         assert_eq!(h2.last_offset(), 46);
         assert_eq!(h2.partition_leader_epoch, 7);
@@ -418,7 +500,7 @@ mod tests {
         let mut b = batch_with_records(3, 0);
         let last = b.len() - 1;
         b[last] ^= 0xff;
-        let err = validate_produce_records(&b, 1 << 20).unwrap_err();
+        let err = validate_produce_records(&b, 1 << 20, ValidationMode::Strict).unwrap_err();
         assert!(matches!(err, BatchError::CrcMismatch { .. }));
         assert_eq!(err.code(), ErrorCode::CorruptMessage);
     }
@@ -426,7 +508,7 @@ mod tests {
     #[test]
     fn oversized_is_message_too_large() {
         let b = batch_with_records(100, 0);
-        let err = validate_produce_records(&b, 100).unwrap_err();
+        let err = validate_produce_records(&b, 100, ValidationMode::Strict).unwrap_err();
         assert_eq!(err.code(), ErrorCode::MessageTooLarge);
     }
 
@@ -434,30 +516,61 @@ mod tests {
     fn two_batches_rejected_and_iterated() {
         let mut b = batch_with_records(2, 0);
         b.extend_from_slice(&batch_with_records(3, 0));
-        assert_eq!(validate_produce_records(&b, 1 << 20).unwrap_err().code(), ErrorCode::InvalidRecord);
+        assert_eq!(validate_produce_records(&b, 1 << 20, ValidationMode::Strict).unwrap_err().code(), ErrorCode::InvalidRecord);
         let v: Vec<_> = BatchIter::new(&b).map(|(h, _)| h.records_count).collect();
         assert_eq!(v, vec![2, 3]);
     }
 
     #[test]
     fn empty_records_are_invalid_record() {
-        assert_eq!(validate_produce_records(&[], 1 << 20).unwrap_err().code(), ErrorCode::InvalidRecord);
+        assert_eq!(validate_produce_records(&[], 1 << 20, ValidationMode::Strict).unwrap_err().code(), ErrorCode::InvalidRecord);
     }
 
     #[test]
     fn old_magic_is_invalid_record() {
         let mut b = batch_with_records(1, 0);
         b[16] = 1;
-        assert_eq!(validate_produce_records(&b, 1 << 20).unwrap_err(), BatchError::BadMagic(1));
+        assert_eq!(validate_produce_records(&b, 1 << 20, ValidationMode::Strict).unwrap_err(), BatchError::BadMagic(1));
     }
 
     #[test]
     fn log_append_time_rewrites_crc() {
         let mut b = batch_with_records(2, 5);
         set_log_append_time(&mut b, 99);
-        let h = validate_produce_records(&b, 1 << 20).unwrap();
+        let h = validate_produce_records(&b, 1 << 20, ValidationMode::Strict).unwrap().header;
         assert!(h.is_log_append_time());
         assert_eq!(h.max_timestamp, 99);
+    }
+
+    #[test]
+    fn control_and_transactional_batches_from_clients_are_refused() {
+        for (bit, code) in [(0x20i16, ErrorCode::InvalidRecord), (0x10, ErrorCode::InvalidTxnState)] {
+            let mut b = batch_with_records(2, 0);
+            b[21..23].copy_from_slice(&bit.to_be_bytes());
+            let crc = compute_crc(&b);
+            b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(validate_produce_records(&b, 1 << 20, ValidationMode::Strict).unwrap_err().code(), code);
+        }
+    }
+
+    #[test]
+    fn a_forged_count_with_a_consistent_delta_is_refused() {
+        let mut b = batch_with_records(1, 0);
+        b[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        b[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = compute_crc(&b);
+        b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        validate_batch_header(&b, 1 << 20).unwrap();
+        let e = validate_produce_records(&b, 1 << 20, ValidationMode::Strict).unwrap_err();
+        assert_eq!((e.code(), e.record_index()), (ErrorCode::InvalidRecord, Some(1)));
+    }
+
+    #[test]
+    fn validation_reports_the_records_timestamps() {
+        let b = batch_with_records(4, 100);
+        let v = validate_produce_records(&b, 1 << 20, ValidationMode::Relaxed).unwrap();
+        let s = v.records.expect("uncompressed batches are always walked");
+        assert_eq!((s.records, s.min_timestamp, s.max_timestamp), (4, 100, 103));
     }
 
     proptest! {
@@ -480,12 +593,12 @@ mod tests {
             let mut b = batch_with_records(n, 0);
             let pos = CRC_START + pos % (b.len() - CRC_START);
             b[pos] ^= 1 << bit;
-            prop_assert!(validate_produce_records(&b, 1 << 20).is_err());
+            prop_assert!(validate_produce_records(&b, 1 << 20, ValidationMode::Strict).is_err());
         }
 
         #[test]
         fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = validate_produce_records(&data, 1 << 20);
+            let _ = validate_produce_records(&data, 1 << 20, ValidationMode::Strict);
             let _ = BatchIter::new(&data).count();
         }
     }

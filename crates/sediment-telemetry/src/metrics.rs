@@ -269,6 +269,7 @@ pub struct Metrics {
     fetch_latency: Histogram<f64>,
     fsync_latency: Histogram<f64>,
     fsync_errors: BoundCounter<u64>,
+    unreadable_batches: BoundCounter<u64>,
     connections_open: BoundUpDownCounter<i64>,
     connections_total: BoundCounter<u64>,
     connections_rejected: BoundCounter<u64>,
@@ -501,6 +502,12 @@ impl Metrics {
             .build()
             .bind(&[]);
         fsync_errors.add(0);
+        let unreadable_batches = meter
+            .u64_counter("sediment_unreadable_batches")
+            .with_description("Stored record batches whose records could not be read (a lookup served around them)")
+            .build()
+            .bind(&[]);
+        unreadable_batches.add(0);
         let connections_open = meter
             .i64_up_down_counter("sediment_connections_open")
             .with_unit("{connection}")
@@ -736,6 +743,7 @@ impl Metrics {
             fetch_latency,
             fsync_latency,
             fsync_errors,
+            unreadable_batches,
             connections_open,
             connections_total,
             connections_rejected,
@@ -814,6 +822,11 @@ impl Metrics {
 
     pub fn fsync_failed(&self) {
         self.fsync_errors.add(1);
+    }
+
+    /// A stored batch whose records could not be walked (written before validation, or damaged).
+    pub fn unreadable_batch(&self) {
+        self.unreadable_batches.add(1);
     }
 
     pub fn connection_opened(&self) {

@@ -124,6 +124,9 @@ pub struct RawConfig {
     pub auto_create_topics: bool,
     pub max_connections: usize,
     pub max_request_bytes: usize,
+    /// `strict` (default) decompresses every compressed produce batch and walks its records, as
+    /// Kafka does; `relaxed` checks compressed batches by header and CRC only.
+    pub batch_validation: String,
     pub retention_check_interval_ms: u64,
     /// Cluster mode: Kafka's leader.imbalance.check.interval.seconds, in ms; 0 turns leadership
     /// rebalancing off (auto.leader.rebalance.enable=false).
@@ -177,6 +180,7 @@ impl Default for RawConfig {
             auto_create_topics: true,
             max_connections: 10_000,
             max_request_bytes: sediment_protocol_max(),
+            batch_validation: "strict".into(),
             retention_check_interval_ms: 300_000,
             leader_rebalance_interval_ms: 10_000,
             producer_id_expiration_ms: 86_400_000,
@@ -223,6 +227,7 @@ const KEYS: &[&str] = &[
     "auto_create_topics",
     "max_connections",
     "max_request_bytes",
+    "batch_validation",
     "retention_check_interval_ms",
     "leader_rebalance_interval_ms",
     "producer_id_expiration_ms",
@@ -466,6 +471,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     if raw.max_request_bytes < 1024 {
         return Err(bad("max_request_bytes", "must be at least 1024"));
     }
+    let batch_validation = raw.batch_validation.parse().map_err(|e: String| bad("batch_validation", e))?;
     if raw.producer_id_expiration_ms < 1 {
         return Err(bad("producer_id_expiration_ms", "must be positive"));
     }
@@ -500,6 +506,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             data_dir: raw.data_dir,
             max_request_bytes: raw.max_request_bytes,
             max_connections: raw.max_connections,
+            batch_validation,
             auto_create_topics: raw.auto_create_topics,
             num_partitions: raw.num_partitions,
             fsync,

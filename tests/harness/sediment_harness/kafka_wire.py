@@ -69,6 +69,7 @@ INVALID_REPLICATION_FACTOR = 38
 INVALID_REQUEST = 42
 UNSUPPORTED_COMPRESSION_TYPE = 76
 INVALID_RECORD = 87
+INVALID_TXN_STATE = 48
 
 COMPRESSION_NONE = 0
 COMPRESSION_GZIP = 1
@@ -584,6 +585,31 @@ def build_record_batch(
         .raw(after_crc)
         .getvalue()
     )
+
+
+def forge_batch(
+    batch: bytes,
+    *,
+    records_count: Optional[int] = None,
+    last_offset_delta: Optional[int] = None,
+    attributes: Optional[int] = None,
+    body: Optional[bytes] = None,
+) -> bytes:
+    """A copy of a v2 batch with header fields or the record section replaced
+    and the CRC-32C recomputed, so only what lies beneath the CRC is wrong:
+    what a buggy or hostile client can send."""
+    b = bytearray(batch[:BATCH_HEADER_LEN])
+    rest = bytes(batch[BATCH_HEADER_LEN:]) if body is None else body
+    if attributes is not None:
+        struct.pack_into(">h", b, 21, attributes)
+    if last_offset_delta is not None:
+        struct.pack_into(">i", b, 23, last_offset_delta)
+    if records_count is not None:
+        struct.pack_into(">i", b, 57, records_count)
+    b += rest
+    struct.pack_into(">i", b, 8, len(b) - 12)
+    struct.pack_into(">I", b, CRC_OFFSET, crc32c(bytes(b[CRC_COVERAGE_START:])))
+    return bytes(b)
 
 
 @dataclass

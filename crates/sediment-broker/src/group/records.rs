@@ -397,6 +397,14 @@ pub fn decode_batches(data: &Bytes) -> (Vec<(i64, OffsetsRecord)>, Option<i64>, 
         if h.is_control() {
             continue;
         }
+        // walk first (bounded: counts, lengths, decompressed size), so the full decode below
+        // never allocates from a forged count or inflates a bomb
+        if let Err(e) = sediment_protocol::records::walk(raw, Default::default(), |_| std::ops::ControlFlow::Continue(())) {
+            tracing::warn!(offset = h.base_offset, error = %e, "skipping unreadable batch in the offsets log");
+            sediment_telemetry::metrics().unreadable_batch();
+            bad += 1;
+            continue;
+        }
         let mut buf = Bytes::copy_from_slice(raw);
         let set = match RecordBatchDecoder::decode(&mut buf) {
             Ok(s) => s,

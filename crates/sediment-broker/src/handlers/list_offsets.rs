@@ -22,13 +22,27 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
+/// The first record at or after `t` in `batch`. A batch whose records cannot be read (stored
+/// before produce validation walked records, or damaged) is served around: the answer falls
+/// back to the batch's start and the metric counts it; the lookup never allocates from it.
+fn search(batch: &[u8], h: &sediment_protocol::batch::BatchHeader, t: i64) -> Option<(i64, i64)> {
+    match records::first_offset_at_or_after(batch, t) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(base_offset = h.base_offset, error = %e, "stored batch unreadable; answering with its first offset");
+            sediment_telemetry::metrics().unreadable_batch();
+            Some((h.base_offset, h.max_timestamp))
+        }
+    }
+}
+
 /// The first record at or after `t` in a batch found by timestamp (never below `start`), if it
 /// is below the high watermark.
 fn record_at(batch: &[u8], t: i64, start: i64, hw: i64) -> Result<(i64, i64), ErrorCode> {
     let Ok(h) = sediment_protocol::batch::BatchHeader::parse(batch) else { return Err(ErrorCode::KafkaStorageError) };
-    // The batch's max timestamp is >= t, so some record qualifies; if decoding fails fall
-    // back to the batch start, which is never after the answer.
-    let (off, found_ts) = records::first_offset_at_or_after(batch, t).unwrap_or((h.base_offset, h.max_timestamp));
+    // The batch's max timestamp is >= t, so some record qualifies; if none is found fall back
+    // to the batch start, which is never after the answer.
+    let (off, found_ts) = search(batch, &h, t).unwrap_or((h.base_offset, h.max_timestamp));
     // DeleteRecords may put the log start inside a batch: never answer below it.
     let off = off.max(start);
     if off >= hw { Ok((-1, -1)) } else { Ok((off, found_ts)) }
@@ -37,7 +51,7 @@ fn record_at(batch: &[u8], t: i64, start: i64, hw: i64) -> Result<(i64, i64), Er
 /// The record with the batch's max timestamp, if it is below the high watermark.
 fn max_record(batch: &[u8], hw: i64) -> Result<(i64, i64), ErrorCode> {
     let Ok(h) = sediment_protocol::batch::BatchHeader::parse(batch) else { return Err(ErrorCode::KafkaStorageError) };
-    match records::first_offset_at_or_after(batch, h.max_timestamp) {
+    match search(batch, &h, h.max_timestamp) {
         Some((off, t)) if off < hw => Ok((off, t)),
         Some(_) => Ok((-1, -1)),
         None => Ok((h.base_offset, h.max_timestamp)),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::FutureExt;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use sediment_protocol::ErrorCode;
 use sediment_protocol::batch;
@@ -23,16 +23,31 @@ struct Outcome {
     resp: PartitionProduceResponse,
     /// acks=all: the partition and the offset the high watermark must reach.
     wait: Option<(Arc<Partition>, i64)>,
-    /// A replicated partition: the proposal whose append (acks=1) or commit (acks=all) answers.
-    proposed: Option<(Arc<Partition>, Proposed, u64)>,
+    /// A replicated partition: the proposal whose append (acks=1) or commit (acks=all) answers,
+    /// its size and its log append time.
+    proposed: Option<(Arc<Partition>, Proposed, u64, Option<i64>)>,
 }
 
 /// What [`append_one`] did.
 enum Appendage {
     /// Appended locally: the response and the offset acks=all waits for.
     Done(PartitionProduceResponse, i64),
-    /// Handed to the partition's Raft group (with the batch's size, for the metrics).
-    Proposed(Proposed, u64),
+    /// Handed to the partition's Raft group (with the batch's size, for the metrics, and the
+    /// log append time stamped into it, if the topic uses LogAppendTime).
+    Proposed(Proposed, u64, Option<i64>),
+}
+
+/// A refused partition: the error, and the record that failed validation if one did (Kafka
+/// names it in the response's `record_errors`, v8+).
+struct Refusal {
+    error: ApiError,
+    record_index: Option<i32>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Refusal {
+        Refusal { error, record_index: None }
+    }
 }
 
 fn partition_error(index: i32, e: &ApiError) -> PartitionProduceResponse {
@@ -46,19 +61,30 @@ fn partition_error(index: i32, e: &ApiError) -> PartitionProduceResponse {
     p
 }
 
-fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Option<&bytes::Bytes>, acks: i16) -> Result<Appendage, ApiError> {
+fn refused(index: i32, r: &Refusal) -> PartitionProduceResponse {
+    let mut p = partition_error(index, &r.error);
+    if let Some(batch_index) = r.record_index {
+        let mut e = BatchIndexAndErrorMessage::default();
+        e.batch_index = batch_index;
+        e.batch_index_error_message = Some(sb(r.error.message.clone()));
+        p.record_errors.push(e);
+    }
+    p
+}
+
+fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Option<&bytes::Bytes>, acks: i16) -> Result<Appendage, Refusal> {
     if topic.name == crate::group::OFFSETS_TOPIC {
-        return Err(ApiError::new(ErrorCode::InvalidTopicException, format!("cannot append to internal topic {}", topic.name)));
+        return Err(ApiError::new(ErrorCode::InvalidTopicException, format!("cannot append to internal topic {}", topic.name)).into());
     }
     let Some(records) = records else {
-        return Err(ApiError::new(ErrorCode::InvalidRecord, "produce request without records"));
+        return Err(ApiError::new(ErrorCode::InvalidRecord, "produce request without records").into());
     };
     if partition.watermark().failed {
-        return Err(ApiError::new(ErrorCode::KafkaStorageError, "partition log failed an fsync; it refuses writes until the broker restarts"));
+        return Err(ApiError::new(ErrorCode::KafkaStorageError, "partition log failed an fsync; it refuses writes until the broker restarts").into());
     }
     if let Some(why) = broker.local_disk_full() {
         // the uploads are behind (bucket unreachable?): refuse rather than fill the disk
-        return Err(ApiError::new(ErrorCode::KafkaStorageError, why));
+        return Err(ApiError::new(ErrorCode::KafkaStorageError, why).into());
     }
     let replica = partition.replica();
     if let Some(r) = replica {
@@ -66,7 +92,7 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
             return Err(ApiError::new(
                 ErrorCode::NotLeaderOrFollower,
                 format!("broker {} is not the leader of this partition (leader: {:?})", broker.node_id(), r.leader()),
-            ));
+            ).into());
         }
         let min_isr = topic.config.min_insync_replicas(&broker.defaults);
         let in_sync = r.in_sync_replicas();
@@ -74,45 +100,58 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
             return Err(ApiError::new(
                 ErrorCode::NotEnoughReplicas,
                 format!("min.insync.replicas is {min_isr} but only {in_sync} replicas are in sync"),
-            ));
+            ).into());
         }
     } else if acks == -1 && topic.config.min_insync_replicas(&broker.defaults) > 1 {
         return Err(ApiError::new(
             ErrorCode::NotEnoughReplicas,
             format!("min.insync.replicas is {} but only 1 replica is in sync", topic.config.min_insync_replicas(&broker.defaults)),
-        ));
+        ).into());
     }
     let max = topic.config.max_message_bytes(&broker.defaults);
-    let header = batch::validate_produce_records(records, max).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    let validated = batch::validate_produce_records(records, max, broker.config.batch_validation).map_err(|e| {
+        tracing::debug!(topic = %topic.name, partition = partition.index, error = %e, "produce batch refused by validation");
+        Refusal { error: ApiError::new(e.code(), e.to_string()), record_index: e.record_index() }
+    })?;
+    let header = validated.header;
     let now = now_ms();
     let log_append_time = topic.config.log_append_time(&broker.defaults);
+    // The records' own timestamps where they were walked (Kafka checks each record), else the
+    // header's maximum.
+    let (min_ts, max_ts) = validated.records.map_or((header.max_timestamp, header.max_timestamp), |s| (s.min_timestamp, s.max_timestamp));
     if !log_append_time {
         let before = topic.config.timestamp_before_max_ms(&broker.defaults);
         let after = topic.config.timestamp_after_max_ms(&broker.defaults);
-        let ts = header.max_timestamp;
-        if ts >= 0 && (now.saturating_sub(ts) > before || ts.saturating_sub(now) > after) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidTimestamp,
-                format!("batch timestamp {ts} is outside the allowed range around broker time {now}"),
-            ));
+        for ts in [min_ts, max_ts] {
+            if ts >= 0 && (now.saturating_sub(ts) > before || ts.saturating_sub(now) > after) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidTimestamp,
+                    format!("record timestamp {ts} is outside the allowed range around broker time {now}"),
+                )
+                .into());
+            }
         }
     }
     // The one copy on the produce path: the frame is shared, the log patches the header in place.
     let mut buf = BytesMut::from(&records[..]);
     if log_append_time {
         batch::set_log_append_time(&mut buf, now);
+    } else if validated.records.is_some() && max_ts != header.max_timestamp {
+        // as Kafka does: the stored max timestamp is the records' own, so the time index is true
+        batch::set_max_timestamp(&mut buf, max_ts);
     }
+    let header = batch::BatchHeader { max_timestamp: if log_append_time { now } else if validated.records.is_some() { max_ts } else { header.max_timestamp }, ..header };
     if let Some(r) = replica {
         // ordered with this connection's other requests: the proposal is queued now
         let len = records.len() as u64;
-        return r.propose_now(buf.freeze()).map(|p| Appendage::Proposed(p, len)).map_err(propose_error);
+        return r.propose_now(buf.freeze()).map(|p| Appendage::Proposed(p, len, log_append_time.then_some(now))).map_err(|e| propose_error(e).into());
     }
     let appended = partition.append(&header, &mut buf, now).map_err(|e| match e {
         AppendError::Log(e) => {
             tracing::error!(topic = %topic.name, partition = partition.index, error = %e, "append failed");
-            ApiError::from(&e)
+            Refusal::from(ApiError::from(&e))
         }
-        AppendError::Producer(code, msg) => ApiError::new(code, msg),
+        AppendError::Producer(code, msg) => ApiError::new(code, msg).into(),
     })?;
     match appended {
         // bytes in: the whole batch as sent (header and compressed records), as Kafka counts it
@@ -138,7 +177,17 @@ fn propose_error(e: ProposeError) -> ApiError {
 }
 
 /// Waits for a proposal's append (and, for acks=all, its commit) and builds the answer.
-async fn settle(partition: &Partition, proposed: Proposed, bytes: u64, index: i32, acks: i16, deadline: Instant) -> PartitionProduceResponse {
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    broker: &Broker,
+    partition: &Partition,
+    proposed: Proposed,
+    bytes: u64,
+    log_append_time: Option<i64>,
+    index: i32,
+    acks: i16,
+    deadline: Instant,
+) -> PartitionProduceResponse {
     let work = async {
         let mut proposed = proposed;
         let (base, records) = match proposed.appended().await.map_err(propose_error)? {
@@ -157,11 +206,12 @@ async fn settle(partition: &Partition, proposed: Proposed, bytes: u64, index: i3
         Ok(Ok((base, records))) => {
             if let Some(n) = records {
                 partition.metrics.produced(bytes, n as u64);
+                broker.note_appended(bytes);
             }
             let mut p = PartitionProduceResponse::default();
             p.index = index;
             p.base_offset = base;
-            p.log_append_time_ms = -1;
+            p.log_append_time_ms = log_append_time.unwrap_or(-1);
             p.log_start_offset = partition.log_start_offset();
             p
         }
@@ -208,10 +258,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
         topics.push(tr);
         for pd in &td.partition_data {
             let result = match &topic {
-                None if version >= 13 => Err(ApiError::new(ErrorCode::UnknownTopicId, format!("unknown topic id {}", td.topic_id))),
-                None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{}\" does not exist", td.name.0))),
+                None if version >= 13 => Err(ApiError::new(ErrorCode::UnknownTopicId, format!("unknown topic id {}", td.topic_id)).into()),
+                None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{}\" does not exist", td.name.0)).into()),
                 Some(t) => match t.partition(pd.index) {
-                    None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("partition {} of \"{}\" does not exist", pd.index, t.name))),
+                    None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("partition {} of \"{}\" does not exist", pd.index, t.name)).into()),
                     Some(p) => append_one(broker, t, p, pd.records.as_ref(), acks).map(|a| (a, p.clone())),
                 },
             };
@@ -219,14 +269,14 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                 Ok((Appendage::Done(resp, end), p)) => {
                     outcomes.push(Outcome { topic_idx: ti, resp, wait: (acks == -1).then_some((p, end)), proposed: None })
                 }
-                Ok((Appendage::Proposed(proposed, len), p)) => {
+                Ok((Appendage::Proposed(proposed, len, lat), p)) => {
                     let mut resp = PartitionProduceResponse::default();
                     resp.index = pd.index;
-                    outcomes.push(Outcome { topic_idx: ti, resp, wait: None, proposed: Some((p, proposed, len)) })
+                    outcomes.push(Outcome { topic_idx: ti, resp, wait: None, proposed: Some((p, proposed, len, lat)) })
                 }
-                Err(e) => {
-                    tracing::debug!(topic = %td.name.0, partition = pd.index, error = %e, "produce refused");
-                    outcomes.push(Outcome { topic_idx: ti, resp: partition_error(pd.index, &e), wait: None, proposed: None });
+                Err(r) => {
+                    tracing::debug!(topic = %td.name.0, partition = pd.index, error = %r.error, "produce refused");
+                    outcomes.push(Outcome { topic_idx: ti, resp: refused(pd.index, &r), wait: None, proposed: None });
                 }
             }
         }
@@ -248,12 +298,13 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
     }
     let timeout = Duration::from_millis(req.timeout_ms.clamp(0, 300_000) as u64);
     let deadline = Instant::now() + timeout;
+    let broker = broker.clone();
     Reply::Later(
         async move {
             let mut outcomes = outcomes;
             for o in outcomes.iter_mut() {
-                if let Some((p, proposed, len)) = o.proposed.take() {
-                    o.resp = settle(&p, proposed, len, o.resp.index, acks, deadline).await;
+                if let Some((p, proposed, len, lat)) = o.proposed.take() {
+                    o.resp = settle(&broker, &p, proposed, len, lat, o.resp.index, acks, deadline).await;
                 }
                 if let Some((p, end)) = o.wait.take() {
                     match p.wait_for_hw(end, deadline).await {
