@@ -399,6 +399,10 @@ impl Broker {
         if self.topic(name).is_some() {
             return Err(ApiError::new(ErrorCode::TopicAlreadyExists, format!("topic \"{name}\" already exists")));
         }
+        {
+            let existing = self.topics();
+            crate::topic_rules::check_collision(name, existing.iter().map(|t| t.name.as_str()))?;
+        }
         let config = TopicConfig { overrides: configs };
         let id = Uuid::new_v4();
         if validate_only {

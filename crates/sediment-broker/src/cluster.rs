@@ -521,6 +521,7 @@ impl Broker {
         if state.topics.contains_key(name) {
             return Err(ApiError::new(ErrorCode::TopicAlreadyExists, format!("topic \"{name}\" already exists")));
         }
+        crate::topic_rules::check_collision(name, state.topics.keys().map(String::as_str))?;
         let id = uuid::Uuid::new_v4();
         if validate_only {
             return Ok(Arc::new(Topic { name: name.into(), id, config: TopicConfig { overrides: configs }, partitions: vec![None; partitions as usize] }));

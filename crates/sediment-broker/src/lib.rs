@@ -25,6 +25,7 @@ pub mod replica;
 pub mod server;
 pub mod tiering;
 pub mod topic_config;
+pub mod topic_rules;
 
 pub use broker::{Broker, BrokerConfig, StartError};
 pub use partition::FsyncPolicy;

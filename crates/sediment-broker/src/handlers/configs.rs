@@ -174,6 +174,13 @@ fn check_topic_resource(broker: &Broker, resource_type: i8, name: &str) -> Resul
     }
 }
 
+/// Config keys whose override differs between `a` and `b` (set, changed or removed).
+fn changed_keys<'a>(a: &'a BTreeMap<String, String>, b: &'a BTreeMap<String, String>) -> Vec<&'a str> {
+    let mut keys: Vec<&str> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).map(String::as_str).collect();
+    keys.dedup();
+    keys
+}
+
 pub async fn alter(broker: Arc<Broker>, req: AlterConfigsRequest, _version: i16) -> AlterConfigsResponse {
     let mut r = AlterConfigsResponse::default();
     for res in req.resources {
@@ -187,7 +194,11 @@ pub async fn alter(broker: Arc<Broker>, req: AlterConfigsRequest, _version: i16)
                         overrides.insert(c.name.to_string(), v.to_string());
                     }
                 }
-                broker.set_topic_config_any(&name, overrides, req.validate_only).await
+                let current = broker.topic(&name).map(|t| t.config.overrides.clone()).unwrap_or_default();
+                match crate::topic_rules::client_may_set_configs(&name, changed_keys(&current, &overrides)) {
+                    Ok(()) => broker.set_topic_config_any(&name, overrides, req.validate_only).await,
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
@@ -263,7 +274,9 @@ pub async fn incremental_alter(broker: Arc<Broker>, req: IncrementalAlterConfigs
                 .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")))?;
             let ops: Vec<(String, i8, Option<String>)> =
                 res.configs.iter().map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))).collect();
-            apply_ops(&topic.config.overrides, |k| topic.config.get(k, &broker.defaults), &ops)
+            let next = apply_ops(&topic.config.overrides, |k| topic.config.get(k, &broker.defaults), &ops)?;
+            crate::topic_rules::client_may_set_configs(&name, changed_keys(&topic.config.overrides, &next))?;
+            Ok(next)
         });
         let result = match planned {
             Ok(next) => broker.set_topic_config_any(&name, next, req.validate_only).await,

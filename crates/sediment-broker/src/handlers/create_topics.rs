@@ -41,6 +41,9 @@ pub async fn handle(broker: Arc<Broker>, req: CreateTopicsRequest, version: i16)
             }
         }
         let partitions = if t.assignments.is_empty() { t.num_partitions } else { t.assignments.len() as i32 };
+        if let Err(e) = crate::topic_rules::client_may(&name, crate::topic_rules::ClientChange::Create) {
+            bad = Some(e);
+        }
         let result = match bad {
             Some(e) => Err(e),
             None => broker.create_topic_any(&name, partitions, t.replication_factor, configs, req.validate_only).await,

@@ -32,7 +32,10 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
             pr.partition_index = q.partition_index;
             pr.low_watermark = -1;
             let part = match topic.as_ref() {
-                Some(t) => t.leader_partition(q.partition_index),
+                Some(t) => match crate::topic_rules::client_may(&t.name, crate::topic_rules::ClientChange::DeleteRecords) {
+                    Ok(()) => t.leader_partition(q.partition_index),
+                    Err(e) => Err(e.code),
+                },
                 None => Err(ErrorCode::UnknownTopicOrPartition),
             };
             // the target (-1: the high watermark), which must lie within the log

@@ -34,7 +34,11 @@ pub async fn handle(broker: Arc<Broker>, req: DeleteTopicsRequest, version: i16)
             }
             Some(n) => {
                 res.name = Some(TopicName(sb(n.clone())));
-                match broker.delete_topic_any(&n).await {
+                let deleted = match crate::topic_rules::client_may(&n, crate::topic_rules::ClientChange::Delete) {
+                    Ok(()) => broker.delete_topic_any(&n).await,
+                    Err(e) => Err(e),
+                };
+                match deleted {
                     Ok(tid) => {
                         if version >= 6 {
                             res.topic_id = tid;

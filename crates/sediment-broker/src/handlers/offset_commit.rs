@@ -26,7 +26,8 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
         let topic = broker.topic(t.name.0.as_str());
         let mut tr = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
-            if topic.as_ref().and_then(|tp| tp.partition(p.partition_index)).is_none() {
+            // the partition must exist in the cluster; it need not be hosted by this coordinator
+            if !topic.as_ref().is_some_and(|tp| (0..tp.partition_count()).contains(&p.partition_index)) {
                 tr.push(Some(ErrorCode::UnknownTopicOrPartition));
                 continue;
             }

@@ -73,9 +73,7 @@ fn refused(index: i32, r: &Refusal) -> PartitionProduceResponse {
 }
 
 fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Option<&bytes::Bytes>, acks: i16) -> Result<Appendage, Refusal> {
-    if topic.name == crate::group::OFFSETS_TOPIC {
-        return Err(ApiError::new(ErrorCode::InvalidTopicException, format!("cannot append to internal topic {}", topic.name)).into());
-    }
+    crate::topic_rules::client_may(&topic.name, crate::topic_rules::ClientChange::Produce)?;
     let Some(records) = records else {
         return Err(ApiError::new(ErrorCode::InvalidRecord, "produce request without records").into());
     };
