@@ -30,6 +30,14 @@ pub struct BrokerConfig {
     pub advertised_port: u16,
     pub data_dir: PathBuf,
     pub max_request_bytes: usize,
+    /// Largest frame of any request but Produce (those decode into structures many times their
+    /// wire size).
+    pub max_non_produce_request_bytes: usize,
+    /// Kafka's `connections.max.idle.ms`: a connection with no complete request and nothing
+    /// pending for this long is closed.
+    pub connections_max_idle: std::time::Duration,
+    /// The longest a Fetch waits for data, whatever its `max_wait_ms` asks.
+    pub fetch_max_wait: std::time::Duration,
     pub max_connections: usize,
     /// How much of a compressed produce batch is read before it is accepted.
     pub batch_validation: sediment_protocol::batch::ValidationMode,
@@ -53,6 +61,10 @@ pub struct BrokerConfig {
     pub max_local_bytes: Option<u64>,
 }
 
+/// Default of `max_non_produce_request_bytes`: 4 MiB (an OffsetCommit of ~200,000 partitions, a
+/// Metadata request naming 100,000 topics).
+pub const DEFAULT_MAX_NON_PRODUCE_REQUEST_BYTES: usize = 4 << 20;
+
 impl BrokerConfig {
     /// A config for tests: ephemeral port, given data dir.
     pub fn for_tests(data_dir: &Path) -> BrokerConfig {
@@ -63,6 +75,9 @@ impl BrokerConfig {
             advertised_port: 0,
             data_dir: data_dir.to_path_buf(),
             max_request_bytes: sediment_protocol::frame::DEFAULT_MAX_REQUEST_BYTES,
+            max_non_produce_request_bytes: DEFAULT_MAX_NON_PRODUCE_REQUEST_BYTES,
+            connections_max_idle: std::time::Duration::from_secs(600),
+            fetch_max_wait: std::time::Duration::from_secs(30),
             max_connections: 1024,
             batch_validation: Default::default(),
             auto_create_topics: true,

@@ -12,11 +12,19 @@
 //! produce requests land in the order they were sent), while the waits — fsync for `acks=all`,
 //! long-poll fetches — run as futures the writer awaits in order, so up to `MAX_IN_FLIGHT`
 //! requests of one connection overlap. A frame is parsed only once it is complete; its size is
-//! checked against `socket.request.max.bytes` before any buffer grows for it.
+//! checked against `socket.request.max.bytes` (and, for every API but Produce, the lower
+//! `max_non_produce_request_bytes`) before any buffer grows for it.
+//!
+//! What one connection can hold is bounded: responses ready to send but not yet written take
+//! from a per-connection byte budget (a client that pipelines fetches and never reads stops
+//! being read itself, as Kafka mutes such a channel); a peer that goes away cancels whatever
+//! it was waiting for (a long poll, an acks=all wait) and frees its slot at once; and a
+//! connection with no complete request and nothing pending for `connections_max_idle_ms` is
+//! closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +45,10 @@ use crate::observe;
 
 /// Requests of one connection whose responses may be pending at once.
 const MAX_IN_FLIGHT: usize = 64;
+
+/// Bytes of record data in a connection's responses that are ready but not yet written. One
+/// response larger than this still goes out (alone).
+const RESPONSE_BUDGET_BYTES: usize = 16 << 20;
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -107,6 +119,8 @@ struct Pending {
     /// Version to encode the body with (ApiVersions errors are always encoded as v0).
     version: i16,
     reply: Reply,
+    /// This response's share of the connection's response budget, returned once written.
+    budget: Option<tokio::sync::OwnedSemaphorePermit>,
     /// When the complete frame was taken off the buffer (latency is measured from here).
     started: Instant,
     /// The request span (disabled unless tracing is on); closed once the response is written.
@@ -139,38 +153,66 @@ enum ConnError {
 async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, id: u64) -> Result<(), ConnError> {
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_loop(wr, rx));
+    let pending = Arc::new(AtomicUsize::new(0));
+    let mut writer = tokio::spawn(write_loop(wr, rx, pending.clone()));
+    let budget = Arc::new(Semaphore::new(RESPONSE_BUDGET_BYTES));
     let mut shutdown = broker.shutdown_signal();
-    let max = broker.config.max_request_bytes;
+    let (max, max_non_produce) = (broker.config.max_request_bytes, broker.config.max_non_produce_request_bytes);
+    let idle = broker.config.connections_max_idle;
+    let mut last_request = Instant::now();
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let result: Result<(), ConnError> = async {
+    let result: Result<End, ConnError> = async {
         loop {
             // Phase 1: is there a whole frame?
-            match frame::check_frame(&buf, max) {
+            match frame::check_frame_limits(&buf, max, max_non_produce) {
                 Ok(FrameStatus::Complete { len }) => {
                     let mut body = buf.split_to(4 + len).freeze().slice(4..);
                     let started = Instant::now();
-                    let pending = match process(&broker, &mut body, peer, started).await? {
+                    last_request = started;
+                    let mut p = match process(&broker, &mut body, peer, started).await? {
                         Some(p) => p,
                         None => continue,
                     };
-                    if tx.send(pending).await.is_err() {
-                        return Ok(()); // writer gone: the peer closed
+                    if let Reply::Ready(body) = &p.reply {
+                        // stop reading while this connection's ready responses are unwritten
+                        let bytes = crate::observe::response_record_bytes(body).min(RESPONSE_BUDGET_BYTES);
+                        if bytes > 0 {
+                            let permit = tokio::select! {
+                                p = budget.clone().acquire_many_owned(bytes as u32) => p.ok(),
+                                _ = &mut writer => return Ok(End::WriterEnded),
+                                _ = shutdown.wait_for(|s| *s) => return Ok(End::Finish),
+                            };
+                            p.budget = permit;
+                        }
+                    }
+                    pending.fetch_add(1, Ordering::Relaxed);
+                    if tx.send(p).await.is_err() {
+                        return Ok(End::PeerGone); // writer gone: the peer closed
                     }
                 }
                 Ok(FrameStatus::Incomplete { needed }) => {
                     if buf.capacity() < needed {
                         buf.reserve(needed - buf.len());
                     }
+                    let quiet = tokio::time::sleep_until((last_request + idle).into());
                     let n = tokio::select! {
                         r = rd.read_buf(&mut buf) => r?,
-                        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                        _ = shutdown.wait_for(|s| *s) => return Ok(End::Finish),
+                        _ = quiet => {
+                            if pending.load(Ordering::Relaxed) > 0 {
+                                // a response is still on its way: not idle
+                                last_request = Instant::now();
+                                continue;
+                            }
+                            tracing::debug!(%peer, conn = id, idle_ms = idle.as_millis() as u64, "closing idle connection");
+                            return Ok(End::Finish);
+                        }
                     };
                     if n == 0 {
                         if !buf.is_empty() {
                             tracing::debug!(%peer, conn = id, bytes = buf.len(), "peer closed mid-frame");
                         }
-                        return Ok(());
+                        return Ok(End::PeerGone);
                     }
                 }
                 Err(e) => {
@@ -182,8 +224,30 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
     }
     .await;
     drop(tx);
-    let _ = writer.await;
-    result
+    match result {
+        // Nobody will read the answers: cancel what they wait for (a long poll, an acks=all
+        // commit; the appends themselves are done) and free the connection's slot now.
+        Ok(End::PeerGone) | Err(_) => {
+            writer.abort();
+            let _ = writer.await;
+        }
+        // shutdown or idle: finish writing what was started
+        Ok(End::Finish) => {
+            let _ = writer.await;
+        }
+        Ok(End::WriterEnded) => {}
+    }
+    result.map(|_| ())
+}
+
+/// Why a connection's read loop ended.
+enum End {
+    /// EOF or a failed write: nobody reads the answers.
+    PeerGone,
+    /// The writer task already ended (the peer is gone); it must not be awaited again.
+    WriterEnded,
+    /// Shutdown or idle: pending answers are still written.
+    Finish,
 }
 
 /// Phase 2: parse and dispatch one complete frame. `Ok(None)` means no response (acks=0);
@@ -210,6 +274,7 @@ async fn process(broker: &Arc<Broker>, body: &mut Bytes, peer: SocketAddr, start
                 api_key: key,
                 version: 0,
                 reply: Reply::Ready(handlers::api_versions::unsupported()),
+                budget: None,
                 started,
                 span: tracing::Span::none(),
                 acks: 0,
@@ -286,11 +351,13 @@ async fn process(broker: &Arc<Broker>, body: &mut Bytes, peer: SocketAddr, start
         observe_done(key, acks, started);
         return Ok(None);
     }
-    Ok(Some(Pending { correlation_id: ctx.correlation_id, api_key: key, version, reply, started, span, acks }))
+    Ok(Some(Pending { correlation_id: ctx.correlation_id, api_key: key, version, reply, budget: None, started, span, acks }))
 }
 
-async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, pending: Arc<AtomicUsize>) {
     while let Some(p) = rx.recv().await {
+        // counted as pending until this iteration ends, written or not
+        let _done = DecrementOnDrop(&pending);
         let body = match p.reply {
             Reply::Ready(r) => r,
             Reply::Later(f) => f.instrument(p.span.clone()).await,
@@ -321,6 +388,14 @@ async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Recei
         observe_done(p.api_key, p.acks, p.started);
     }
     let _ = wr.shutdown().await;
+}
+
+struct DecrementOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Size prefix, response header (version per API and request version), body. A Fetch

@@ -50,6 +50,25 @@ pub fn check_frame(buf: &[u8], max: usize) -> Result<FrameStatus, FrameError> {
     Ok(FrameStatus::Complete { len: size })
 }
 
+/// API key of Produce: the one request that carries bulk data.
+const PRODUCE_KEY: i16 = 0;
+
+/// [`check_frame`] with a second, lower limit for every API but Produce: only Produce carries
+/// bulk data, and other requests decode into structures many times their wire size (a 100 MiB
+/// Metadata request of empty names decodes into gigabytes). The limit applies as soon as the
+/// API key has arrived, before the buffer grows for the body.
+pub fn check_frame_limits(buf: &[u8], max: usize, max_non_produce: usize) -> Result<FrameStatus, FrameError> {
+    let status = check_frame(buf, max)?;
+    if buf.len() >= 6 {
+        let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let key = i16::from_be_bytes([buf[4], buf[5]]);
+        if key != PRODUCE_KEY && size > max_non_produce {
+            return Err(FrameError::TooLarge { size: size as i64, max: max_non_produce });
+        }
+    }
+    Ok(status)
+}
+
 /// The fixed prefix of every request header: enough to answer or reject a request even when the
 /// rest cannot be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +116,22 @@ pub fn parse_request_header(body: &mut Bytes) -> Result<(ApiKey, RequestHeader),
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn non_produce_requests_have_their_own_limit() {
+        let frame = |key: i16, size: i32| {
+            let mut b = size.to_be_bytes().to_vec();
+            b.extend_from_slice(&key.to_be_bytes());
+            b
+        };
+        // Metadata (3) over the lower limit: refused before its body arrives
+        assert!(matches!(check_frame_limits(&frame(3, 2 << 20), 100 << 20, 1 << 20), Err(FrameError::TooLarge { .. })));
+        // Produce (0) only by the frame limit
+        assert!(matches!(check_frame_limits(&frame(0, 2 << 20), 100 << 20, 1 << 20), Ok(FrameStatus::Incomplete { .. })));
+        assert!(matches!(check_frame_limits(&frame(0, 200 << 20), 100 << 20, 1 << 20), Err(FrameError::TooLarge { .. })));
+        // before the key arrives there is nothing to tell
+        assert!(matches!(check_frame_limits(&(2 << 20i32).to_be_bytes(), 100 << 20, 1 << 20), Ok(FrameStatus::Incomplete { .. })));
+    }
+
     use super::*;
     use bytes::BytesMut;
     use kafka_protocol::protocol::{StrBytes, encode_request_header_into_buffer};

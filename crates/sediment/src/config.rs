@@ -124,6 +124,12 @@ pub struct RawConfig {
     pub auto_create_topics: bool,
     pub max_connections: usize,
     pub max_request_bytes: usize,
+    /// Largest frame of any request but Produce.
+    pub max_non_produce_request_bytes: usize,
+    /// Kafka's connections.max.idle.ms.
+    pub connections_max_idle_ms: u64,
+    /// The longest a Fetch waits for data, whatever its max_wait_ms asks.
+    pub fetch_max_wait_ms: u64,
     /// `strict` (default) decompresses every compressed produce batch and walks its records, as
     /// Kafka does; `relaxed` checks compressed batches by header and CRC only.
     pub batch_validation: String,
@@ -180,6 +186,9 @@ impl Default for RawConfig {
             auto_create_topics: true,
             max_connections: 10_000,
             max_request_bytes: sediment_protocol_max(),
+            max_non_produce_request_bytes: sediment_broker::broker::DEFAULT_MAX_NON_PRODUCE_REQUEST_BYTES,
+            connections_max_idle_ms: 600_000,
+            fetch_max_wait_ms: 30_000,
             batch_validation: "strict".into(),
             retention_check_interval_ms: 300_000,
             leader_rebalance_interval_ms: 10_000,
@@ -228,6 +237,9 @@ const KEYS: &[&str] = &[
     "max_connections",
     "max_request_bytes",
     "batch_validation",
+    "max_non_produce_request_bytes",
+    "connections_max_idle_ms",
+    "fetch_max_wait_ms",
     "retention_check_interval_ms",
     "leader_rebalance_interval_ms",
     "producer_id_expiration_ms",
@@ -471,6 +483,15 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     if raw.max_request_bytes < 1024 {
         return Err(bad("max_request_bytes", "must be at least 1024"));
     }
+    if raw.max_non_produce_request_bytes < 64 * 1024 || raw.max_non_produce_request_bytes > raw.max_request_bytes {
+        return Err(bad("max_non_produce_request_bytes", format!("must be between 65536 and max_request_bytes ({})", raw.max_request_bytes)));
+    }
+    if raw.connections_max_idle_ms < 1000 {
+        return Err(bad("connections_max_idle_ms", "must be at least 1000"));
+    }
+    if !(100..=300_000).contains(&raw.fetch_max_wait_ms) {
+        return Err(bad("fetch_max_wait_ms", "must be between 100 and 300000"));
+    }
     let batch_validation = raw.batch_validation.parse().map_err(|e: String| bad("batch_validation", e))?;
     if raw.producer_id_expiration_ms < 1 {
         return Err(bad("producer_id_expiration_ms", "must be positive"));
@@ -506,6 +527,9 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             data_dir: raw.data_dir,
             max_request_bytes: raw.max_request_bytes,
             max_connections: raw.max_connections,
+            max_non_produce_request_bytes: raw.max_non_produce_request_bytes,
+            connections_max_idle: Duration::from_millis(raw.connections_max_idle_ms),
+            fetch_max_wait: Duration::from_millis(raw.fetch_max_wait_ms),
             batch_validation,
             auto_create_topics: raw.auto_create_topics,
             num_partitions: raw.num_partitions,

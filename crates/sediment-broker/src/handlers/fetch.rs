@@ -174,7 +174,9 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
             });
         }
     }
-    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    // clamped, so a client that vanishes mid-wait cannot hold its slot for long (consumers
+    // send 500 ms by default and simply fetch again)
+    let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(broker.config.fetch_max_wait);
     let deadline = Instant::now() + max_wait;
     let remote = plan.wants.iter().any(|w| w.partition.as_ref().is_ok_and(|p| p.reads_remote(w.fetch_offset)));
     // all-local requests are answered in request order without a task; a read from the bucket
