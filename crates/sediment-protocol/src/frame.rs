@@ -129,7 +129,7 @@ mod tests {
         assert!(matches!(check_frame_limits(&frame(0, 2 << 20), 100 << 20, 1 << 20), Ok(FrameStatus::Incomplete { .. })));
         assert!(matches!(check_frame_limits(&frame(0, 200 << 20), 100 << 20, 1 << 20), Err(FrameError::TooLarge { .. })));
         // before the key arrives there is nothing to tell
-        assert!(matches!(check_frame_limits(&(2 << 20i32).to_be_bytes(), 100 << 20, 1 << 20), Ok(FrameStatus::Incomplete { .. })));
+        assert!(matches!(check_frame_limits(&(2i32 << 20).to_be_bytes(), 100 << 20, 1 << 20), Ok(FrameStatus::Incomplete { .. })));
     }
 
     use super::*;
