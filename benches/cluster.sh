@@ -22,6 +22,7 @@ IDLE_PARTITIONS="${PERF_IDLE_PARTITIONS:-1000}"
 # SEDIMENT_BIN: benchmark that binary instead (A/B runs against another build)
 if [ -z "${SEDIMENT_BIN:-}" ]; then cargo build --release -p sediment >&2; fi
 BIN="${SEDIMENT_BIN:-$CARGO_TARGET_DIR/release/sediment}"
+export SEDIMENT_CLUSTER_SECRET=${SEDIMENT_CLUSTER_SECRET:-bench-cluster-secret-of-some-length}
 WORK="$(mktemp -d "${PERF_DIR:-/tmp}/sediment-cluster.XXXXXX")"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }

@@ -15,6 +15,7 @@
 Exits 1 if any assertion failed.
 """
 
+import base64
 import json
 import os
 import re
@@ -275,6 +276,13 @@ def check_config(rendered, dockerfile, binary):
             d = root / m["mountPath"].lstrip("/")
             d.mkdir(parents=True, exist_ok=True)
             v = volumes.get(m["name"]) or {}
+            if "secret" in v:
+                # the chart's own Secret, decoded; an existing Secret named in values: a stand-in
+                sec = {s["metadata"]["name"]: s for s in by_kind.get("Secret", [])}.get(v["secret"]["secretName"])
+                for item in v["secret"].get("items") or []:
+                    raw = (sec or {}).get("data", {}).get(item["key"])
+                    value = base64.b64decode(raw).decode() if raw else "secret-" + item["key"] + "-stand-in"
+                    (d / item["path"]).write_text(value)
             if "configMap" in v:
                 for k, text in configmaps[v["configMap"]["name"]]["data"].items():
                     if mutate and k == f"{pod_name}.toml":

@@ -181,19 +181,7 @@ pub fn now_ms() -> i64 {
 
 /// Kafka's legal topic names: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("topic name is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("topic name \"{name}\" is illegal"));
-    }
-    if name.len() > 249 {
-        return Err(format!("topic name is {} characters long, the limit is 249", name.len()));
-    }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name \"{name}\" contains illegal character {c:?}"));
-    }
-    Ok(())
+    sediment_protocol::names::validate_topic_name(name)
 }
 
 impl Broker {
@@ -365,7 +353,13 @@ impl Broker {
             r.close();
         }
         let logs = self.logs_dir();
-        let dir = partition_dir(&logs, topic, p.index);
+        let dir = match partition_dir(&logs, topic, p.index) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(topic, partition = p.index, error = %e, "not removing a partition dir outside the logs dir");
+                return;
+            }
+        };
         let tomb = logs.join(format!("{}-{}.{}-delete", topic, p.index, id.simple()));
         if let Err(e) = std::fs::rename(&dir, &tomb) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot rename deleted partition dir");
@@ -652,8 +646,14 @@ pub(crate) fn check_partition_growth(current: i32, count: i32) -> Result<(), Api
 }
 
 /// `<logs>/<topic>-<partition>`, Kafka's layout.
-pub fn partition_dir(logs: &Path, topic: &str, partition: i32) -> PathBuf {
-    logs.join(format!("{topic}-{partition}"))
+/// A partition's directory under `logs`. Refuses any name that is not a valid topic name (and
+/// so could name a path outside `logs`), whoever supplied it.
+pub fn partition_dir(logs: &Path, topic: &str, partition: i32) -> std::io::Result<PathBuf> {
+    validate_topic_name(topic).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    if partition < 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("partition {partition} of {topic}")));
+    }
+    Ok(logs.join(format!("{topic}-{partition}")))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -678,7 +678,7 @@ fn open_partition(
     fresh: bool,
 ) -> Result<Arc<Partition>, PartitionOpenError> {
     let tiered = crate::tiering::is_tiered(tier, name, config, defaults);
-    let dir = partition_dir(logs, name, index);
+    let dir = partition_dir(logs, name, index).map_err(|source| sediment_log::LogError::Io { op: "place partition dir", path: logs.to_path_buf(), source })?;
     let part = Partition::open(name, index, dir.clone(), config.log_config_for(defaults, tiered), fsync)?;
     if let Some(tier) = tier {
         crate::tiering::attach(tier, name, id, &part, dir, fresh, config, defaults)?;

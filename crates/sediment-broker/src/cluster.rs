@@ -47,14 +47,20 @@ impl ClusterCtx {
         meta_dir: &Path,
         raft_listener: TcpListener,
         voters: &BTreeMap<i32, String>,
+        key: Option<sediment_raft::ClusterKey>,
     ) -> anyhow::Result<Arc<ClusterCtx>> {
         let registry = Registry::new();
-        let peers = Peers::new();
+        let peers = Peers::with_key(key.clone());
         let voters: BTreeMap<u64, String> = voters.iter().map(|(k, v)| (*k as u64, v.clone())).collect();
         let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry).await?;
         let quiescer = Quiescer::start(node_id as u64, &voters, peers.clone(), &registry, QuiesceConfig::default());
         quiescer.watch(Arc::new(controller.raft.clone()));
-        tokio::spawn(transport::serve(raft_listener, registry.clone()));
+        let registry2 = registry.clone();
+        tokio::spawn(async move {
+            // the listener lives as long as the process
+            let (_keep, stop) = tokio::sync::watch::channel(false);
+            transport::serve_with(raft_listener, registry2, stop, key).await
+        });
         Ok(Arc::new(ClusterCtx { node_id, controller, peers, registry, quiescer }))
     }
 
@@ -86,6 +92,7 @@ fn meta_error(e: MetaError) -> ApiError {
         MetaError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
         MetaError::BrokerHostsReplicas { .. } => ErrorCode::InvalidRequest,
         MetaError::InvalidReassignment(_) => ErrorCode::InvalidReplicaAssignment,
+        MetaError::InvalidTopic(_) => ErrorCode::InvalidTopicException,
     };
     ApiError::new(code, e.to_string())
 }
@@ -248,7 +255,7 @@ async fn open_replica(
     index: i32,
     config: &TopicConfig,
 ) -> anyhow::Result<Arc<Partition>> {
-    let dir = partition_dir(&b.config.data_dir.join("logs"), &rec.name, index);
+    let dir = partition_dir(&b.config.data_dir.join("logs"), &rec.name, index)?;
     let tiered = crate::tiering::is_tiered(b.tier.as_ref(), &rec.name, config, &b.defaults);
     let log_config = config.log_config_for(&b.defaults, tiered);
     let (name, fsync, dir2) = (rec.name.clone(), b.config.fsync, dir.clone());

@@ -6,6 +6,7 @@
 //!   (is a whole frame buffered? then parse) so nothing is allocated for a partial frame.
 //! * [`versions`]: the table of APIs and versions Sediment implements; `ApiVersions` answers from it.
 //! * [`records`]: record-level helpers that need decoding (timestamp search within a batch).
+//! * [`names`]: Kafka's topic name rules.
 //! * [`ErrorCode`]: Kafka error codes, re-exported from `kafka-protocol`.
 //!
 //! ```
@@ -20,6 +21,7 @@
 
 pub mod batch;
 pub mod frame;
+pub mod names;
 pub mod out_frame;
 pub mod records;
 pub mod versions;

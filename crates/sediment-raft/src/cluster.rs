@@ -143,7 +143,16 @@ pub enum MetaError {
     BrokerHostsReplicas { id: i32, partitions: usize, example: String },
     #[error("{0}")]
     InvalidReassignment(String),
+    /// A topic name Kafka would not accept (and which could name a path outside the logs dir).
+    #[error("{0}")]
+    InvalidTopic(String),
 }
+
+/// Most partitions one topic may have (the same cap the Kafka port applies).
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
+
+/// The internal topic whose partition count places consumer groups: never deleted or grown.
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// What applying a command produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +202,16 @@ impl ClusterState {
                 MetaResponse::Done
             }
             MetaCommand::CreateTopic { name, id, partitions, replication_factor, config, placement_start, created_ms } => {
+                // every command is checked again where it is applied: whoever proposed it, a
+                // name becomes a directory on every broker
+                if let Err(e) = sediment_protocol::names::validate_topic_name(name) {
+                    return MetaResponse::Refused(MetaError::InvalidTopic(e));
+                }
+                if *partitions > MAX_PARTITIONS_PER_TOPIC {
+                    return MetaResponse::Refused(MetaError::InvalidPartitions(format!(
+                        "{partitions} partitions is more than a topic may have ({MAX_PARTITIONS_PER_TOPIC})"
+                    )));
+                }
                 if self.topics.contains_key(name) {
                     return MetaResponse::Refused(MetaError::TopicExists(name.clone()));
                 }
@@ -220,11 +239,22 @@ impl ClusterState {
                 );
                 MetaResponse::TopicCreated { id: *id, assignments }
             }
+            MetaCommand::DeleteTopic { name } if name == OFFSETS_TOPIC => {
+                MetaResponse::Refused(MetaError::InvalidTopic(format!("internal topic {name} cannot be deleted")))
+            }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(name) {
                 Some(_) => MetaResponse::Done,
                 None => MetaResponse::Refused(MetaError::UnknownTopic(name.clone())),
             },
             MetaCommand::CreatePartitions { name, count, placement_start } => {
+                if name == OFFSETS_TOPIC {
+                    return MetaResponse::Refused(MetaError::InvalidTopic(format!("internal topic {name} has a fixed partition count")));
+                }
+                if *count > MAX_PARTITIONS_PER_TOPIC {
+                    return MetaResponse::Refused(MetaError::InvalidPartitions(format!(
+                        "{count} partitions is more than a topic may have ({MAX_PARTITIONS_PER_TOPIC})"
+                    )));
+                }
                 let brokers: Vec<i32> = self.brokers.keys().copied().collect();
                 let Some(t) = self.topics.get_mut(name) else {
                     return MetaResponse::Refused(MetaError::UnknownTopic(name.clone()));
@@ -415,5 +445,30 @@ mod tests {
         s.apply(&MetaCommand::CompleteReassignment { topic_id: id, partition: 0, replicas: to.clone() });
         assert_eq!(s.topics["t"].assignments[0], to);
         assert!(s.topics["t"].reassigning.is_empty());
+    }
+
+    #[test]
+    fn the_state_machine_checks_what_it_applies() {
+        let mut s = ClusterState::default();
+        s.apply(&broker(1));
+        let create = |name: &str, partitions: i32| MetaCommand::CreateTopic {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor: 1,
+            config: BTreeMap::new(),
+            placement_start: 0,
+            created_ms: 0,
+        };
+        for bad in ["../../../../outside", "a/b", "", ".."] {
+            assert!(matches!(s.apply(&create(bad, 1)), MetaResponse::Refused(MetaError::InvalidTopic(_))), "{bad:?}");
+        }
+        assert!(matches!(s.apply(&create("t", MAX_PARTITIONS_PER_TOPIC + 1)), MetaResponse::Refused(MetaError::InvalidPartitions(_))));
+        assert!(matches!(s.apply(&create(OFFSETS_TOPIC, 4)), MetaResponse::TopicCreated { .. }));
+        let del = MetaCommand::DeleteTopic { name: OFFSETS_TOPIC.into() };
+        assert!(matches!(s.apply(&del), MetaResponse::Refused(MetaError::InvalidTopic(_))));
+        let grow = MetaCommand::CreatePartitions { name: OFFSETS_TOPIC.into(), count: 8, placement_start: 0 };
+        assert!(matches!(s.apply(&grow), MetaResponse::Refused(MetaError::InvalidTopic(_))));
+        assert_eq!(s.topics.len(), 1);
     }
 }

@@ -507,3 +507,16 @@ impl Controller {
         let _ = self.raft.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes a forwarded metadata write takes on the wire; `tests/e2e/test_raft_port.py`
+    /// sends exactly these as a stranger would, so its check of the Raft port can fail.
+    #[test]
+    fn a_forwarded_delete_topic_encodes_as_the_raft_port_test_sends_it() {
+        let req = ForwardRequest::Write(MetaCommand::DeleteTopic { name: "t".into() });
+        assert_eq!(encode(&req).unwrap(), vec![0, 4, 1, b't']);
+    }
+}

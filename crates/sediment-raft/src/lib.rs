@@ -1,6 +1,7 @@
 //! Replication for Sediment, on openraft.
 //!
 //! * [`transport`]: one multiplexed TCP connection per peer, shared by every Raft group.
+//! * [`auth`]: the handshake by which peers prove they hold the cluster secret.
 //! * [`network`]: openraft's network traits over that transport, and the registry routing an
 //!   incoming request to its group.
 //! * [`log_store`]: a file-backed Raft log for small groups (the metadata group).
@@ -16,6 +17,7 @@
 // only move the allocation.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 pub mod cluster;
 pub mod entry_index;
 pub mod controller;
@@ -27,4 +29,4 @@ pub mod transport;
 pub use cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
 pub use controller::{Controller, METADATA_GROUP, MembershipChange, MembershipError, MetaTc, WriteError};
 pub use quiesce::{QuiesceConfig, QuietHandle, QuietStats, Quiescer};
-pub use transport::{GroupId, Peers};
+pub use transport::{ClusterKey, GroupId, Peers};

@@ -5,6 +5,10 @@
 //! counting what follows it. A request body is `u64 group | u8 kind | payload`; a response body
 //! is `u8 status | payload` where status 0 carries the handler's answer and 1 a UTF-8 error.
 //!
+//! With a [`ClusterKey`], a connection carries frames only after both ends proved they hold the
+//! cluster secret ([`crate::auth`]): a stranger's bytes are never decoded. The listener also caps
+//! its connections and closes one that carries no frame for [`PEER_IDLE_TIMEOUT`].
+//!
 //! Why not one connection per group (what openraft's examples do): with 1,000 partitions per
 //! broker that is 1,000 sockets per peer pair and 1,000 independent heartbeat streams. Sharing
 //! one connection lets the writer coalesce many small frames into one `write` and keeps the
@@ -24,6 +28,15 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Largest frame either side accepts (a Raft append of many batches stays well below).
 pub const MAX_FRAME: usize = 256 << 20;
+
+/// Peer connections the listener holds at once (handshakes in progress included).
+pub const MAX_PEER_CONNECTIONS: usize = 256;
+
+/// A peer connection that carries no frame for this long is closed (brokers' liveness beats
+/// cross every connection far more often; a closed connection is redialled on demand).
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub use crate::auth::ClusterKey;
 
 /// Identifies a Raft group on the wire. 0 is the metadata (controller) group.
 pub type GroupId = u64;
@@ -55,7 +68,13 @@ pub async fn serve(listener: TcpListener, dispatch: Arc<dyn Dispatch>) {
 
 /// [`serve`] until `stop` turns true (or its sender is dropped): the listener and every peer
 /// connection close, so peers see this broker as unreachable.
-pub async fn serve_until(listener: TcpListener, dispatch: Arc<dyn Dispatch>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve_until(listener: TcpListener, dispatch: Arc<dyn Dispatch>, stop: tokio::sync::watch::Receiver<bool>) {
+    serve_with(listener, dispatch, stop, None).await
+}
+
+/// [`serve_until`], accepting only peers that prove they hold `key` (when given).
+pub async fn serve_with(listener: TcpListener, dispatch: Arc<dyn Dispatch>, mut stop: tokio::sync::watch::Receiver<bool>, key: Option<ClusterKey>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PEER_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -69,10 +88,23 @@ pub async fn serve_until(listener: TcpListener, dispatch: Arc<dyn Dispatch>, mut
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = MAX_PEER_CONNECTIONS, "raft listener at its connection limit; closing new connection");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let d = dispatch.clone();
         let mut stop = stop.clone();
+        let key = key.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let mut stream = stream;
+            if let Some(k) = &key {
+                if let Err(e) = k.server_handshake(&mut stream).await {
+                    tracing::warn!(%peer, error = %e, "raft peer refused: it did not prove cluster membership");
+                    return;
+                }
+            }
             tokio::select! {
                 r = serve_conn(stream, d) => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "raft peer connection closed");
@@ -89,7 +121,12 @@ async fn serve_conn(stream: TcpStream, dispatch: Arc<dyn Dispatch>) -> std::io::
     let writer = tokio::spawn(write_loop(wr, rx));
     let result = async {
         loop {
-            let Some((corr, mut body)) = read_frame(&mut rd).await? else { return Ok(()) };
+            let next = tokio::time::timeout(PEER_IDLE_TIMEOUT, read_frame(&mut rd)).await;
+            let Ok(next) = next else {
+                tracing::debug!("closing idle raft peer connection");
+                return Ok(());
+            };
+            let Some((corr, mut body)) = next? else { return Ok(()) };
             if body.len() < 9 {
                 return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "request frame shorter than its header"));
             }
@@ -178,6 +215,8 @@ struct Conn {
 /// A connection to one peer, (re)established on demand and shared by all groups.
 pub struct PeerClient {
     addr: String,
+    /// Proves membership on each new connection (when the cluster has a secret).
+    key: Option<ClusterKey>,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next_corr: AtomicU64,
     connect_timeout: Duration,
@@ -185,8 +224,14 @@ pub struct PeerClient {
 
 impl PeerClient {
     pub fn new(addr: impl Into<String>) -> PeerClient {
+        PeerClient::with_key(addr, None)
+    }
+
+    /// A client that proves it holds `key` on every connection it makes.
+    pub fn with_key(addr: impl Into<String>, key: Option<ClusterKey>) -> PeerClient {
         PeerClient {
             addr: addr.into(),
+            key,
             conn: tokio::sync::Mutex::new(None),
             next_corr: AtomicU64::new(1),
             connect_timeout: Duration::from_millis(500),
@@ -214,6 +259,10 @@ impl PeerClient {
             .map_err(|_| self.unreachable("connect timed out"))?
             .map_err(|e| self.unreachable(e))?;
         let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        if let Some(k) = &self.key {
+            k.client_handshake(&mut stream).await.map_err(|e| self.unreachable(e))?;
+        }
         let (mut rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
@@ -302,11 +351,18 @@ impl Drop for PendingGuard<'_> {
 #[derive(Default)]
 pub struct Peers {
     clients: Mutex<HashMap<u64, Arc<PeerClient>>>,
+    key: Option<ClusterKey>,
 }
 
 impl Peers {
+    /// Peers without authentication (in-process tests).
     pub fn new() -> Arc<Peers> {
         Arc::new(Peers::default())
+    }
+
+    /// Peers that prove membership with `key` on every connection.
+    pub fn with_key(key: Option<ClusterKey>) -> Arc<Peers> {
+        Arc::new(Peers { clients: Mutex::default(), key })
     }
 
     /// The client for `node` at `addr` (replaced if the address changed).
@@ -315,7 +371,7 @@ impl Peers {
         match m.get(&node) {
             Some(c) if c.addr() == addr => c.clone(),
             _ => {
-                let c = Arc::new(PeerClient::new(addr));
+                let c = Arc::new(PeerClient::with_key(addr, self.key.clone()));
                 m.insert(node, c.clone());
                 c
             }
@@ -431,6 +487,23 @@ mod tests {
         let r = c.call(5, 1, b"x", Duration::from_secs(1)).await.unwrap();
         assert_eq!(&r[8..], b"x");
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn only_peers_with_the_secret_get_answers() {
+        let key = ClusterKey::new("a cluster secret of some length").unwrap();
+        let l = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve_with(l, Arc::new(Echo), stop, Some(key.clone())));
+        let member = PeerClient::with_key(addr.clone(), Some(key));
+        assert_eq!(&member.call(4, 1, b"hi", Duration::from_secs(2)).await.unwrap()[8..], b"hi");
+        let stranger = PeerClient::new(addr.clone());
+        let e = stranger.call(4, 1, b"hi", Duration::from_secs(7)).await.unwrap_err();
+        assert!(matches!(e, CallError::Unreachable { .. }), "{e}");
+        let impostor = PeerClient::with_key(addr, Some(ClusterKey::new("another secret of some length").unwrap()));
+        let e = impostor.call(4, 1, b"hi", Duration::from_secs(2)).await.unwrap_err();
+        assert!(matches!(e, CallError::Unreachable { ref reason, .. } if reason.contains("cluster secret")), "{e}");
     }
 
     #[tokio::test]

@@ -97,6 +97,12 @@ pub struct RawConfig {
     pub data_dir: PathBuf,
     pub object_store: Option<String>,
     pub peers: Option<String>,
+    /// The secret every broker of a cluster shares; peers prove they hold it before the Raft
+    /// port reads a frame of theirs. Required in cluster mode (this or `cluster_secret_file`).
+    pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret (a mounted Kubernetes Secret); surrounding whitespace
+    /// is ignored.
+    pub cluster_secret_file: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub cache_size: String,
     /// Memory tier of the read-through cache (a size); unset: cache_size / 8, 32 MiB..512 MiB.
@@ -170,6 +176,8 @@ impl Default for RawConfig {
             data_dir: PathBuf::from("./sediment-data"),
             object_store: None,
             peers: None,
+            cluster_secret: None,
+            cluster_secret_file: None,
             cache_dir: None,
             cache_size: "1GiB".into(),
             cache_memory: None,
@@ -220,6 +228,8 @@ const KEYS: &[&str] = &[
     "data_dir",
     "object_store",
     "peers",
+    "cluster_secret",
+    "cluster_secret_file",
     "cache_dir",
     "cache_size",
     "cache_memory",
@@ -262,6 +272,8 @@ pub struct ServeConfig {
     pub raft_listen: SocketAddr,
     pub object_store: ObjectStoreUrl,
     pub peers: BTreeMap<i32, String>,
+    /// Cluster mode: the key peers prove membership with.
+    pub cluster_key: Option<sediment_raft::ClusterKey>,
     pub cache_dir: PathBuf,
     pub cache_size: u64,
     pub tiering: TieringSettings,
@@ -438,6 +450,29 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             format!("the voter list does not include this node ({}); to join a running cluster, list its brokers", raw.node_id),
         ));
     }
+    let secret = match (&raw.cluster_secret, &raw.cluster_secret_file) {
+        (Some(_), Some(_)) => return Err(bad("cluster_secret", "set cluster_secret or cluster_secret_file, not both")),
+        (Some(s), None) => Some(s.trim().to_string()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| bad("cluster_secret_file", format!("cannot read {}: {e}", f.display())))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let cluster_key = if peers.len() > 1 {
+        let Some(secret) = secret else {
+            return Err(bad(
+                "cluster_secret",
+                "required with peers: every broker of the cluster sets the same secret of at least 16 bytes (cluster_secret_file, or SEDIMENT_CLUSTER_SECRET)",
+            ));
+        };
+        let key_name = if raw.cluster_secret_file.is_some() { "cluster_secret_file" } else { "cluster_secret" };
+        Some(sediment_raft::ClusterKey::new(secret).map_err(|e| bad(key_name, e))?)
+    } else {
+        None
+    };
     let max_local_bytes = match &raw.max_local_bytes {
         Some(v) => Some(parse_size(v).filter(|n| *n > 0).ok_or_else(|| bad("max_local_bytes", format!("\"{v}\" is not a positive size (e.g. 50GiB)")))?),
         None => None,
@@ -545,6 +580,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
         raft_listen,
         object_store,
         peers,
+        cluster_key,
         cache_dir,
         cache_size,
         tiering,
@@ -640,6 +676,9 @@ mod tests {
         // not in a list of a running cluster's brokers: joins it
         let mut a = args();
         a.peers = Some("2=127.0.0.1:9093,3=127.0.0.1:9094".into());
+        let secret = dir.path().join("secret.toml");
+        std::fs::write(&secret, "cluster_secret = \"a-secret-of-enough-length\"\n").unwrap();
+        a.config = Some(secret);
         assert_eq!(load(&a).expect("joining").peers.len(), 2);
         let mut a = args();
         a.cache_size = Some("lots".into());
@@ -690,5 +729,27 @@ mod tests {
         assert_eq!(parse_size("10"), Some(10));
         assert_eq!(parse_size("1G"), Some(1_000_000_000));
         assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn a_cluster_needs_a_secret_of_16_bytes() {
+        let mut a = args();
+        a.peers = Some("1=127.0.0.1:9191,2=127.0.0.1:9192".into());
+        let e = load(&a).unwrap_err().to_string();
+        assert!(e.contains("cluster_secret"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "cluster_secret = \"short\"\n").unwrap();
+        a.config = Some(f.clone());
+        let e = load(&a).unwrap_err().to_string();
+        assert!(e.contains("cluster_secret") && e.contains("16"), "{e}");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "a-secret-of-enough-length\n").unwrap();
+        std::fs::write(&f, format!("cluster_secret_file = {:?}\n", secret.display().to_string())).unwrap();
+        assert!(load(&a).unwrap().cluster_key.is_some());
+        // one node: no cluster, no secret needed
+        a.config = None;
+        a.peers = None;
+        assert!(load(&args()).unwrap().cluster_key.is_none());
     }
 }

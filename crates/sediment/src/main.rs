@@ -151,7 +151,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let raft_listener = TcpListener::bind(cfg.raft_listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} (raft): {e}", cfg.raft_listen))?;
         tracing::info!(raft = %raft_listener.local_addr()?, peers = ?cfg.peers, "joining the cluster");
         let meta_dir = cfg.broker.data_dir.join("meta").join("raft");
-        Some(sediment_broker::cluster::ClusterCtx::start(cfg.broker.node_id, &meta_dir, raft_listener, &cfg.peers).await?)
+        Some(sediment_broker::cluster::ClusterCtx::start(cfg.broker.node_id, &meta_dir, raft_listener, &cfg.peers, cfg.cluster_key.clone()).await?)
     } else {
         None
     };

@@ -152,6 +152,7 @@ advertised_listener = {{ $adv | quote }}
 admin_listen = {{ printf "0.0.0.0:%d" (int $v.broker.ports.admin) | quote }}
 raft_listen = {{ printf "0.0.0.0:%d" (int $v.broker.ports.raft) | quote }}
 peers = {{ include "sediment.peers" $root | quote }}
+cluster_secret_file = "/etc/sediment-cluster/cluster-secret"
 data_dir = {{ $v.storage.mountPath | quote }}
 object_store = {{ include "sediment.objectStoreUrl" $root | quote }}
 cache_dir = "/var/cache/sediment"

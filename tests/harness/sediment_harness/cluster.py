@@ -15,6 +15,9 @@ from . import kafka_wire
 from .broker import Broker, BrokerError
 
 
+CLUSTER_SECRET = "sediment-test-cluster-secret"
+
+
 class Cluster:
     def __init__(self, workdir: Path | str, size: int = 3, *, bin=None, extra_args: Sequence[str] = (),
                  object_store: Optional[str] = None, env: Optional[dict] = None) -> None:
@@ -24,6 +27,8 @@ class Cluster:
         self.bucket_dir = self.workdir / "bucket"
         self.object_store = object_store or f"file://{self.bucket_dir}"
         self.bucket_dir.mkdir(parents=True, exist_ok=True)
+        # every broker of a cluster shares the secret it proves on the Raft port
+        env = {"SEDIMENT_CLUSTER_SECRET": CLUSTER_SECRET, **(env or {})}
         self._bin, self._env, self._extra_args = bin, env, list(extra_args)
         ports = [Broker.allocate_ports() for _ in range(size)]
         peers = ",".join(f"{i + 1}=127.0.0.1:{p['raft']}" for i, p in enumerate(ports))

@@ -1,0 +1,109 @@
+"""The Raft port trusts only its peers.
+
+Brokers prove they hold the cluster secret (an HMAC challenge-response) before
+the Raft port reads a frame of theirs. A stranger who sends the 30-odd bytes
+that a metadata write takes (here: delete a topic, which once deleted it and
+its acked records on every broker) is dropped after its first bytes, changes
+nothing, and the cluster keeps serving. A broker started with the wrong secret
+cannot join its peers.
+"""
+
+import socket
+import struct
+import time
+
+from sediment_harness.clients import consume_range, create_topic, producer, watermarks
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _delete_topic_frame(topic: str, corr: int = 1) -> bytes:
+    """A metadata-group client request, as brokers forward writes to the controller's leader:
+    group 0, kind 4 (client), ForwardRequest::Write(MetaCommand::DeleteTopic { name })."""
+    name = topic.encode()
+    payload = _varint(0) + _varint(4) + _varint(len(name)) + name
+    body = struct.pack(">QQB", corr, 0, 4) + payload
+    return struct.pack(">I", len(body)) + body
+
+
+def _raft_addr(node):
+    return ("127.0.0.1", node.ports["raft"])
+
+
+def test_a_stranger_on_the_raft_port_changes_nothing(cluster_factory, topic_name):
+    c = cluster_factory(3)
+    create_topic(c.bootstrap, topic_name, 1, replication_factor=3)
+    p = producer(c.bootstrap)
+    for i in range(100):
+        p.produce(topic_name, value=b"%d" % i)
+    assert p.flush(30) == 0
+
+    for node in c.nodes:
+        s = socket.create_connection(_raft_addr(node), timeout=5)
+        try:
+            s.sendall(_delete_topic_frame(topic_name))
+            s.settimeout(10)
+            # the broker reads the bytes as a hello, finds no magic, and hangs up without a word
+            got = b""
+            try:
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            except ConnectionResetError:
+                pass
+            assert got == b"", f"node {node.node_id} answered a stranger: {got[:64]!r}"
+        finally:
+            s.close()
+    time.sleep(1.0)
+    assert watermarks(c.bootstrap, topic_name, 0, timeout=30) == (0, 100)
+    got = consume_range(c.bootstrap, topic_name, {0: (0, 100)}, timeout=60)[0]
+    assert [int(m.value()) for m in got] == list(range(100))
+    for node in c.nodes:
+        assert node.running()
+        assert "did not prove cluster membership" in node.log_text(), f"node {node.node_id} did not log the refusal"
+
+
+def test_a_broker_with_the_wrong_secret_cannot_join(cluster_factory, topic_name):
+    c = cluster_factory(3, start=False)
+    c.nodes[2].env["SEDIMENT_CLUSTER_SECRET"] = "a-different-secret-entirely"
+    for n in c.nodes[:2]:
+        n._spawn()
+    for n in c.nodes[:2]:
+        n._wait_ready(60)
+    c.nodes[2]._spawn()
+    # two brokers with the right secret form the cluster (2 of its 3 voters) and serve; the
+    # third is refused on every connection and never registers
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            brokers = {n.node_id: sorted(b[0] for b in c.metadata(via=n).brokers) for n in c.nodes[:2]}
+            if all(v == [1, 2] for v in brokers.values()):
+                break
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, "the two brokers with the secret did not form the cluster"
+        time.sleep(0.2)
+    two = ",".join(n.bootstrap for n in c.nodes[:2])
+    create_topic(two, topic_name, 1, replication_factor=2)
+    p = producer(two)
+    for i in range(10):
+        p.produce(topic_name, value=b"%d" % i)
+    assert p.flush(30) == 0
+    time.sleep(2)
+    for n in c.nodes[:2]:
+        assert sorted(b[0] for b in c.metadata(via=n).brokers) == [1, 2]
+    assert c.nodes[2].running()
+    logs = c.nodes[0].log_text() + c.nodes[1].log_text()
+    assert "did not prove cluster membership" in logs
