@@ -18,6 +18,7 @@ use sediment_raft::cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError,
 use sediment_raft::network::Registry;
 use sediment_raft::transport::{self, Peers};
 use sediment_raft::{Controller, MembershipChange, MembershipError, QuiesceConfig, Quiescer, WriteError};
+use futures::StreamExt;
 use tokio::net::TcpListener;
 
 use crate::broker::{Broker, Topic, partition_dir};
@@ -614,5 +615,74 @@ impl Broker {
             other => return Err(ApiError::new(ErrorCode::UnknownServerError, format!("unexpected controller answer {other:?}"))),
         };
         Ok(self.refill_producer_ids(start))
+    }
+}
+
+/// The address of node `id` in a group's current membership.
+fn member_addr<C: sediment_raft::network::TypeConfig>(raft: &openraft::Raft<C>, id: u64) -> Option<String> {
+    raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+}
+
+/// Asks `group`'s leader whether this broker's replica is in sync; `Err` names why not.
+async fn replica_in_sync<C: sediment_raft::network::TypeConfig>(
+    ctx: &ClusterCtx,
+    raft: &openraft::Raft<C>,
+    group: sediment_raft::GroupId,
+    what: &str,
+) -> Result<(), String> {
+    let me = ctx.node_id as u64;
+    let leader = raft.metrics().borrow().current_leader;
+    let Some(leader) = leader else { return Err(format!("{what} has no leader yet")) };
+    if leader == me {
+        return Ok(());
+    }
+    let Some(addr) = member_addr(raft, leader) else { return Err(format!("{what}: leader {leader} has no address yet")) };
+    match sediment_raft::network::sync_status(&ctx.peers, leader, &addr, group, me, Duration::from_secs(2)).await {
+        Ok(Some(true)) => Ok(()),
+        Ok(Some(false)) => Err(format!("{what} is catching up with its leader {leader}")),
+        Ok(None) => Err(format!("{what}: broker {leader} no longer leads it")),
+        Err(e) => Err(format!("{what}: cannot ask its leader {leader}: {e}")),
+    }
+}
+
+impl Broker {
+    /// Whether this broker may report ready in a cluster: it follows the metadata leader with
+    /// everything applied, and every partition the metadata places here is open and in sync
+    /// with its leader (or led here). A rolling restart that waits for this before stopping the
+    /// next broker never takes a second replica of a partition away while the first is still
+    /// copying it. `Err` names the first thing missing (and how many replicas are in sync).
+    pub async fn readiness(self: &Arc<Self>) -> Result<usize, String> {
+        let Some(ctx) = self.cluster.clone() else { return Ok(0) };
+        replica_in_sync(&ctx, &ctx.controller.raft, sediment_raft::METADATA_GROUP, "the metadata log").await?;
+        let state = ctx.state();
+        let mut hosted = Vec::new();
+        for rec in state.topics.values() {
+            for (index, replicas) in rec.assignments.iter().enumerate() {
+                if replicas.contains(&ctx.node_id) {
+                    hosted.push((rec.name.clone(), index as i32));
+                }
+            }
+        }
+        let total = hosted.len();
+        // ask the leaders concurrently, a bounded number at a time
+        let checks = futures::stream::iter(hosted.into_iter().map(|(name, index)| {
+            let ctx = ctx.clone();
+            let b = self.clone();
+            async move {
+                let what = format!("{name}-{index}");
+                let Some(p) = b.topic(&name).and_then(|t| t.partition(index).cloned()) else {
+                    return Err(format!("{what} is not open here yet"));
+                };
+                let Some(r) = p.replica() else { return Err(format!("{what} has no replica running here yet")) };
+                replica_in_sync(&ctx, &r.raft, r.group, &what).await
+            }
+        }))
+        .buffer_unordered(64);
+        let results: Vec<Result<(), String>> = checks.collect().await;
+        let behind: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        match behind.first() {
+            None => Ok(total),
+            Some(first) => Err(format!("{} of {total} replicas in sync; {first}", total - behind.len())),
+        }
     }
 }

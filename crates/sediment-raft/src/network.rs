@@ -31,6 +31,31 @@ pub const KIND_SNAPSHOT: u8 = 3;
 pub const KIND_CLIENT: u8 = 4;
 /// The leader asks this follower to campaign now ([`Campaign`]): leadership transfer.
 pub const KIND_CAMPAIGN: u8 = 6;
+/// A replica asks the group's leader whether it is in sync ([`sync_status`]): readiness.
+pub const KIND_SYNC_STATUS: u8 = 7;
+
+/// Whether voter `id` has everything the leader has applied (Kafka's in-sync), from the
+/// leader's metrics; `None` when this node does not lead the group.
+pub fn leader_sees_in_sync<C: TypeConfig>(raft: &Raft<C>, id: u64) -> Option<bool> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    if m.state != openraft::ServerState::Leader {
+        return None;
+    }
+    if id == m.id {
+        return Some(true);
+    }
+    let Some(applied) = m.last_applied.map(|l| l.index) else { return Some(false) };
+    Some(m.replication.as_ref().and_then(|r| r.get(&id)).is_some_and(|x| x.is_some_and(|l| l.index >= applied)))
+}
+
+/// Asks the broker at `leader_addr`, which leads `group`, whether replica `me` is in sync:
+/// `Ok(None)` when it does not lead the group (any more).
+pub async fn sync_status(peers: &Peers, leader: u64, leader_addr: &str, group: GroupId, me: u64, timeout: std::time::Duration) -> Result<Option<bool>, CallError> {
+    let body = encode(&me).map_err(|e| CallError::Remote { addr: leader_addr.to_string(), message: e })?;
+    let answer = peers.client(leader, leader_addr).call(group, KIND_SYNC_STATUS, &body, timeout).await?;
+    decode::<Option<bool>>(&answer).map_err(|e| CallError::Remote { addr: leader_addr.to_string(), message: e })
+}
 
 /// A leader's request that the receiver take over its leadership. The receiver campaigns only
 /// if it still follows `leader` at `term`; it answers whether it did.
@@ -190,6 +215,10 @@ where
                         raft.trigger().elect().await.map_err(|e| e.to_string())?;
                     }
                     encode(&follows).map(Bytes::from)
+                }
+                KIND_SYNC_STATUS => {
+                    let id: u64 = decode(&payload)?;
+                    encode(&leader_sees_in_sync(&raft, id)).map(Bytes::from)
                 }
                 KIND_CLIENT => match client {
                     Some(c) => c.handle(payload).await,

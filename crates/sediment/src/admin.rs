@@ -3,7 +3,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `GET /health` | 200 while the process runs (liveness) |
-//! | `GET /ready` | 503 until logs are recovered, metadata is loaded and the Kafka listener is bound; 200 while serving; 503 again once shutdown starts |
+//! | `GET /ready` | 503 until logs are recovered, metadata is loaded and the Kafka listener is bound (in a cluster also until the metadata is applied and every replica placed here is in sync with its leader); 200 while serving; 503 again once shutdown starts |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
 //! | `GET /v1/cluster` | JSON: node id, cluster id, version, listeners, uptime, readiness |
 //! | `GET /v1/topics`, `GET /v1/topics/{name}` | JSON: topics with partitions, offsets, sizes (503 until the broker is open) |
@@ -35,6 +35,8 @@ pub struct Admin {
     raft_listen: SocketAddr,
     storage: Value,
     broker: OnceLock<Arc<Broker>>,
+    /// While the broker serves but is not ready yet (a cluster member catching up): why.
+    not_ready: std::sync::Mutex<Option<String>>,
 }
 
 impl Admin {
@@ -57,7 +59,13 @@ impl Admin {
                 "fsync": format!("{:?}", cfg.broker.fsync).to_lowercase(),
             }),
             broker: OnceLock::new(),
+            not_ready: std::sync::Mutex::new(None),
         })
+    }
+
+    /// What keeps a serving broker from being ready (None once it is).
+    pub fn set_not_ready_reason(&self, why: Option<String>) {
+        *self.not_ready.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
     /// The broker finished opening (logs recovered, metadata loaded).
@@ -92,10 +100,14 @@ async fn ready(State(admin): State<Arc<Admin>>) -> Response {
     if sediment_telemetry::is_ready() {
         return (StatusCode::OK, "ready\n").into_response();
     }
+    let catching_up = admin.not_ready.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let why = match admin.broker.get() {
-        None => "not ready: recovering logs and loading metadata\n",
-        Some(b) if b.is_shutting_down() => "not ready: shutting down\n",
-        Some(_) => "not ready: starting the kafka listener\n",
+        None => "not ready: recovering logs and loading metadata\n".to_string(),
+        Some(b) if b.is_shutting_down() => "not ready: shutting down\n".to_string(),
+        Some(_) => match catching_up {
+            Some(why) => format!("not ready: {why}\n"),
+            None => "not ready: starting the kafka listener\n".to_string(),
+        },
     };
     (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
 }

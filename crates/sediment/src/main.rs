@@ -174,10 +174,14 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(listen = %listener.local_addr()?, advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port), "kafka listener ready");
     let server = tokio::spawn(sediment_broker::server::serve(broker.clone(), listener));
-    sediment_telemetry::set_ready(true);
+    // one broker is ready once it serves; in a cluster only once it has applied the metadata
+    // and every replica placed here is in sync, so a rolling restart that waits for /ready
+    // never stops a second replica of a partition while the first is still copying it
+    let readiness = tokio::spawn(become_ready(broker.clone(), admin.clone()));
 
     wait_for_signal().await;
     tracing::info!("shutdown requested; finishing in-flight requests");
+    readiness.abort();
     sediment_telemetry::set_ready(false);
     let _ = shutdown_tx.send(true);
     if tokio::time::timeout(Duration::from_secs(30), server).await.is_err() {
@@ -193,6 +197,33 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     admin_task.abort();
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Polls [`sediment_broker::Broker::readiness`] until it holds, then reports ready (it stays
+/// ready until shutdown); the admin endpoint shows what is still missing meanwhile.
+async fn become_ready(broker: std::sync::Arc<sediment_broker::Broker>, admin: std::sync::Arc<admin::Admin>) {
+    let started = std::time::Instant::now();
+    let mut last_logged = std::time::Instant::now();
+    loop {
+        match broker.readiness().await {
+            Ok(replicas) => {
+                admin.set_not_ready_reason(None);
+                sediment_telemetry::set_ready(true);
+                if broker.cluster.is_some() {
+                    tracing::info!(replicas, elapsed_ms = started.elapsed().as_millis() as u64, "ready: metadata applied and every replica here in sync");
+                }
+                return;
+            }
+            Err(why) => {
+                if last_logged.elapsed() > Duration::from_secs(10) {
+                    tracing::info!(reason = %why, "not ready yet");
+                    last_logged = std::time::Instant::now();
+                }
+                admin.set_not_ready_reason(Some(why));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn wait_for_signal() {
