@@ -144,6 +144,10 @@ def structure(rendered):
         ok(conf["cache_dir"] in mounts, f"{key}: cache_dir {conf['cache_dir']} is a mounted volume")
         ok(isinstance(conf.get("cache_size"), str) and conf["cache_size"].isdigit(),
            f"{key}: cache_size is a byte count (as the broker's size string)")
+        hot = pod_hot_log_bytes(pod, sts, conf["data_dir"])
+        mlb = conf.get("max_local_bytes")
+        ok(hot is None or (isinstance(mlb, str) and mlb.isdigit() and int(mlb) < hot),
+           f"{key}: max_local_bytes ({mlb}) keeps the hot log below its volume ({hot})")
         ok(all(isinstance(v, str) for v in conf.get("topic_defaults", {}).values()),
            f"{key}: topic_defaults values are strings (Kafka config values)")
         adv_arg = "--advertised-listener" in c["args"]
@@ -185,8 +189,8 @@ def structure(rendered):
     # PDB
     for pdb in by_kind.get("PodDisruptionBudget", []):
         mu = pdb["spec"].get("maxUnavailable")
-        ok(isinstance(mu, int) and 1 <= mu <= (replicas - 1) // 2 if replicas > 2 else mu == 1,
-           f"PDB allows at most a Raft minority down ({mu} of {replicas})")
+        ok(mu == 1, f"PDB allows one broker down at a time ({mu} of {replicas}): a partition of "
+           "replication factor 3 keeps its quorum")
         ok(matches(pdb["spec"]["selector"]["matchLabels"], labels), "PDB selects the brokers")
     if replicas >= 3:
         ok(len(by_kind.get("PodDisruptionBudget", [])) == 1, "a PodDisruptionBudget protects the quorum")
@@ -231,6 +235,28 @@ def structure(rendered):
 
 
 # ---------------------------------------------------------------- check-config
+
+
+def quantity_bytes(q):
+    units = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    m = re.fullmatch(r"(\d+)([A-Za-z]*)", str(q))
+    return int(m.group(1)) * units[m.group(2)] if m and m.group(2) in units else None
+
+
+def pod_hot_log_bytes(pod, sts, data_dir):
+    """Size of the data volume (emptyDir sizeLimit, ephemeral or claim request), if set."""
+    c = pod["spec"]["containers"][0]
+    data = next((m["name"] for m in c["volumeMounts"] if m["mountPath"] == data_dir), None)
+    for v in pod["spec"].get("volumes", []):
+        if v["name"] == data:
+            if "emptyDir" in v:
+                return quantity_bytes(v["emptyDir"].get("sizeLimit"))
+            if "ephemeral" in v:
+                return quantity_bytes(v["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"])
+    for t in sts["spec"].get("volumeClaimTemplates", []):
+        if t["metadata"]["name"] == data:
+            return quantity_bytes(t["spec"]["resources"]["requests"]["storage"])
+    return None
 
 
 def image_runtime(dockerfile):

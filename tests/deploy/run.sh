@@ -269,6 +269,15 @@ if [[ $TOOLS_OK == 1 ]]; then
     check "schema rejects a malformed bucket name" must_fail --set objectStore.s3.bucket=Not_A_Bucket
     check "schema rejects objectStore.type=file with 3 brokers" must_fail --set objectStore.type=file
     check "template refuses external access without addresses" must_fail --set external.enabled=true
+    # and says why, naming the value
+    must_fail_with() { local want=$1; shift; ! "$HELM" template sediment "$CHART" "$@" >"$WORK/out.txt" 2>&1 && grep -q "$want" "$WORK/out.txt"; }
+    check "template refuses a cache volume smaller than the cache" \
+        must_fail_with "cache.volume.size (1Gi) is smaller than cache.sizeBytes" --set cache.volume.size=1Gi
+    check "template refuses node ports beyond 32767" \
+        must_fail_with "default NodePort range is 30000-32767" --set external.enabled=true --set external.type=NodePort \
+        --set external.domain=kafka.example.com --set external.nodePortBase=32766
+    check "template refuses a size it cannot read" must_fail_with "is not a size the chart understands" \
+        --set storage.hotLog.size=1.5Ti
 
     for v in "${VALUES[@]}"; do
         [[ -s "$RENDER/$v.yaml" ]] || continue

@@ -89,6 +89,18 @@ app.kubernetes.io/part-of: sediment
 {{- join "," $peers }}
 {{- end }}
 
+{{/* Bytes of a Kubernetes quantity with a binary or decimal suffix (Ki, Mi, Gi, Ti, k, M, G, T)
+     or none; fails on anything else, so a typo is an error at install time. */}}
+{{- define "sediment.quantityBytes" -}}
+{{- $q := toString . }}
+{{- $m := regexFind "^[0-9]+" $q }}
+{{- if not $m }}{{ fail (printf "%q is not a size the chart understands (a whole number with Ki, Mi, Gi, Ti, k, M, G or T)" $q) }}{{ end }}
+{{- $unit := trimPrefix $m $q }}
+{{- $mult := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 }}
+{{- if not (hasKey $mult $unit) }}{{ fail (printf "%q is not a size the chart understands (a whole number with Ki, Mi, Gi, Ti, k, M, G or T)" $q) }}{{ end }}
+{{- mul (int64 $m) (int64 (get $mult $unit)) }}
+{{- end }}
+
 {{- define "sediment.objectStoreUrl" -}}
 {{- if eq .Values.objectStore.type "s3" }}
 {{- $prefix := trimAll "/" .Values.objectStore.s3.prefix }}
@@ -157,6 +169,11 @@ data_dir = {{ $v.storage.mountPath | quote }}
 object_store = {{ include "sediment.objectStoreUrl" $root | quote }}
 cache_dir = "/var/cache/sediment"
 cache_size = {{ int64 $v.cache.sizeBytes | toString | quote }}
+{{- $pct := int $v.storage.hotLog.maxLocalPercent }}
+{{- if gt $pct 0 }}
+{{- $hot := int64 (include "sediment.quantityBytes" $v.storage.hotLog.size) }}
+max_local_bytes = {{ div (mul $hot $pct) 100 | toString | quote }}
+{{- end }}
 {{- with $v.broker.extraConfig }}
 {{ toToml . }}
 {{- end }}
