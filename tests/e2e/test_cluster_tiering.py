@@ -74,6 +74,7 @@ def test_leader_uploads_and_a_new_leader_resumes(s3_server, cluster_factory, top
     bucket = s3_server.bucket(f"b-{uuid.uuid4().hex[:10]}")
     env = dict(s3_server.env())
     env["SEDIMENT_RETENTION_CHECK_INTERVAL_MS"] = "500"
+    env["SEDIMENT_MIN_SEGMENT_BYTES"] = str(SEGMENT)  # below Kafka's 1 MiB floor, to roll often
     c = cluster_factory(3, object_store=f"s3://{bucket}/{PREFIX}", env=env)
     create_topic(c.bootstrap, topic_name, 1, replication_factor=3,
                  config={"segment.bytes": str(SEGMENT), "local.retention.bytes": str(2 * SEGMENT), "retention.ms": "-1"})

@@ -119,8 +119,9 @@ def test_alter_configs_replaces_the_whole_set(broker, topic_name):
     (("no.such.config", "1"), KafkaError.INVALID_CONFIG),
     (("retention.ms", "soon"), KafkaError.INVALID_CONFIG),
     (("segment.bytes", "-5"), KafkaError.INVALID_CONFIG),
+    (("segment.bytes", "1048575"), KafkaError.INVALID_CONFIG),
     (("cleanup.policy", "shred"), KafkaError.INVALID_CONFIG),
-], ids=["unknown-key", "not-a-number", "negative-segment", "bad-policy"])
+], ids=["unknown-key", "not-a-number", "negative-segment", "segment-below-1MiB", "bad-policy"])
 def test_invalid_alter_is_rejected_and_changes_nothing(broker, topic_name, entry, expected):
     a = admin(broker.bootstrap)
     create_topic(broker.bootstrap, topic_name, 1, client=a)

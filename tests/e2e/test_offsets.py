@@ -195,7 +195,7 @@ def test_delete_records_moves_earliest(broker, topic_name):
 def test_max_timestamp_found_in_the_bucket(broker_factory, topic_name):
     """MAX_TIMESTAMP on a tiered topic: the record with the largest timestamp has left the
     local disk (uploaded, then dropped by local.retention.bytes); the answer still names it."""
-    b = broker_factory(env={"SEDIMENT_RETENTION_CHECK_INTERVAL_MS": "200"})
+    b = broker_factory(env={"SEDIMENT_RETENTION_CHECK_INTERVAL_MS": "200", "SEDIMENT_MIN_SEGMENT_BYTES": str(64 * 1024)})
     create_topic(b.bootstrap, topic_name, 1, config={**KEEP, "segment.bytes": str(64 * 1024),
                                                      "local.retention.bytes": str(128 * 1024)})
     stamps = [T0 + i for i in range(60)]

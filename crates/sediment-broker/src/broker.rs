@@ -39,6 +39,8 @@ pub struct BrokerConfig {
     /// The longest a Fetch waits for data, whatever its `max_wait_ms` asks.
     pub fetch_max_wait: std::time::Duration,
     pub max_connections: usize,
+    /// Smallest `segment.bytes` a topic may have (Kafka 4: 1 MiB).
+    pub min_segment_bytes: u64,
     /// How much of a compressed produce batch is read before it is accepted.
     pub batch_validation: sediment_protocol::batch::ValidationMode,
     pub auto_create_topics: bool,
@@ -79,6 +81,8 @@ impl BrokerConfig {
             connections_max_idle: std::time::Duration::from_secs(600),
             fetch_max_wait: std::time::Duration::from_secs(30),
             max_connections: 1024,
+            // in-process tests roll tiny segments on purpose
+            min_segment_bytes: 14,
             batch_validation: Default::default(),
             auto_create_topics: true,
             num_partitions: 1,
@@ -373,9 +377,19 @@ impl Broker {
     }
 
     /// Validates a topic's config overrides.
-    pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    pub fn validate_configs(&self, configs: &BTreeMap<String, String>) -> Result<(), ApiError> {
         for (k, v) in configs {
             topic_config::validate(k, v).map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
+        }
+        // Kafka 4's floor (KIP-1030): tiny segments cost three files and an upload per append
+        if let Some(v) = configs.get("segment.bytes")
+            && let Ok(n) = v.parse::<i64>()
+            && n < self.config.min_segment_bytes as i64
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidConfig,
+                format!("segment.bytes {n} is below the minimum of {} bytes", self.config.min_segment_bytes),
+            ));
         }
         Ok(())
     }
@@ -403,7 +417,7 @@ impl Broker {
                 format!("replication factor {replication_factor} is larger than the 1 available broker"),
             ));
         }
-        Self::validate_configs(&configs)?;
+        self.validate_configs(&configs)?;
         let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         if self.topic(name).is_some() {
             return Err(ApiError::new(ErrorCode::TopicAlreadyExists, format!("topic \"{name}\" already exists")));
@@ -487,7 +501,7 @@ impl Broker {
 
     /// Replaces a topic's config overrides after validating them.
     pub fn set_topic_config(&self, name: &str, overrides: BTreeMap<String, String>, validate_only: bool) -> Result<(), ApiError> {
-        Self::validate_configs(&overrides)?;
+        self.validate_configs(&overrides)?;
         let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         let Some(topic) = self.topic(name) else {
             return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));

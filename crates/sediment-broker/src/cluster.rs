@@ -516,7 +516,7 @@ impl Broker {
         if !(1..=100_000).contains(&partitions) {
             return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("number of partitions must be between 1 and 100000, got {partitions}")));
         }
-        Self::validate_configs(&configs)?;
+        self.validate_configs(&configs)?;
         let state = c.state();
         let brokers = state.brokers.len();
         let rf = if replication_factor == -1 { DEFAULT_REPLICATION_FACTOR.min(brokers.max(1) as i16) } else { replication_factor };
@@ -590,7 +590,7 @@ impl Broker {
         let Some(c) = self.cluster.clone() else {
             return self.set_topic_config(name, overrides, validate_only);
         };
-        Self::validate_configs(&overrides)?;
+        self.validate_configs(&overrides)?;
         if !c.state().topics.contains_key(name) {
             return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
         }

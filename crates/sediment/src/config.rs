@@ -134,6 +134,8 @@ pub struct RawConfig {
     pub max_non_produce_request_bytes: usize,
     /// Kafka's connections.max.idle.ms.
     pub connections_max_idle_ms: u64,
+    /// Smallest segment.bytes a topic may have (Kafka 4: 1 MiB).
+    pub min_segment_bytes: u64,
     /// The longest a Fetch waits for data, whatever its max_wait_ms asks.
     pub fetch_max_wait_ms: u64,
     /// `strict` (default) decompresses every compressed produce batch and walks its records, as
@@ -196,6 +198,7 @@ impl Default for RawConfig {
             max_request_bytes: sediment_protocol_max(),
             max_non_produce_request_bytes: sediment_broker::broker::DEFAULT_MAX_NON_PRODUCE_REQUEST_BYTES,
             connections_max_idle_ms: 600_000,
+            min_segment_bytes: 1 << 20,
             fetch_max_wait_ms: 30_000,
             batch_validation: "strict".into(),
             retention_check_interval_ms: 300_000,
@@ -249,6 +252,7 @@ const KEYS: &[&str] = &[
     "batch_validation",
     "max_non_produce_request_bytes",
     "connections_max_idle_ms",
+    "min_segment_bytes",
     "fetch_max_wait_ms",
     "retention_check_interval_ms",
     "leader_rebalance_interval_ms",
@@ -527,6 +531,11 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     if !(100..=300_000).contains(&raw.fetch_max_wait_ms) {
         return Err(bad("fetch_max_wait_ms", "must be between 100 and 300000"));
     }
+    if let Some(v) = raw.topic_defaults.get("segment.bytes")
+        && v.parse::<u64>().is_ok_and(|n| n < raw.min_segment_bytes)
+    {
+        return Err(bad("topic_defaults", format!("segment.bytes {v} is below min_segment_bytes ({})", raw.min_segment_bytes)));
+    }
     let batch_validation = raw.batch_validation.parse().map_err(|e: String| bad("batch_validation", e))?;
     if raw.producer_id_expiration_ms < 1 {
         return Err(bad("producer_id_expiration_ms", "must be positive"));
@@ -563,6 +572,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             max_request_bytes: raw.max_request_bytes,
             max_connections: raw.max_connections,
             max_non_produce_request_bytes: raw.max_non_produce_request_bytes,
+            min_segment_bytes: raw.min_segment_bytes.max(14),
             connections_max_idle: Duration::from_millis(raw.connections_max_idle_ms),
             fetch_max_wait: Duration::from_millis(raw.fetch_max_wait_ms),
             batch_validation,
