@@ -180,3 +180,43 @@ def test_oversized_non_produce_requests_are_refused_before_their_body(broker):
         md = kw.metadata(c, names)
     assert len(md.topics) == 20000
     _alive(broker)
+
+
+def test_a_create_topics_that_runs_out_of_file_descriptors_leaves_nothing(sediment_bin, tmp_path, topic_name):
+    """With 256 file descriptors, 400 partitions cannot all open: the request fails with
+    KAFKA_STORAGE_ERROR, no directory of the topic stays behind, the descriptors come back and
+    a smaller topic is created afterwards."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+    from sediment_harness.clients import admin
+
+    wrapper = tmp_path / "sediment-256-fds"
+    wrapper.write_text(f"#!/bin/sh\nulimit -n 256\nexec {sediment_bin} \"$@\"\n")
+    wrapper.chmod(0o755)
+    from sediment_harness.broker import Broker
+    b = Broker(tmp_path / "broker", bin=wrapper, env={"SEDIMENT_MAX_CONNECTIONS": "50"}).start()
+    try:
+        _create_beyond_the_descriptors(b, topic_name, admin(b.bootstrap))
+    finally:
+        b.stop()
+    assert not b.panics()
+
+
+def _create_beyond_the_descriptors(b, topic_name, a):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+    fut = a.create_topics([NewTopic(topic_name, 400)], request_timeout=30)[topic_name]
+    with pytest.raises(KafkaException) as e:
+        fut.result(60)
+    assert e.value.args[0].code() == 56, e.value  # KAFKA_STORAGE_ERROR
+    logs = b.data_dir / "logs"
+    deadline = time.monotonic() + 30
+    while True:
+        left = [p.name for p in logs.iterdir() if p.name.startswith(topic_name)] if logs.exists() else []
+        if not left:
+            break
+        assert time.monotonic() < deadline, f"{len(left)} directories of the failed topic remain, e.g. {left[:3]}"
+        time.sleep(0.2)
+    assert topic_name not in a.list_topics(timeout=10).topics
+    create_topic(b.bootstrap, topic_name + "-small", 10)
+    _alive(b)

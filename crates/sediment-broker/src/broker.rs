@@ -349,6 +349,30 @@ impl Broker {
         }
     }
 
+    /// Undoes a topic creation that failed part-way: the partitions opened so far and the
+    /// directory of the one that failed (`upto`) are removed.
+    fn discard_partitions(&self, topic: &str, opened: Vec<Option<Arc<Partition>>>, upto: i32) {
+        let count = opened.len();
+        for p in opened.iter().flatten() {
+            p.shutdown();
+            if let Some(r) = p.remote() {
+                r.close();
+            }
+        }
+        // close their files first: with the descriptors exhausted, removing needs them back
+        drop(opened);
+        let logs = self.logs_dir();
+        for index in 0..=upto {
+            if let Ok(dir) = partition_dir(&logs, topic, index)
+                && dir.exists()
+                && let Err(e) = std::fs::remove_dir_all(&dir)
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a partition dir of a topic that failed to be created");
+            }
+        }
+        tracing::warn!(topic, partitions = count, "topic creation failed part-way; removed what it had created");
+    }
+
     /// Stops a partition here and deletes its directory (renamed at once, removed in the
     /// background; a restart finishes what a crash interrupted).
     pub(crate) fn remove_partition_dir(&self, topic: &str, id: &Uuid, p: &Partition) {
@@ -433,14 +457,21 @@ impl Broker {
         }
         let mut parts = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            let part = open_partition(&self.logs_dir(), name, &id, p, &config, &self.defaults, self.config.fsync, self.tier.as_ref(), true)
-                .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, format!("cannot create partition {name}-{p}: {e}")))?;
-            parts.push(Some(part));
+            match open_partition(&self.logs_dir(), name, &id, p, &config, &self.defaults, self.config.fsync, self.tier.as_ref(), true) {
+                Ok(part) => parts.push(Some(part)),
+                Err(e) => {
+                    // out of file descriptors or disk: leave nothing of the topic behind
+                    self.discard_partitions(name, std::mem::take(&mut parts), p);
+                    return Err(ApiError::new(ErrorCode::KafkaStorageError, format!("cannot create partition {name}-{p}: {e}")));
+                }
+            }
         }
         let created_ms = now_ms();
         let rec = TopicRecord { name: name.into(), id, partitions, config: config.clone(), created_ms };
-        meta.update(|t| t.insert(name.to_string(), rec))
-            .map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
+        if let Err(e) = meta.update(|t| t.insert(name.to_string(), rec)) {
+            self.discard_partitions(name, std::mem::take(&mut parts), partitions - 1);
+            return Err(ApiError::new(ErrorCode::KafkaStorageError, e.to_string()));
+        }
         crate::tiering::publish_topic(self.tier.as_ref(), name, &id, partitions, &config, created_ms);
         let topic = Arc::new(Topic { name: name.into(), id, config, partitions: parts });
         self.install(topic.clone());
