@@ -249,3 +249,29 @@ def test_topics_and_data_survive_restart(broker, topic_name, how):
     assert watermarks(broker.bootstrap, topic_name, 3) == (5, 25)
     msgs = consume_range(broker.bootstrap, topic_name, {3: (5, 25)})[3]
     assert [m.value() for m in msgs] == [f"v{i}".encode() for i in range(5, 25)]
+
+
+def _create_topics_v5(conn, name: str, partitions: int, rf: int, validate_only: bool = False):
+    """CreateTopics v5 (flexible) on the wire; returns (error, num_partitions, replication_factor)
+    of the one topic. v5 is the first version whose answer carries the created layout."""
+    from sediment_harness import kafka_wire as kw
+    w = kw.Writer()
+    w.compact_array_len(1).compact_string(name).int32(partitions).int16(rf)
+    w.compact_array_len(0).compact_array_len(0).tagged_fields()
+    w.int32(30000).boolean(validate_only).tagged_fields()
+    r = conn.request(kw.CREATE_TOPICS, 5, w.getvalue(), flexible_request=True, timeout=30)
+    r.int32()  # throttle
+    assert r.compact_array_len() == 1
+    r.compact_string()
+    err = r.int16()
+    r.compact_string()  # message
+    return err, r.int32(), r.int16()
+
+
+def test_create_topics_answers_the_real_replication_factor(cluster_factory, topic_name):
+    from sediment_harness import kafka_wire as kw
+    c = cluster_factory(3)
+    with kw.Connection.to(c.nodes[0].bootstrap, timeout=30) as conn:
+        assert _create_topics_v5(conn, topic_name, 2, -1) == (0, 2, 3)
+        assert _create_topics_v5(conn, topic_name + "-rf2", 1, 2) == (0, 1, 2)
+        assert _create_topics_v5(conn, topic_name + "-check", 4, -1, validate_only=True) == (0, 4, 3)

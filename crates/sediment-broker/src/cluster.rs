@@ -499,6 +499,26 @@ fn placement_start() -> u32 {
 }
 
 impl Broker {
+    /// The replication factor of an existing topic: its replicas per partition in a cluster,
+    /// 1 on a single node.
+    pub fn replication_factor_of(&self, name: &str) -> i16 {
+        match &self.cluster {
+            Some(c) => c.state().topics.get(name).map_or(1, |t| t.replication_factor()),
+            None => 1,
+        }
+    }
+
+    /// The replication factor a topic created with `requested` (-1: the default) gets.
+    pub fn default_replication_factor(&self, requested: i16) -> i16 {
+        if requested != -1 {
+            return requested;
+        }
+        match &self.cluster {
+            Some(c) => DEFAULT_REPLICATION_FACTOR.min(c.state().brokers.len().max(1) as i16),
+            None => 1,
+        }
+    }
+
     /// Creates a topic: locally on a single node, through the controller in a cluster.
     pub async fn create_topic_any(
         self: &Arc<Self>,
