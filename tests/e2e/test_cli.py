@@ -202,3 +202,25 @@ def test_produce_idempotence_needs_acks_all(sediment_bin, broker, topic_name):
         batches = kafka_wire.fetch_batches(conn, topic_name, 0, 0, 3)
     assert batches and all(b.producer_id >= 0 for b in batches), batches
     assert batches[0].base_sequence == 0
+
+
+def test_readme_names_exactly_the_serve_flags(sediment_bin):
+    """The README's configuration section lists the keys that also have a flag; `serve --help`
+    is the truth."""
+    import re
+    from pathlib import Path
+    help_text = subprocess.run([str(sediment_bin), "serve", "--help"], capture_output=True, text=True, check=True).stdout
+    flags = set(re.findall(r"^\s*(?:-\w, )?--([a-z][a-z-]*)", help_text, re.M)) - {"config", "check-config", "help"}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    m = re.search(r"These also have a flag \(the key\s+with dashes, e\.g\. `--node-id`\): (.*?)\.\n\n", readme, re.S)
+    assert m, "README lost its list of keys with flags"
+    listed = {k.replace("_", "-") for k in re.findall(r"`([a-z_]+)`", m.group(1))}
+    assert listed == flags, f"README lists {sorted(listed - flags)} without a flag, misses {sorted(flags - listed)}"
+
+
+def test_sizes_may_be_plain_byte_counts_in_env_and_file(sediment_bin, tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text("max_local_bytes = 50000000000\n")
+    p = subprocess.run([str(sediment_bin), "serve", "--config", str(conf), "--check-config"],
+                       env=_env(SEDIMENT_CACHE_SIZE="1073741824"), capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr

@@ -85,6 +85,32 @@ pub struct ServeArgs {
     pub log_format: Option<String>,
 }
 
+/// A size written as a string (`"4GiB"`) or a plain integer of bytes: TOML integers and
+/// `SEDIMENT_*` values that look like numbers arrive as integers.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Text(String),
+    Bytes(u64),
+}
+
+impl SizeValue {
+    fn into_string(self) -> String {
+        match self {
+            SizeValue::Text(s) => s,
+            SizeValue::Bytes(n) => n.to_string(),
+        }
+    }
+}
+
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    SizeValue::deserialize(d).map(SizeValue::into_string)
+}
+
+fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<SizeValue>::deserialize(d).map(|v| v.map(SizeValue::into_string))
+}
+
 /// The file/env/flag schema. Unknown keys are errors.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -104,14 +130,18 @@ pub struct RawConfig {
     /// is ignored.
     pub cluster_secret_file: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
+    #[serde(deserialize_with = "size")]
     pub cache_size: String,
     /// Memory tier of the read-through cache (a size); unset: cache_size / 8, 32 MiB..512 MiB.
+    #[serde(default, deserialize_with = "opt_size")]
     pub cache_memory: Option<String>,
     /// Kafka's remote.log.manager.fetch.max.bytes.per.second (KIP-956): cap on the bytes per
     /// second cold reads fetch from the bucket (a size); unset: no cap.
+    #[serde(default, deserialize_with = "opt_size")]
     pub cold_read_max_bytes_per_sec: Option<String>,
     /// While this broker takes produce traffic (any in the last second), cold reads serve at most
     /// this many bytes per second, cache hits included (a size); unset: no cap.
+    #[serde(default, deserialize_with = "opt_size")]
     pub cold_read_bytes_per_sec_under_load: Option<String>,
     /// Bucket GETs of cold reads in flight at once (Kafka: remote.log.reader.threads).
     pub cold_read_concurrency: usize,
@@ -122,6 +152,7 @@ pub struct RawConfig {
     /// An unreferenced object younger than this is left alone (an upload may be in flight).
     pub remote_orphan_grace_ms: u64,
     /// Tiered storage: local disk limit of the partition logs (a size, e.g. 50GiB).
+    #[serde(default, deserialize_with = "opt_size")]
     pub max_local_bytes: Option<String>,
     pub fsync: String,
     /// `text` or `json`.
@@ -761,5 +792,18 @@ mod tests {
         a.config = None;
         a.peers = None;
         assert!(load(&args()).unwrap().cluster_key.is_none());
+    }
+
+    #[test]
+    fn sizes_may_be_plain_integers() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "cache_size = 2147483648\nmax_local_bytes = 1000000000\ncache_memory = \"64MiB\"\n").unwrap();
+        let mut a = args();
+        a.config = Some(f);
+        let c = load(&a).unwrap();
+        assert_eq!(c.cache_size, 2 << 30);
+        assert_eq!(c.broker.max_local_bytes, Some(1_000_000_000));
+        assert_eq!(c.tiering.cache_memory, 64 << 20);
     }
 }
