@@ -147,8 +147,8 @@ impl ObjectStoreOp {
     }
 }
 
-/// Tiered storage (issue 4) fills these; until then they are exported with zero values so
-/// dashboards and alerts can be built against them.
+/// Tiered storage's metrics; exported with zero values on a broker without a bucket, so
+/// dashboards and alerts work the same everywhere.
 pub struct TierMetrics {
     upload_lag_bytes: Gauge<u64>,
     uploaded_bytes: BoundCounter<u64>,
@@ -536,24 +536,24 @@ impl Metrics {
             upload_lag_bytes: meter
                 .u64_gauge("sediment_tier_upload_lag_bytes")
                 .with_unit("By")
-                .with_description("Bytes of sealed local segments not yet uploaded to the bucket (filled by tiered storage, issue 4; 0 until then)")
+                .with_description("Bytes of sealed local segments not yet uploaded to the bucket")
                 .build(),
             uploaded_bytes: meter
                 .u64_counter("sediment_tier_uploaded_bytes")
                 .with_unit("By")
-                .with_description("Bytes of segments and indexes uploaded to the bucket (filled by tiered storage, issue 4)")
+                .with_description("Bytes of segments and indexes uploaded to the bucket")
                 .build()
                 .bind(&[]),
             remote_bytes: meter
                 .u64_gauge("sediment_tier_remote_bytes")
                 .with_unit("By")
-                .with_description("Bytes of remote segments of the partitions this node leads (filled by tiered storage, issue 4)")
+                .with_description("Bytes of remote segments of the partitions this node leads")
                 .build(),
             object_store_requests: {
                 let c = meter
                     .u64_counter("sediment_object_store_requests")
                     .with_unit("{request}")
-                    .with_description("Requests to the object store by operation (filled by tiered storage, issue 4)")
+                    .with_description("Requests to the object store by operation")
                     .build();
                 ObjectStoreOp::ALL.iter().map(|op| c.bind(&[KeyValue::new("op", op.as_str())])).collect()
             },
@@ -561,18 +561,18 @@ impl Metrics {
                 let c = meter
                     .u64_counter("sediment_object_store_request_errors")
                     .with_unit("{request}")
-                    .with_description("Object store requests that failed after retries, by operation (filled by tiered storage, issue 4)")
+                    .with_description("Object store requests that failed after retries, by operation")
                     .build();
                 ObjectStoreOp::ALL.iter().map(|op| c.bind(&[KeyValue::new("op", op.as_str())])).collect()
             },
             cache_hits: meter
                 .u64_counter("sediment_cache_hits")
-                .with_description("Cold reads served from the read-through cache (filled by tiered storage, issue 4)")
+                .with_description("Cold reads served from the read-through cache")
                 .build()
                 .bind(&[]),
             cache_misses: meter
                 .u64_counter("sediment_cache_misses")
-                .with_description("Cold reads that fetched their chunk from the bucket (filled by tiered storage, issue 4)")
+                .with_description("Cold reads that fetched their chunk from the bucket")
                 .build()
                 .bind(&[]),
             cold_read_throttled: meter

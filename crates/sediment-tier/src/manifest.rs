@@ -1,9 +1,9 @@
 //! The list of a partition's remote segments.
 //!
 //! [`Manifest`] is a small state machine changed only through [`ManifestOp`]s, so the same
-//! operations can later be committed through the partition's Raft log (issue 5) instead of the
-//! local file: today [`ManifestFile`] persists it in the partition directory
-//! (`remote-manifest.json`, temp file + fsync + rename), and that file is the source of truth.
+//! operations are committed through a replicated partition's Raft log or, on a single node,
+//! applied to the local file: [`ManifestFile`] persists it in the partition directory
+//! (`remote-manifest.json`, temp file + fsync + rename).
 //! It is mirrored into the bucket as immutable objects so the bucket alone finds every archived
 //! record:
 //!
