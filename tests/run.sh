@@ -6,7 +6,7 @@
 #   ./tests/run.sh -k crash -x     extra arguments go to pytest (end-to-end suites)
 #
 # Steps:
-#   1. kcat from Debian (apt-get, only if missing)
+#   1. kcat and promtool from Debian (apt-get, only if missing)
 #   2. Python venv at $SEDIMENT_VENV (default $HOME/.cache/sediment-venv),
 #      rebuilt when tests/requirements.txt or the Python version changes
 #   3. vendor/check.sh: each vendored crate is its published release plus a patch file
@@ -64,20 +64,23 @@ finish() {
     exit $?
 }
 
-# ---------------------------------------------------------------- 1. kcat
+# ---------------------------------------------------------------- 1. kcat, promtool
 t=$(date +%s)
-if ! command -v kcat >/dev/null 2>&1; then
-    say "installing kcat (apt-get)"
+APT_WANT=()
+command -v kcat >/dev/null 2>&1 || APT_WANT+=(kcat)
+command -v promtool >/dev/null 2>&1 || APT_WANT+=(prometheus)   # promtool checks /metrics
+if [ ${#APT_WANT[@]} -gt 0 ]; then
+    say "installing ${APT_WANT[*]} (apt-get)"
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat; } \
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${APT_WANT[@]}"; } \
         >"$LOGS/apt.log" 2>&1; then
         cat "$LOGS/apt.log"
-        echo "error: could not install kcat" >&2
-        record setup 0 1 "kcat install failed"
+        echo "error: could not install ${APT_WANT[*]}" >&2
+        record setup 0 1 "apt install failed"
         finish
     fi
-    echo "kcat installed in $(elapsed "$t")"
+    echo "${APT_WANT[*]} installed in $(elapsed "$t")"
 fi
 
 # ---------------------------------------------------------------- 2. venv
@@ -176,7 +179,7 @@ if [ "${SEDIMENT_SKIP_E2E:-}" != 1 ]; then
         t=$(date +%s)
         # pytest-timeout bounds each test; the outer timeout bounds a wedged run
         SEDIMENT_BIN="$BIN" timeout -k 30 "${SEDIMENT_E2E_TIMEOUT:-2400}" "$VENV/bin/python" -m pytest tests/e2e -p no:cacheprovider \
-            -n "$JOBS" -q -rfE --color=no --basetemp="$LOGS/pytest-tmp" \
+            -n "$JOBS" -q -rfEs --color=no --basetemp="$LOGS/pytest-tmp" \
             --junitxml="$LOGS/e2e-junit.xml" "$@" 2>&1 | tee "$LOGS/e2e.log"
         PT_RC=${PIPESTATUS[0]}
         read -r PT_P PT_F PT_S < <("$VENV/bin/python" - "$LOGS/e2e-junit.xml" <<'EOF'
@@ -205,6 +208,12 @@ EOF
 )
         if [ "$PT_RC" -ne 0 ] && [ "$PT_F" -eq 0 ]; then
             PT_F=1  # pytest failed without a failing test (collection or usage error)
+        fi
+        if [ "$PT_S" -gt 0 ] && [ "$#" -eq 0 ]; then
+            # every suite installs what it needs: a skipped test is a test that did not run
+            grep -E '^SKIPPED' "$LOGS/e2e.log" | head -20
+            echo "error: $PT_S end-to-end tests were skipped; the suite allows none" >&2
+            PT_F=$((PT_F + PT_S))
         fi
         echo "e2e: $PT_P passed, $PT_F failed, $PT_S skipped in $(elapsed "$t")"
         record "e2e (pytest)" "$PT_P" "$PT_F" "$PT_S skipped ($LOGS/e2e.log)"
