@@ -220,3 +220,36 @@ def _create_beyond_the_descriptors(b, topic_name, a):
     assert topic_name not in a.list_topics(timeout=10).topics
     create_topic(b.bootstrap, topic_name + "-small", 10)
     _alive(b)
+
+
+def test_large_requests_share_a_broker_wide_budget(broker_factory, topic_name):
+    """queued_max_request_bytes bounds the bytes of large frames in flight over all
+    connections: with a budget of one large request, a client dribbling a 2 MiB Produce holds
+    it, a second large Produce waits (unread, unanswered) until the first completes, and small
+    requests are answered meanwhile."""
+    mib2 = str(2 << 20)
+    b = broker_factory(env={"SEDIMENT_MAX_REQUEST_BYTES": mib2, "SEDIMENT_QUEUED_MAX_REQUEST_BYTES": mib2})
+    create_topic(b.bootstrap, topic_name, 1, config={"max.message.bytes": str(3 << 20)})
+
+    def produce_frame(corr, size):
+        batch = kw.build_record_batch([kw.Record(b"k", b"x" * size)])
+        body = kw.produce_request(9, topic_name, 0, batch, acks=1)
+        return kw.frame(kw.request_header(kw.PRODUCE, 9, corr, "limits", True) + body)
+
+    first = produce_frame(1, (2 << 20) - 4096)
+    holder = _raw(b)
+    holder.sendall(first[: 1 << 20])  # the header and half the body: the budget is taken
+    time.sleep(0.5)
+    waiting = _raw(b)
+    waiting.sendall(produce_frame(2, 1 << 20))
+    waiting.settimeout(2.0)
+    with pytest.raises(socket.timeout):
+        waiting.recv(1)  # not answered while the budget is held
+    _alive(b)  # a small request passes meanwhile
+    holder.sendall(first[1 << 20:])
+    holder.settimeout(10)
+    assert holder.recv(4), "the first request is answered once complete"
+    waiting.settimeout(10)
+    assert waiting.recv(4), "the second is read and answered once the first gave its share back"
+    holder.close()
+    waiting.close()

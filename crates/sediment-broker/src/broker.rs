@@ -33,6 +33,9 @@ pub struct BrokerConfig {
     /// Largest frame of any request but Produce (those decode into structures many times their
     /// wire size).
     pub max_non_produce_request_bytes: usize,
+    /// Kafka's `queued.max.request.bytes`: bytes of large request frames being received or
+    /// processed at once, over all connections.
+    pub queued_max_request_bytes: usize,
     /// Kafka's `connections.max.idle.ms`: a connection with no complete request and nothing
     /// pending for this long is closed.
     pub connections_max_idle: std::time::Duration,
@@ -78,6 +81,7 @@ impl BrokerConfig {
             data_dir: data_dir.to_path_buf(),
             max_request_bytes: sediment_protocol::frame::DEFAULT_MAX_REQUEST_BYTES,
             max_non_produce_request_bytes: DEFAULT_MAX_NON_PRODUCE_REQUEST_BYTES,
+            queued_max_request_bytes: 512 << 20,
             connections_max_idle: std::time::Duration::from_secs(600),
             fetch_max_wait: std::time::Duration::from_secs(30),
             max_connections: 1024,
@@ -174,6 +178,10 @@ pub struct Broker {
     disk_full_logged_ms: std::sync::atomic::AtomicI64,
     /// Cluster mode (`--peers` names other brokers): the controller and this broker's peers.
     pub cluster: Option<Arc<crate::cluster::ClusterCtx>>,
+    /// Bytes of large request frames being received or processed, over all connections
+    /// (Kafka's `queued.max.request.bytes`): a connection waits for its share before it reads
+    /// the body of a frame, so many large requests at once slow down instead of exhausting memory.
+    pub request_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Producer ids reserved per metadata write (Kafka's ProducerIdManager uses blocks of 1000).
@@ -239,6 +247,7 @@ impl Broker {
         }
         tracing::info!(topics = topics.len(), cluster_id = %cluster_id, "metadata loaded");
         let groups_config = config.groups.clone();
+        let request_budget = Arc::new(tokio::sync::Semaphore::new(config.queued_max_request_bytes.min(u32::MAX as usize)));
         let broker = Arc::new(Broker {
             config,
             defaults,
@@ -251,6 +260,7 @@ impl Broker {
             groups: crate::group::GroupCoordinator::new(groups_config),
             tier,
             local_bytes: AtomicU64::new(0),
+            request_budget,
             disk_full_logged_ms: std::sync::atomic::AtomicI64::new(0),
             cluster: cluster.clone(),
         });

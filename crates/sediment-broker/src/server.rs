@@ -50,6 +50,10 @@ const MAX_IN_FLIGHT: usize = 64;
 /// response larger than this still goes out (alone).
 const RESPONSE_BUDGET_BYTES: usize = 16 << 20;
 
+/// Frames up to this size are read without asking the broker-wide request budget (the read
+/// buffer holds that much anyway).
+const SMALL_FRAME_BYTES: usize = 64 << 10;
+
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts connections until shutdown, then waits for open connections to finish what they started.
@@ -161,6 +165,8 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
     let idle = broker.config.connections_max_idle;
     let mut last_request = Instant::now();
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // the broker-wide budget's share held for the large frame being read and processed
+    let mut frame_permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let result: Result<End, ConnError> = async {
         loop {
             // Phase 1: is there a whole frame?
@@ -169,7 +175,11 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
                     let mut body = buf.split_to(4 + len).freeze().slice(4..);
                     let started = Instant::now();
                     last_request = started;
-                    let mut p = match process(&broker, &mut body, peer, started).await? {
+                    let processed = process(&broker, &mut body, peer, started).await;
+                    // processed: the request's bytes are copied or dropped, its share goes back
+                    drop(body);
+                    frame_permit = None;
+                    let mut p = match processed? {
                         Some(p) => p,
                         None => continue,
                     };
@@ -191,6 +201,13 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
                     }
                 }
                 Ok(FrameStatus::Incomplete { needed }) => {
+                    if needed > SMALL_FRAME_BYTES && frame_permit.is_none() {
+                        let want = needed.min(broker.config.queued_max_request_bytes).min(u32::MAX as usize) as u32;
+                        frame_permit = tokio::select! {
+                            p = broker.request_budget.clone().acquire_many_owned(want) => p.ok(),
+                            _ = shutdown.wait_for(|s| *s) => return Ok(End::Finish),
+                        };
+                    }
                     if buf.capacity() < needed {
                         buf.reserve(needed - buf.len());
                     }

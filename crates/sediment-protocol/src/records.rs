@@ -352,9 +352,13 @@ fn decompressor<'a>(codec: Compression, body: &'a [u8], limits: WalkLimits) -> R
 /// blocks of (4-byte big-endian length, raw snappy block).
 const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_LEN: usize = 16;
+/// Largest ratio of decompressed to compressed bytes a snappy block can have (21.3: a 3-byte
+/// copy element of 64 bytes), rounded up.
+const SNAPPY_MAX_EXPANSION: usize = 22;
 
 /// Snappy in either framing, decompressed one block at a time (raw snappy is one block). A
-/// block's claimed size is checked against the limit before its buffer is allocated.
+/// block's claimed size is checked against the limit, and against what its compressed size can
+/// expand to, before its buffer is allocated.
 struct SnappyReader<'a> {
     rest: &'a [u8],
     xerial: bool,
@@ -392,6 +396,12 @@ impl<'a> SnappyReader<'a> {
             std::mem::take(&mut self.rest)
         };
         let size = snap::raw::decompress_len(block).map_err(|e| invalid(e.to_string()))?;
+        // The length is the block's own claim, and its buffer is zeroed before decompression can
+        // prove it false: unchecked, a 5-byte block claiming the whole limit gets 256 MiB. No
+        // snappy element expands more than 64 bytes out of 3, so a larger claim is refused here.
+        if size > block.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
+            return Err(invalid(format!("snappy block of {} bytes claims {size} bytes", block.len())));
+        }
         if self.produced + size as u64 > self.limit {
             return Err(invalid(format!("snappy data inflates past {} bytes", self.limit)));
         }

@@ -165,6 +165,9 @@ pub struct RawConfig {
     pub max_non_produce_request_bytes: usize,
     /// Kafka's connections.max.idle.ms.
     pub connections_max_idle_ms: u64,
+    /// Kafka's queued.max.request.bytes: large request frames in flight over all connections.
+    #[serde(deserialize_with = "size")]
+    pub queued_max_request_bytes: String,
     /// Smallest segment.bytes a topic may have (Kafka 4: 1 MiB).
     pub min_segment_bytes: u64,
     /// The longest a Fetch waits for data, whatever its max_wait_ms asks.
@@ -229,6 +232,7 @@ impl Default for RawConfig {
             max_request_bytes: sediment_protocol_max(),
             max_non_produce_request_bytes: sediment_broker::broker::DEFAULT_MAX_NON_PRODUCE_REQUEST_BYTES,
             connections_max_idle_ms: 600_000,
+            queued_max_request_bytes: "512MiB".into(),
             min_segment_bytes: 1 << 20,
             fetch_max_wait_ms: 30_000,
             batch_validation: "strict".into(),
@@ -283,6 +287,7 @@ const KEYS: &[&str] = &[
     "batch_validation",
     "max_non_produce_request_bytes",
     "connections_max_idle_ms",
+    "queued_max_request_bytes",
     "min_segment_bytes",
     "fetch_max_wait_ms",
     "retention_check_interval_ms",
@@ -553,9 +558,12 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     if raw.max_request_bytes < 1024 {
         return Err(bad("max_request_bytes", "must be at least 1024"));
     }
-    if raw.max_non_produce_request_bytes < 64 * 1024 || raw.max_non_produce_request_bytes > raw.max_request_bytes {
-        return Err(bad("max_non_produce_request_bytes", format!("must be between 65536 and max_request_bytes ({})", raw.max_request_bytes)));
+    if raw.max_non_produce_request_bytes < 64 * 1024 {
+        return Err(bad("max_non_produce_request_bytes", "must be at least 65536"));
     }
+    let queued_max_request_bytes = parse_size(&raw.queued_max_request_bytes)
+        .filter(|n| *n >= raw.max_request_bytes as u64)
+        .ok_or_else(|| bad("queued_max_request_bytes", format!("\"{}\" is not a size of at least max_request_bytes ({})", raw.queued_max_request_bytes, raw.max_request_bytes)))?;
     if raw.connections_max_idle_ms < 1000 {
         return Err(bad("connections_max_idle_ms", "must be at least 1000"));
     }
@@ -602,9 +610,11 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             data_dir: raw.data_dir,
             max_request_bytes: raw.max_request_bytes,
             max_connections: raw.max_connections,
-            max_non_produce_request_bytes: raw.max_non_produce_request_bytes,
+            // never above the frame limit itself
+            max_non_produce_request_bytes: raw.max_non_produce_request_bytes.min(raw.max_request_bytes),
             min_segment_bytes: raw.min_segment_bytes.max(14),
             connections_max_idle: Duration::from_millis(raw.connections_max_idle_ms),
+            queued_max_request_bytes: queued_max_request_bytes as usize,
             fetch_max_wait: Duration::from_millis(raw.fetch_max_wait_ms),
             batch_validation,
             auto_create_topics: raw.auto_create_topics,
