@@ -296,13 +296,12 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Kafka's cluster id: the controller's in a cluster (once set), else this node's.
+    /// Kafka's cluster id: the controller's in a cluster (empty until applied), else this node's.
     pub fn cluster_id(&self) -> String {
         match &self.cluster {
-            Some(c) => {
-                let id = c.state().cluster_id.clone();
-                if id.is_empty() { self.cluster_id.clone() } else { id }
-            }
+            // empty until this broker has applied the controller's: a broker that restarted on
+            // an empty disk must not announce an id of its own (clients would see two clusters)
+            Some(c) => c.state().cluster_id.clone(),
             None => self.cluster_id.clone(),
         }
     }

@@ -643,7 +643,8 @@ fn member_addr<C: sediment_raft::network::TypeConfig>(raft: &openraft::Raft<C>, 
     raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.addr.clone())
 }
 
-/// Asks `group`'s leader whether this broker's replica is in sync; `Err` names why not.
+/// Whether this broker's replica of `group` is in sync: it asks the leader how far the group
+/// has applied and waits (briefly) until it has applied that far itself. `Err` names why not.
 async fn replica_in_sync<C: sediment_raft::network::TypeConfig>(
     ctx: &ClusterCtx,
     raft: &openraft::Raft<C>,
@@ -657,11 +658,16 @@ async fn replica_in_sync<C: sediment_raft::network::TypeConfig>(
         return Ok(());
     }
     let Some(addr) = member_addr(raft, leader) else { return Err(format!("{what}: leader {leader} has no address yet")) };
-    match sediment_raft::network::sync_status(&ctx.peers, leader, &addr, group, me, Duration::from_secs(2)).await {
-        Ok(Some(true)) => Ok(()),
-        Ok(Some(false)) => Err(format!("{what} is catching up with its leader {leader}")),
-        Ok(None) => Err(format!("{what}: broker {leader} no longer leads it")),
-        Err(e) => Err(format!("{what}: cannot ask its leader {leader}: {e}")),
+    let target = match sediment_raft::network::leader_applied(&ctx.peers, leader, &addr, group, Duration::from_secs(2)).await {
+        Ok(Some(index)) => index,
+        Ok(None) => return Err(format!("{what}: broker {leader} no longer leads it")),
+        Err(e) => return Err(format!("{what}: cannot ask its leader {leader}: {e}")),
+    };
+    let mut m = raft.metrics();
+    let applied = |m: &openraft::RaftMetrics<u64, openraft::BasicNode>| m.last_applied.map_or(0, |l| l.index);
+    match tokio::time::timeout(Duration::from_secs(2), m.wait_for(|x| applied(x) >= target)).await {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(format!("{what} is catching up with its leader {leader} (applied {} of {target})", applied(&raft.metrics().borrow()))),
     }
 }
 

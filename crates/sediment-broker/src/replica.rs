@@ -618,6 +618,23 @@ struct SnapshotData {
     /// Tiered storage: the remote segment list as applied when the snapshot was built (at or
     /// after its last entry; the ops after that entry apply to it again as no-ops).
     manifest: Option<sediment_tier::Manifest>,
+    /// Idempotent producers' state as of `next_offset` (`ProducerStateTable::encode`): a
+    /// replica that restarts its log from the snapshot would otherwise forget every producer
+    /// and, once it leads, refuse their next batch as out of order.
+    producers: Option<Vec<u8>>,
+}
+
+/// A snapshot written by a broker that did not send producer state yet.
+#[derive(Deserialize)]
+struct SnapshotDataV1 {
+    next_offset: i64,
+    manifest: Option<sediment_tier::Manifest>,
+}
+
+fn decode_snapshot(data: &[u8]) -> Result<SnapshotData, String> {
+    decode::<SnapshotData>(data).or_else(|_| {
+        decode::<SnapshotDataV1>(data).map(|v| SnapshotData { next_offset: v.next_offset, manifest: v.manifest, producers: None })
+    })
 }
 
 struct SmState {
@@ -717,7 +734,12 @@ impl RaftSnapshotBuilder<DataTc> for ReplicaSm {
             None => (st.applied, self.p.high_watermark()),
         };
         let manifest = self.p.remote().map(|r| r.manifest_snapshot());
-        let data = encode(&SnapshotData { next_offset, manifest }).map_err(st_err)?;
+        let producers = {
+            let mut table = self.p.lock().producers.clone();
+            table.truncate_from(next_offset);
+            Some(table.encode())
+        };
+        let data = encode(&SnapshotData { next_offset, manifest, producers }).map_err(st_err)?;
         st.seq += 1;
         let snapshot_id = format!("{}-{}", last_log_id.map_or(0, |l| l.index), st.seq);
         let meta = SnapshotMeta { last_log_id, last_membership: st.membership.clone(), snapshot_id };
@@ -802,7 +824,7 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
     /// retention).
     async fn install_snapshot(&mut self, meta: &SnapshotMeta<u64, BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
-        let snap: SnapshotData = decode(&data).map_err(st_err)?;
+        let snap: SnapshotData = decode_snapshot(&data).map_err(st_err)?;
         let mut st = self.st.lock().await;
         {
             let mut inner = self.p.lock();
@@ -818,6 +840,13 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
                     r.epochs.clear();
                 }
                 self.p.reload_producers(&mut inner);
+                // the log below the snapshot is not here: its producers come with the snapshot
+                if let Some(bytes) = &snap.producers {
+                    match crate::producer_state::ProducerStateTable::decode(bytes) {
+                        Ok(table) => inner.producers = table,
+                        Err(e) => tracing::warn!(topic = %self.p.topic, partition = self.p.index, error = %e, "snapshot carries unreadable producer state"),
+                    }
+                }
             }
         }
         if let (Some(m), Some(remote)) = (snap.manifest, self.p.remote()) {

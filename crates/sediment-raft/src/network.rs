@@ -31,30 +31,23 @@ pub const KIND_SNAPSHOT: u8 = 3;
 pub const KIND_CLIENT: u8 = 4;
 /// The leader asks this follower to campaign now ([`Campaign`]): leadership transfer.
 pub const KIND_CAMPAIGN: u8 = 6;
-/// A replica asks the group's leader whether it is in sync ([`sync_status`]): readiness.
+/// A replica asks the group's leader how far it has applied ([`leader_applied`]): readiness.
 pub const KIND_SYNC_STATUS: u8 = 7;
 
-/// Whether voter `id` has everything the leader has applied (Kafka's in-sync), from the
-/// leader's metrics; `None` when this node does not lead the group.
-pub fn leader_sees_in_sync<C: TypeConfig>(raft: &Raft<C>, id: u64) -> Option<bool> {
+/// The index this node has applied, if it leads the group (`None` otherwise).
+pub fn applied_if_leader<C: TypeConfig>(raft: &Raft<C>) -> Option<u64> {
     let m = raft.metrics();
     let m = m.borrow();
-    if m.state != openraft::ServerState::Leader {
-        return None;
-    }
-    if id == m.id {
-        return Some(true);
-    }
-    let Some(applied) = m.last_applied.map(|l| l.index) else { return Some(false) };
-    Some(m.replication.as_ref().and_then(|r| r.get(&id)).is_some_and(|x| x.is_some_and(|l| l.index >= applied)))
+    (m.state == openraft::ServerState::Leader).then(|| m.last_applied.map_or(0, |l| l.index))
 }
 
-/// Asks the broker at `leader_addr`, which leads `group`, whether replica `me` is in sync:
-/// `Ok(None)` when it does not lead the group (any more).
-pub async fn sync_status(peers: &Peers, leader: u64, leader_addr: &str, group: GroupId, me: u64, timeout: std::time::Duration) -> Result<Option<bool>, CallError> {
-    let body = encode(&me).map_err(|e| CallError::Remote { addr: leader_addr.to_string(), message: e })?;
-    let answer = peers.client(leader, leader_addr).call(group, KIND_SYNC_STATUS, &body, timeout).await?;
-    decode::<Option<bool>>(&answer).map_err(|e| CallError::Remote { addr: leader_addr.to_string(), message: e })
+/// Asks the broker at `leader_addr`, which leads `group`, how far it has applied: `Ok(None)`
+/// when it does not lead the group (any more). A replica is in sync once it has applied that
+/// far itself: the follower's own log decides, not the leader's view of it, which can still
+/// show what a follower held before it lost its disk.
+pub async fn leader_applied(peers: &Peers, leader: u64, leader_addr: &str, group: GroupId, timeout: std::time::Duration) -> Result<Option<u64>, CallError> {
+    let answer = peers.client(leader, leader_addr).call(group, KIND_SYNC_STATUS, &[], timeout).await?;
+    decode::<Option<u64>>(&answer).map_err(|e| CallError::Remote { addr: leader_addr.to_string(), message: e })
 }
 
 /// A leader's request that the receiver take over its leadership. The receiver campaigns only
@@ -216,10 +209,7 @@ where
                     }
                     encode(&follows).map(Bytes::from)
                 }
-                KIND_SYNC_STATUS => {
-                    let id: u64 = decode(&payload)?;
-                    encode(&leader_sees_in_sync(&raft, id)).map(Bytes::from)
-                }
+                KIND_SYNC_STATUS => encode(&applied_if_leader(&raft)).map(Bytes::from),
                 KIND_CLIENT => match client {
                     Some(c) => c.handle(payload).await,
                     None => Err("this group takes no client requests".into()),

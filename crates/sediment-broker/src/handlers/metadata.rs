@@ -91,7 +91,9 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
         }
     }
     if version >= 2 {
-        r.cluster_id = Some(sb(broker.cluster_id()));
+        let id = broker.cluster_id();
+        // null while a cluster member has not learned the cluster's id yet (Kafka: nullable)
+        r.cluster_id = (!id.is_empty()).then(|| sb(id));
     }
     // v0 treats an empty list as "all topics"; v1+ uses null for that.
     let all = match &req.topics {
