@@ -31,7 +31,7 @@ pub fn batch_of_size(size: usize) -> Vec<u8> {
 /// A batch of about `size` uncompressed bytes of JSON-like 512-byte records, compressed with
 /// `codec` the way the Java client frames it.
 pub fn compressed_batch(codec: kafka_protocol::records::Compression, size: usize) -> Vec<u8> {
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
     let mut rng = Lcg(7);
     let count = (size / 540).max(1);
     let records: Vec<Record> = (0..count)
@@ -41,21 +41,7 @@ pub fn compressed_batch(codec: kafka_protocol::records::Compression, size: usize
                 v.push_str(&format!("{{\"user\":{},\"event\":\"click\",\"ms\":{}}}", rng.next_below(100_000), rng.next_below(1 << 40)));
             }
             v.truncate(512);
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: 1_700_000_000_000 + i as i64,
-                key: Some(bytes::Bytes::from(format!("key-{i}"))),
-                value: Some(bytes::Bytes::from(v)),
-                headers: Default::default(),
-            }
+            sediment_protocol::batch::testing::encoder_record(i, 1_700_000_000_000, bytes::Bytes::from(format!("key-{i}")), bytes::Bytes::from(v))
         })
         .collect();
     let mut out = bytes::BytesMut::new();

@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from sediment_harness import kafka_wire as kw
-from sediment_harness.clients import Witness, consume_range, create_topic, producer, watermarks
+from sediment_harness.clients import Witness, consume_range, create_topic, producer, seed_over_the_wire, watermarks
 
 
 @pytest.fixture
@@ -125,11 +125,7 @@ def test_unsupported_version(broker, witness, api):
 
 
 def _seed(broker, topic, n=5):
-    create_topic(broker.bootstrap, topic, 1)
-    with kw.Connection.to(broker.bootstrap) as c:
-        for i in range(n):
-            b = kw.build_record_batch([kw.Record(b"seed%d" % i, b"seed-value-%d" % i)])
-            assert kw.produce(c, 9, topic, 0, b).error_code == kw.NONE
+    seed_over_the_wire(broker.bootstrap, topic, n)
 
 
 def _check_seed(broker, topic, n=5, extra=()):

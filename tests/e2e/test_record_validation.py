@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from sediment_harness import kafka_wire as kw
-from sediment_harness.clients import Witness, consume_range, consumer, create_topic, watermarks
+from sediment_harness.clients import Witness, consume_range, consumer, create_topic, seed_over_the_wire, watermarks
 
 
 @pytest.fixture
@@ -33,11 +33,7 @@ def witness(broker):
 
 
 def _seed(broker, topic, n=5):
-    create_topic(broker.bootstrap, topic, 1)
-    with kw.Connection.to(broker.bootstrap) as c:
-        for i in range(n):
-            b = kw.build_record_batch([kw.Record(b"seed%d" % i, b"seed-value-%d" % i)])
-            assert kw.produce(c, 9, topic, 0, b).error_code == kw.NONE
+    seed_over_the_wire(broker.bootstrap, topic, n)
 
 
 def _still_serves(broker, topic, n=5, after=b"after-value"):

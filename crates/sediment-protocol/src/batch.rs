@@ -404,6 +404,27 @@ impl<'a> Iterator for BatchIter<'a> {
 pub mod testing {
     use super::*;
 
+    /// One record of batch position `i` for kafka-protocol's `RecordBatchEncoder` (the encoder
+    /// the Java-client framings come from): no producer, offset `i`, timestamp `base_ts + i`.
+    /// Records built with consecutive `i` encode as one batch (offset - sequence is constant).
+    pub fn encoder_record(i: usize, base_ts: i64, key: bytes::Bytes, value: bytes::Bytes) -> kafka_protocol::records::Record {
+        kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: base_ts + i as i64,
+            key: Some(key),
+            value: Some(value),
+            headers: Default::default(),
+        }
+    }
+
     fn put_varint(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {

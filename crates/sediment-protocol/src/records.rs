@@ -434,9 +434,7 @@ mod tests {
     use super::*;
     use crate::batch::{CRC_OFFSET, compute_crc, set_base_offset, testing::*};
     use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{
-        Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions};
     use proptest::prelude::*;
 
     fn all(batch: &[u8]) -> Result<Summary, BatchError> {
@@ -451,22 +449,10 @@ mod tests {
     /// A batch encoded by kafka-protocol's own encoder with `codec` (the Java client's framings).
     fn encoded(codec: KCompression, n: usize, value: &[u8]) -> Vec<u8> {
         let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32, // one batch: offset - sequence constant
-                timestamp: 1_000 + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::copy_from_slice(value)),
-                headers: [(kafka_protocol::protocol::StrBytes::from_static_str("h"), Some(Bytes::from_static(b"v")))]
-                    .into_iter()
-                    .collect(),
+            .map(|i| {
+                let mut r = encoder_record(i, 1_000, Bytes::from(format!("k{i}")), Bytes::copy_from_slice(value));
+                r.headers = [(kafka_protocol::protocol::StrBytes::from_static_str("h"), Some(Bytes::from_static(b"v")))].into_iter().collect();
+                r
             })
             .collect();
         let mut out = BytesMut::new();

@@ -280,3 +280,14 @@ class Witness:
         got = consume_range(self.bootstrap, self.topic, {0: (0, len(produced))})[0]
         assert [(int(m.key()), m.offset()) for m in got] == produced
         assert all(m.value() == f"witness-{int(m.key())}".encode() for m in got)
+
+
+def seed_over_the_wire(bootstrap: str, topic: str, n: int = 5) -> None:
+    """Creates `topic` (one partition) and produces `n` one-record batches to it with the
+    harness's own wire client: keys b"seed<i>", values b"seed-value-<i>", offsets 0..n-1."""
+    from . import kafka_wire as kw
+    create_topic(bootstrap, topic, 1)
+    with kw.Connection.to(bootstrap) as c:
+        for i in range(n):
+            b = kw.build_record_batch([kw.Record(b"seed%d" % i, b"seed-value-%d" % i)])
+            assert kw.produce(c, 9, topic, 0, b).error_code == kw.NONE
