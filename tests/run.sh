@@ -14,7 +14,8 @@
 #      invocation (one feature resolution, nothing compiled twice), then
 #      `cargo test --workspace`
 #   5. the end-to-end suites (pytest, tests/e2e) against that binary, with the
-#      deployment checks (tests/deploy/run.sh) running alongside
+#      deployment checks (tests/deploy/run.sh) and the fuzz targets (fuzz/run.sh,
+#      FUZZ_SECONDS each, nightly toolchain) running alongside
 #   6. a summary; the last line is exactly "N passed, M failed"
 #
 # Environment:
@@ -25,7 +26,8 @@
 #                          removed after a fully green run)
 #   SEDIMENT_CARGO_TEST_TIMEOUT, SEDIMENT_E2E_TIMEOUT
 #                          seconds before a wedged part is killed (1800, 2400)
-#   SEDIMENT_SKIP_CARGO_TEST=1 / SEDIMENT_SKIP_E2E=1 / SEDIMENT_SKIP_DEPLOY=1
+#   FUZZ_SECONDS           seconds each fuzz target runs (default 15)
+#   SEDIMENT_SKIP_CARGO_TEST=1 / SEDIMENT_SKIP_E2E=1 / SEDIMENT_SKIP_DEPLOY=1 / SEDIMENT_SKIP_FUZZ=1
 #                          leave a part out (for local iteration; CI sets none)
 set -uo pipefail
 
@@ -160,7 +162,15 @@ if [ "${SEDIMENT_SKIP_CARGO_TEST:-}" != 1 ]; then
     fi
 fi
 
-# ---------------------------------------------------------------- 5. e2e + deploy
+# ---------------------------------------------------------------- 5. fuzz, e2e + deploy
+FUZZ_PID=""
+if [ "${SEDIMENT_SKIP_FUZZ:-}" != 1 ] && [ -f fuzz/run.sh ]; then
+    say "fuzz targets (fuzz/run.sh, ${FUZZ_SECONDS:-15} s each, in the background, log: $LOGS/fuzz.log)"
+    T_FUZZ=$(date +%s)
+    FUZZ_SECONDS=${FUZZ_SECONDS:-15} timeout -k 30 2400 bash fuzz/run.sh >"$LOGS/fuzz.log" 2>&1 </dev/null &
+    FUZZ_PID=$!
+fi
+
 DEPLOY_PID=""
 if [ "${SEDIMENT_SKIP_DEPLOY:-}" != 1 ] && [ -f tests/deploy/run.sh ]; then
     say "deployment checks (tests/deploy/run.sh, in the background, log: $LOGS/deploy.log)"
@@ -221,6 +231,22 @@ EOF
         echo "error: no sediment binary at $BIN (cargo build failed): end-to-end suites not run" >&2
         record "e2e (pytest)" 0 1 "not run: no binary"
     fi
+fi
+
+if [ -n "$FUZZ_PID" ]; then
+    wait "$FUZZ_PID"
+    FZ_RC=$?
+    say "fuzz targets (fuzz/run.sh): exit $FZ_RC after $(elapsed "$T_FUZZ")"
+    grep -v '^#' "$LOGS/fuzz.log" | tail -40
+    LINE=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/fuzz.log" | tail -1)
+    if [ -n "$LINE" ]; then
+        FZ_P=${LINE%% passed*}
+        FZ_F=${LINE#*, }; FZ_F=${FZ_F%% failed}
+    else
+        FZ_P=0; FZ_F=0
+    fi
+    if [ "$FZ_RC" -ne 0 ] && [ "$FZ_F" -eq 0 ]; then FZ_F=1; fi
+    record "fuzz" "$FZ_P" "$FZ_F" "($LOGS/fuzz.log)"
 fi
 
 if [ -n "$DEPLOY_PID" ]; then

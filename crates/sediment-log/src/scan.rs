@@ -130,8 +130,19 @@ impl<'a> Scanner<'a> {
         Ok(Some(crc))
     }
 
-    /// Reads `[pos, pos + len)` into a new buffer (the caller checked `pos + len <= end`).
+    /// Reads `[pos, pos + len)` into a new buffer. `len` comes from a batch header, so a range
+    /// past the scanned end is refused before anything is allocated for it: a corrupt length
+    /// would otherwise ask for up to 2 GiB.
     pub(crate) fn read_exact(&self, pos: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        if pos.saturating_add(len as u64) > self.end {
+            return Err(LogError::Corrupt {
+                path: self.path.to_path_buf(),
+                reason: format!(
+                    "batch at position {pos} of {len} bytes extends past the segment end {}",
+                    self.end
+                ),
+            });
+        }
         let mut out = vec![0u8; len];
         let n = read_at_most(self.file, &mut out, pos).map_err(io("read segment", self.path))?;
         if n < len {
@@ -209,5 +220,24 @@ pub(crate) fn scan_batches(
             return stop(pos, reason);
         }
         pos += total;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the log_recovery fuzz target: a batch length from a corrupt header made the
+    /// timestamp lookups allocate up to 2 GiB before the read came up short.
+    #[test]
+    fn a_read_past_the_scanned_end_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.log");
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        let file = File::open(&path).unwrap();
+        let s = Scanner::new(&file, &path, 100, 4096);
+        assert_eq!(s.read_exact(10, 50).unwrap(), vec![7u8; 50]);
+        assert!(matches!(s.read_exact(90, i32::MAX as usize), Err(LogError::Corrupt { .. })));
+        assert!(matches!(s.read_exact(u64::MAX - 1, 10), Err(LogError::Corrupt { .. })));
     }
 }

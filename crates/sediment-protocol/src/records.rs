@@ -471,6 +471,23 @@ mod tests {
     }
 
     #[test]
+    fn a_snappy_block_claiming_more_than_it_can_hold_is_refused_before_allocating() {
+        // found by the record_batch fuzz target: 5 bytes claiming ~189 MiB made the walk
+        // allocate and zero that much before decompression failed
+        let mut b = batch_with_records(1, 0);
+        b.truncate(HEADER_LEN);
+        b.extend_from_slice(&[0xde, 0xde, 0xde, 0xde, 0x00]);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        b[21..23].copy_from_slice(&2i16.to_be_bytes());
+        b[23..27].copy_from_slice(&6i32.to_be_bytes());
+        b[57..61].copy_from_slice(&7i32.to_be_bytes());
+        refresh_crc(&mut b);
+        let e = all(&b).unwrap_err();
+        assert!(matches!(&e, BatchError::Decompression(m) if m.contains("claims")), "{e}");
+    }
+
+    #[test]
     fn raw_snappy_as_librdkafka_writes_it() {
         let plain = batch_with_records(20, 5);
         let raw = snap::raw::Encoder::new().compress_vec(&plain[HEADER_LEN..]).unwrap();

@@ -249,6 +249,13 @@ enum ForwardRequest {
     Membership(MembershipChange),
 }
 
+/// Whether `bytes` decode as a forwarded request, exactly as [`Forwarded`] decodes a peer's
+/// payload. Only for the fuzz targets (`fuzz/`): the request type is private.
+#[doc(hidden)]
+pub fn fuzz_decode_forward(bytes: &[u8]) -> bool {
+    decode::<ForwardRequest>(bytes).is_ok()
+}
+
 /// A change of the metadata group's voters (`sediment cluster add-broker|remove-broker`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipChange {

@@ -63,7 +63,10 @@ pub struct Footer {
 
 impl Footer {
     pub fn object_len(&self) -> u64 {
-        self.log_len + self.index_len as u64 + self.time_index_len as u64 + FOOTER_LEN as u64
+        // saturating: a footer read from the bucket may claim any `log_len`, and a sum that
+        // wrapped around could match the object's real size
+        self.log_len
+            .saturating_add(self.index_len as u64 + self.time_index_len as u64 + FOOTER_LEN as u64)
     }
 
     pub fn encode(&self) -> [u8; FOOTER_LEN] {
@@ -606,6 +609,27 @@ async fn upload_multipart(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_footer_claiming_an_impossible_length_does_not_wrap() {
+        // found by the segment_object fuzz target: the sum overflowed (a panic with overflow
+        // checks, a wrapped size that could match the object's real one without them)
+        let f = Footer {
+            log_len: u64::MAX - 10,
+            index_len: 12,
+            time_index_len: 24,
+            base_offset: 0,
+            last_offset: 9,
+            first_timestamp: 0,
+            max_timestamp: 9,
+            leader_epoch: 1,
+            batch_count: 1,
+            log_crc: 0,
+            index_crc: 0,
+        };
+        assert_eq!(f.object_len(), u64::MAX);
+    }
+
     use super::*;
     use sediment_protocol::batch::testing::batch_with_records;
     use sediment_protocol::batch::{set_base_offset, set_partition_leader_epoch};
