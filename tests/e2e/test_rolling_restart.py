@@ -10,12 +10,9 @@ rebuilt. At the end every acknowledged record is in the log exactly once, in
 order, on every broker.
 """
 
-import json
 import shutil
 import threading
 import time
-import urllib.error
-import urllib.request
 
 from confluent_kafka import Producer
 
@@ -24,41 +21,16 @@ from sediment_harness.clients import consume_range, create_topic, watermarks
 PARTITIONS = 3
 
 
-def _ready(node) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"{node.admin_url}/ready", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return 0, str(e)
-
-
 def _wait_ready(node, timeout=120.0) -> tuple[float, list[str]]:
-    """Seconds until /ready answered 200, and the distinct reasons it gave before."""
-    t0 = time.monotonic()
-    reasons = []
-    while True:
-        status, text = _ready(node)
-        if status == 200:
-            return time.monotonic() - t0, reasons
-        text = text.strip()
-        if text and text not in reasons:
-            reasons.append(text)
-        assert time.monotonic() - t0 < timeout, f"{node.name} not ready after {timeout}s: {reasons[-3:]}"
-        time.sleep(0.1)
+    return node.wait_ready(timeout)
 
 
 def _log_end_offsets(node, topic) -> dict[int, int]:
-    with urllib.request.urlopen(f"{node.admin_url}/v1/topics/{topic}", timeout=5) as r:
-        t = json.load(r)
-    return {p["partition"]: p["log_end_offset"] for p in t["partitions"]}
+    return {q: p["log_end_offset"] for q, p in node.local_partitions(topic).items()}
 
 
 def _high_watermarks(node, topic) -> dict[int, int]:
-    with urllib.request.urlopen(f"{node.admin_url}/v1/topics/{topic}", timeout=5) as r:
-        t = json.load(r)
-    return {p["partition"]: p["high_watermark"] for p in t["partitions"]}
+    return {q: p["high_watermark"] for q, p in node.local_partitions(topic).items()}
 
 
 class SteadyProducer:

@@ -655,12 +655,18 @@ async fn replica_in_sync<C: sediment_raft::network::TypeConfig>(
     let leader = raft.metrics().borrow().current_leader;
     let Some(leader) = leader else { return Err(format!("{what} has no leader yet")) };
     if leader == me {
-        return Ok(());
+        // a leader restored after a restart may still be applying what was committed before
+        let mut m = raft.metrics();
+        let caught_up = m.wait_for(sediment_raft::network::leader_applied_own_term);
+        return match tokio::time::timeout(Duration::from_secs(2), caught_up).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(format!("{what} is led here and still applying what was committed before this term")),
+        };
     }
     let Some(addr) = member_addr(raft, leader) else { return Err(format!("{what}: leader {leader} has no address yet")) };
     let target = match sediment_raft::network::leader_applied(&ctx.peers, leader, &addr, group, Duration::from_secs(2)).await {
         Ok(Some(index)) => index,
-        Ok(None) => return Err(format!("{what}: broker {leader} no longer leads it")),
+        Ok(None) => return Err(format!("{what}: broker {leader} no longer leads it, or is still applying its log")),
         Err(e) => return Err(format!("{what}: cannot ask its leader {leader}: {e}")),
     };
     let mut m = raft.metrics();

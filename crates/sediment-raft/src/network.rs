@@ -34,11 +34,20 @@ pub const KIND_CAMPAIGN: u8 = 6;
 /// A replica asks the group's leader how far it has applied ([`leader_applied`]): readiness.
 pub const KIND_SYNC_STATUS: u8 = 7;
 
-/// The index this node has applied, if it leads the group (`None` otherwise).
+/// The index this node has applied, if it leads the group and has applied an entry of its own
+/// term (`None` otherwise). Until then a leader (one restored from its saved vote after a
+/// restart, say) may not have applied everything committed before it, and a follower that
+/// caught up with that index would not be in sync.
 pub fn applied_if_leader<C: TypeConfig>(raft: &Raft<C>) -> Option<u64> {
     let m = raft.metrics();
     let m = m.borrow();
-    (m.state == openraft::ServerState::Leader).then(|| m.last_applied.map_or(0, |l| l.index))
+    leader_applied_own_term(&m).then(|| m.last_applied.map_or(0, |l| l.index))
+}
+
+/// Whether `m` shows a leader that has applied an entry of its current term: by Raft's leader
+/// completeness, it has then applied everything committed before it.
+pub fn leader_applied_own_term(m: &openraft::RaftMetrics<u64, openraft::BasicNode>) -> bool {
+    m.state == openraft::ServerState::Leader && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
 }
 
 /// Asks the broker at `leader_addr`, which leads `group`, how far it has applied: `Ok(None)`

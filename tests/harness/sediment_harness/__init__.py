@@ -6,6 +6,8 @@ Modules:
     kafka_wire     raw Kafka frames for bad-input and wire-level assertions
     clients        confluent-kafka helpers (admin, producer, consumer, Witness)
     ports          free 127.0.0.1 ports
+    powerloss      LazyDisk (a FUSE mount that forgets unsynced writes on a power cut) and
+                   power_cut(brokers, disks)
     proxy          Kafka-aware TCP proxy for fault injection (dropped responses, delay)
     pytest_plugin  fixtures (sediment_bin, broker_factory, broker) and log tails
                    on failure

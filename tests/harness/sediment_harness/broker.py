@@ -17,10 +17,13 @@ Clusters (a later issue) build several Brokers with `node_id` and
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -73,6 +76,7 @@ class Broker:
         env: Optional[Mapping[str, str]] = None,
         object_store: Optional[str] = None,
         name: Optional[str] = None,
+        data_dir: Optional[Path | str] = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +84,8 @@ class Broker:
         self.node_id = node_id
         self.host = host
         self.name = name or f"broker-{node_id}"
-        self.data_dir = self.workdir / "data"
+        # elsewhere for a disk of its own (a powerloss.LazyDisk)
+        self.data_dir = Path(data_dir) if data_dir else self.workdir / "data"
         self.log_path = self.workdir / "broker.log"
         self.object_store = object_store or f"file://{self.data_dir / 'objects'}"
         self.extra_args = list(extra_args)
@@ -195,6 +200,40 @@ class Broker:
         raise BrokerError(
             f"{self.name} did not answer ApiVersions on {self.bootstrap} within {timeout}s\n{self.log_tail(40)}"
         )
+
+    def ready(self) -> tuple[int, str]:
+        """GET /ready: (HTTP status, body), or (0, the error) when nothing answers."""
+        try:
+            with urllib.request.urlopen(f"{self.admin_url}/ready", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError as e:
+            return 0, str(e)
+
+    def wait_ready(self, timeout: float = 120.0) -> tuple[float, list[str]]:
+        """Waits until /ready answers 200; returns the seconds it took and the distinct
+        reasons /ready gave meanwhile."""
+        t0 = time.monotonic()
+        reasons: list[str] = []
+        while True:
+            status, text = self.ready()
+            if status == 200:
+                return time.monotonic() - t0, reasons
+            text = text.strip()
+            if text and text not in reasons:
+                reasons.append(text)
+            if time.monotonic() - t0 > timeout:
+                raise BrokerError(f"{self.name} not ready after {timeout}s: {reasons[-3:]}")
+            time.sleep(0.1)
+
+    def local_partitions(self, topic: str) -> dict[int, dict]:
+        """This broker's own view of a topic's partitions (admin GET /v1/topics/TOPIC):
+        {partition: {log_end_offset, high_watermark, ...}} from its local log, whether or not
+        the partition has a leader."""
+        with urllib.request.urlopen(f"{self.admin_url}/v1/topics/{topic}", timeout=5) as r:
+            t = json.load(r)
+        return {p["partition"]: p for p in t["partitions"]}
 
     def _looks_like_bind_error(self) -> bool:
         tail = self.log_tail(40, since_last_start=True).lower()

@@ -20,7 +20,8 @@ CLUSTER_SECRET = "sediment-test-cluster-secret"
 
 class Cluster:
     def __init__(self, workdir: Path | str, size: int = 3, *, bin=None, extra_args: Sequence[str] = (),
-                 object_store: Optional[str] = None, env: Optional[dict] = None) -> None:
+                 object_store: Optional[str] = None, env: Optional[dict] = None,
+                 data_dirs: Optional[Sequence[Path]] = None) -> None:
         self.workdir = Path(workdir)
         # one bucket for the whole cluster, as in production: a new leader reads and extends
         # what the old one uploaded (file:// under the cluster's directory by default)
@@ -34,7 +35,8 @@ class Cluster:
         peers = ",".join(f"{i + 1}=127.0.0.1:{p['raft']}" for i, p in enumerate(ports))
         self.nodes: list[Broker] = [
             Broker(self.workdir / f"node{i + 1}", bin=bin, node_id=i + 1, ports=p, name=f"node-{i + 1}",
-                   object_store=self.object_store, env=env, extra_args=["--peers", peers, *extra_args])
+                   object_store=self.object_store, env=env, extra_args=["--peers", peers, *extra_args],
+                   data_dir=data_dirs[i] if data_dirs else None)
             for i, p in enumerate(ports)
         ]
 
@@ -60,6 +62,12 @@ class Cluster:
             n._wait_ready(timeout)
         self.wait_for_brokers(len(self.nodes), timeout)
         return self
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Waits until every live node answers /ready (metadata applied, every replica placed
+        on it in sync with its leader)."""
+        for n in self.live():
+            n.wait_ready(timeout)
 
     def stop(self) -> None:
         for n in self.nodes:
