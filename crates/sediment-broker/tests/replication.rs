@@ -84,8 +84,9 @@ impl Node {
         self.part.as_ref().unwrap()
     }
 
-    /// Like SIGKILL for this node's partition: the transport closes, Raft stops, nothing is
-    /// flushed or closed cleanly.
+    /// The node goes away: the transport closes and Raft stops (what it had written stays, as
+    /// after a process kill; power loss, which takes back unsynced writes, is what
+    /// `replication_sim.rs` and the e2e power-loss suite simulate).
     async fn kill(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(true);

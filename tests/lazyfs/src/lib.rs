@@ -662,15 +662,47 @@ fn cstr(p: &Path) -> Result<CString, Errno> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
+/// A mounted [`LazyFs`]. Dropping it detaches the mount (lazily: files a crashed program left
+/// open do not keep it, or its mount point, busy).
+pub struct Session {
+    session: Option<fuser::BackgroundSession>,
+    at: PathBuf,
+}
+
+impl Session {
+    /// Unmounts now; a mount still in use is detached instead.
+    pub fn unmount(mut self) -> io::Result<()> {
+        self.detach()
+    }
+
+    fn detach(&mut self) -> io::Result<()> {
+        let Some(session) = self.session.take() else { return Ok(()) };
+        let c = cstr(&self.at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        let result = if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+        // its own unmount now finds nothing mounted; its threads end with the connection
+        drop(session);
+        result
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.detach();
+    }
+}
+
 /// Mounts `fs` at `mountpoint`, served by a few threads until the session is dropped.
-pub fn mount(fs: Arc<LazyFs>, mountpoint: &Path) -> io::Result<fuser::BackgroundSession> {
+pub fn mount(fs: Arc<LazyFs>, mountpoint: &Path) -> io::Result<Session> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("sediment-lazyfs".into()),
         fuser::MountOption::DefaultPermissions,
     ];
     config.n_threads = Some(4);
-    fuser::spawn_mount(Shared(fs), mountpoint, &config)
+    let session = fuser::spawn_mount(Shared(fs), mountpoint, &config)?;
+    Ok(Session { session: Some(session), at: mountpoint.to_path_buf() })
 }
 
 /// Lets the caller keep a handle on the file system the session owns.

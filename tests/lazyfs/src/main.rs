@@ -53,13 +53,9 @@ fn main() -> ExitCode {
             Ok(other) => eprintln!("unknown command {other:?} (cut, unmount)"),
         }
     }
-    if let Err(e) = session.umount_and_join() {
+    if let Err(e) = session.unmount() {
         eprintln!("error: unmounting {}: {e}", mountpoint.display());
-        // A lazy detach, so the mount point can be used again.
-        if let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()) {
-            // SAFETY: `c` is a NUL-terminated path that outlives the call.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        code = ExitCode::from(1);
     }
     let _ = io::stdout().flush();
     code
