@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     /// Kafka's `connections.max.idle.ms`: a connection with no complete request and nothing
     /// pending for this long is closed.
     pub connections_max_idle: std::time::Duration,
+    /// Kafka's replica.lag.time.max.ms: a replica that has not reached where its leader's log
+    /// ended this long ago is out of the ISR (a dead broker's replicas at once).
+    pub replica_lag_time_max: Duration,
     /// The longest a Fetch waits for data, whatever its `max_wait_ms` asks.
     pub fetch_max_wait: std::time::Duration,
     pub max_connections: usize,
@@ -83,6 +86,7 @@ impl BrokerConfig {
             max_non_produce_request_bytes: DEFAULT_MAX_NON_PRODUCE_REQUEST_BYTES,
             queued_max_request_bytes: 512 << 20,
             connections_max_idle: std::time::Duration::from_secs(600),
+            replica_lag_time_max: Duration::from_secs(30),
             fetch_max_wait: std::time::Duration::from_secs(30),
             max_connections: 1024,
             // in-process tests roll tiny segments on purpose
@@ -281,6 +285,7 @@ impl Broker {
                 if let Some(every) = broker.config.leader_rebalance_interval {
                     tokio::spawn(crate::cluster::rebalance_leaders(Arc::downgrade(&broker), ctx.clone(), every));
                 }
+                tokio::spawn(crate::cluster::maintain_isr(Arc::downgrade(&broker), ctx.clone()));
             }
             None => broker.groups.start(&broker).map_err(StartError::Groups)?,
         }

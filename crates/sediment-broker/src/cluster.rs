@@ -405,6 +405,54 @@ async fn report_leadership(ctx: Weak<ClusterCtx>, replica: Arc<Replica>, topic_i
     }
 }
 
+/// How often a leader re-evaluates the ISR of the partitions it leads.
+const ISR_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Kafka's ISR maintenance (the leader's AlterPartition): every second, each partition led
+/// here gets its in-sync replicas computed ([`Replica::isr`]), and when they differ from what
+/// the controller holds, the leader commits them (`SetPartitionIsr`), so Metadata on every
+/// broker reports the same ISR. Writes happen only when the set changes.
+pub async fn maintain_isr(broker: Weak<Broker>, ctx: Arc<ClusterCtx>) {
+    let mut tick = tokio::time::interval(ISR_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(b) = broker.upgrade() else { return };
+        let lag = b.config.replica_lag_time_max;
+        let state = ctx.state();
+        let mut changes = Vec::new();
+        for t in b.topics() {
+            let Some(rec) = state.topics.get(&t.name).filter(|r| r.id == t.id) else { continue };
+            for p in t.hosted() {
+                let Some(r) = p.replica() else { continue };
+                let mut recorded = state.isr(rec, p.index);
+                let current: Vec<u64> = recorded.iter().map(|id| *id as u64).collect();
+                let isr: Vec<i32> = r.isr(lag, &current, |id| ctx.quiescer.is_alive(id)).into_iter().map(|id| id as i32).collect();
+                if isr.is_empty() {
+                    continue; // not the leader
+                }
+                let mut now = isr.clone();
+                now.sort_unstable();
+                recorded.sort_unstable();
+                if now != recorded {
+                    changes.push(MetaCommand::SetPartitionIsr { topic_id: rec.id, partition: p.index, epoch: p.leader_epoch(), isr });
+                }
+            }
+        }
+        drop(b);
+        for cmd in changes {
+            if let MetaCommand::SetPartitionIsr { partition, isr, .. } = &cmd {
+                tracing::info!(partition, isr = ?isr, "in-sync replicas changed");
+            }
+            match tokio::time::timeout(Duration::from_secs(5), ctx.write(cmd)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "cannot report in-sync replicas yet"),
+                Err(_) => tracing::debug!("reporting in-sync replicas timed out"),
+            }
+        }
+    }
+}
+
 /// A leader hands a partition to its preferred replica only after leading it this long: the
 /// transfer needs its own vote's lease (openraft's maximum election timeout) to have run out.
 const MIN_LEADERSHIP_AGE: Duration = Duration::from_secs(5);
@@ -678,6 +726,15 @@ async fn replica_in_sync<C: sediment_raft::network::TypeConfig>(
 }
 
 impl Broker {
+    /// A partition's in-sync replicas as Metadata reports them: what its leader last committed,
+    /// less brokers that stopped beating. `None` outside a cluster or for an unknown topic.
+    pub fn isr_of(&self, topic: &str, partition: i32) -> Option<Vec<i32>> {
+        let ctx = self.cluster.as_ref()?;
+        let state = ctx.state();
+        let rec = state.topics.get(topic)?;
+        Some(state.isr(rec, partition).into_iter().filter(|id| ctx.quiescer.is_alive(*id as u64)).collect())
+    }
+
     /// Whether this broker may report ready in a cluster: it follows the metadata leader with
     /// everything applied, and every partition the metadata places here is open and in sync
     /// with its leader (or led here). A rolling restart that waits for this before stopping the

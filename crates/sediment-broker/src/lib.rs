@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod error;
 pub mod group;
 pub mod handlers;
+pub mod isr;
 pub mod metadata;
 pub mod observe;
 pub mod partition;

@@ -274,7 +274,7 @@ impl StorageSource for Broker {
                 let leader = match p.replica() {
                     Some(r) => {
                         let leads = r.is_leader();
-                        if leads && r.in_sync_replicas() < r.voter_count() {
+                        if leads && self.isr_of(&t.name, p.index).is_some_and(|isr| isr.len() < r.voter_count()) {
                             under_replicated += 1;
                         }
                         leads

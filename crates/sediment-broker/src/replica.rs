@@ -924,6 +924,8 @@ pub struct Replica {
     transferring: std::sync::atomic::AtomicBool,
     /// Since when this broker leads the group (None when it does not).
     leading_since: Mutex<Option<Instant>>,
+    /// Where this leader's log ended over the last lag bound (for its ISR).
+    progress: crate::isr::Progress,
 }
 
 /// Why a leadership transfer did not happen.
@@ -1077,6 +1079,7 @@ impl Replica {
             peers: std::sync::OnceLock::new(),
             transferring: std::sync::atomic::AtomicBool::new(false),
             leading_since: Mutex::new(None),
+            progress: crate::isr::Progress::default(),
         });
         let _ = p.replica.set(replica.clone());
         // the Kafka leader epoch follows the Raft term
@@ -1096,6 +1099,7 @@ impl Replica {
                     was_leader = leading;
                     if let Some(r) = weak_replica.upgrade() {
                         *r.leading_since.lock().unwrap_or_else(|e| e.into_inner()) = leading.then(Instant::now);
+                        r.progress.reset();
                     }
                 }
                 let Some(p) = weak.upgrade() else { return };
@@ -1209,6 +1213,35 @@ impl Replica {
             Some(r) => r.values().filter(|matched| matched.is_some_and(|l| l.index >= applied)).count().max(1),
             None => 1,
         }
+    }
+
+    /// The voters in sync with this leader (Kafka's ISR, see [`crate::isr`]) given the ISR as
+    /// last committed (`current`), this leader first; empty when it does not lead. Records the
+    /// log's progress as it goes, so it is meant to be called periodically.
+    pub fn isr(&self, lag: Duration, current: &[u64], alive: impl Fn(u64) -> bool) -> Vec<u64> {
+        let now = Instant::now();
+        let (me, committed, matched) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader {
+                return Vec::new();
+            }
+            let last = m.last_log_index.unwrap_or(0);
+            self.progress.record(now, last, lag);
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            let index_of = |id: u64| match &m.replication {
+                _ if id == m.id => last,
+                Some(r) => r.get(&id).copied().flatten().map_or(0, |l| l.index),
+                None => 0,
+            };
+            let committed = m.last_applied.map_or(0, |l| l.index);
+            (m.id, committed, voters.into_iter().map(|id| (id, index_of(id))).collect::<Vec<_>>())
+        };
+        let bound = now.checked_sub(lag).map_or(0, |t| self.progress.index_at(t));
+        let view = crate::isr::View { leader: me, current, bound, committed };
+        let mut isr = crate::isr::in_sync(&view, matched, alive);
+        isr.sort_by_key(|id| *id != me);
+        isr
     }
 
     /// How long this broker has led the group (None when it does not).

@@ -81,11 +81,61 @@ pub struct ClusterState {
     pub topics: BTreeMap<String, TopicRecord>,
     /// Producer ids below this were handed out (blocks reserved by brokers).
     pub producer_id_block_end: i64,
+    /// Per (topic id, partition), the in-sync replicas its leader last reported; a partition
+    /// with no entry counts every replica in sync. Last, so that a state encoded before it
+    /// existed still decodes ([`ClusterState::decode`]).
+    pub isr: BTreeMap<(Uuid, i32), IsrRecord>,
+}
+
+/// A partition's in-sync replicas (Kafka's ISR) as reported by its leader in `epoch`: replicas
+/// on live brokers whose log reached, within `replica_lag_time_max_ms`, where the leader's
+/// was that long ago.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsrRecord {
+    pub epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// [`ClusterState`] as encoded before it carried the ISR.
+#[derive(Deserialize)]
+struct ClusterStateV1 {
+    cluster_id: String,
+    brokers: BTreeMap<i32, BrokerRecord>,
+    topics: BTreeMap<String, TopicRecord>,
+    producer_id_block_end: i64,
 }
 
 impl ClusterState {
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicRecord> {
         self.topics.values().find(|t| &t.id == id)
+    }
+
+    /// Decodes a state (a snapshot's) in the current encoding or any earlier one.
+    pub fn decode(bytes: &[u8]) -> Result<ClusterState, String> {
+        match crate::network::decode::<ClusterState>(bytes) {
+            Ok(s) => Ok(s),
+            Err(e) => match crate::network::decode::<ClusterStateV1>(bytes) {
+                Ok(v1) => Ok(ClusterState {
+                    cluster_id: v1.cluster_id,
+                    brokers: v1.brokers,
+                    topics: v1.topics,
+                    producer_id_block_end: v1.producer_id_block_end,
+                    isr: BTreeMap::new(),
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
+
+    /// The in-sync replicas of a partition: as its leader last reported them, or every replica
+    /// when none has reported.
+    pub fn isr(&self, topic: &TopicRecord, partition: i32) -> Vec<i32> {
+        let replicas = usize::try_from(partition).ok().and_then(|p| topic.assignments.get(p)).cloned().unwrap_or_default();
+        match self.isr.get(&(topic.id, partition)) {
+            // in replica order, and only replicas (a reassignment may have changed them since)
+            Some(r) => replicas.into_iter().filter(|b| r.isr.contains(b)).collect(),
+            None => replicas,
+        }
     }
 }
 
@@ -126,6 +176,9 @@ pub enum MetaCommand {
     /// A partition's Raft group elected `leader` in term `epoch` (ignored if older than what
     /// is recorded, or if the topic id no longer matches).
     SetPartitionLeader { topic_id: Uuid, partition: i32, leader: i32, epoch: i32 },
+    /// A partition's leader in term `epoch` reports its in-sync replicas (ignored from a leader
+    /// older than the one recorded, or naming brokers that hold no replica).
+    SetPartitionIsr { topic_id: Uuid, partition: i32, epoch: i32, isr: Vec<i32> },
 }
 
 /// Why a command was refused (mapped onto Kafka error codes by the broker).
@@ -243,7 +296,10 @@ impl ClusterState {
                 MetaResponse::Refused(MetaError::InvalidTopic(format!("internal topic {name} cannot be deleted")))
             }
             MetaCommand::DeleteTopic { name } => match self.topics.remove(name) {
-                Some(_) => MetaResponse::Done,
+                Some(t) => {
+                    self.isr.retain(|(id, _), _| *id != t.id);
+                    MetaResponse::Done
+                }
                 None => MetaResponse::Refused(MetaError::UnknownTopic(name.clone())),
             },
             MetaCommand::CreatePartitions { name, count, placement_start } => {
@@ -331,6 +387,20 @@ impl ClusterState {
                 {
                     t.reassigning.remove(partition);
                     t.assignments[*partition as usize] = replicas.clone();
+                    // the new replica set's leader reports its own
+                    self.isr.remove(&(*topic_id, *partition));
+                }
+                MetaResponse::Done
+            }
+            MetaCommand::SetPartitionIsr { topic_id, partition, epoch, isr } => {
+                if let Some(t) = self.topics.values().find(|t| &t.id == topic_id)
+                    && let Some(p) = usize::try_from(*partition).ok()
+                    && let (Some(replicas), Some(leader)) = (t.assignments.get(p), t.leaders.get(p))
+                    && *epoch >= leader.1
+                    && !isr.is_empty()
+                    && isr.iter().all(|b| replicas.contains(b))
+                {
+                    self.isr.insert((*topic_id, *partition), IsrRecord { epoch: *epoch, isr: isr.clone() });
                 }
                 MetaResponse::Done
             }
@@ -361,6 +431,51 @@ mod tests {
             placement_start: 0,
             created_ms: 1,
         }
+    }
+
+    #[test]
+    fn isr_reports_are_fenced_by_epoch_and_replicas() {
+        let mut s = ClusterState::default();
+        for b in 1..=3 {
+            s.apply(&broker(b));
+        }
+        s.apply(&create("t", 1, 3));
+        let id = s.topics["t"].id;
+        let t = s.topics["t"].clone();
+        assert_eq!(s.isr(&t, 0), t.assignments[0], "no report: every replica in sync");
+        s.apply(&MetaCommand::SetPartitionLeader { topic_id: id, partition: 0, leader: 1, epoch: 4 });
+        s.apply(&MetaCommand::SetPartitionIsr { topic_id: id, partition: 0, epoch: 4, isr: vec![1, 2] });
+        let in_order: Vec<i32> = t.assignments[0].iter().copied().filter(|b| *b != 3).collect();
+        assert_eq!(s.isr(&t, 0), in_order);
+        // a deposed leader's late report, a broker without a replica, an empty set: ignored
+        s.apply(&MetaCommand::SetPartitionIsr { topic_id: id, partition: 0, epoch: 3, isr: vec![1] });
+        s.apply(&MetaCommand::SetPartitionIsr { topic_id: id, partition: 0, epoch: 4, isr: vec![1, 9] });
+        s.apply(&MetaCommand::SetPartitionIsr { topic_id: id, partition: 0, epoch: 4, isr: vec![] });
+        s.apply(&MetaCommand::SetPartitionIsr { topic_id: id, partition: 5, epoch: 4, isr: vec![1] });
+        assert_eq!(s.isr(&t, 0), in_order);
+        s.apply(&MetaCommand::DeleteTopic { name: "t".into() });
+        assert!(s.isr.is_empty());
+    }
+
+    #[test]
+    fn a_state_encoded_before_the_isr_still_decodes() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            cluster_id: &'a str,
+            brokers: BTreeMap<i32, BrokerRecord>,
+            topics: BTreeMap<String, TopicRecord>,
+            producer_id_block_end: i64,
+        }
+        let mut s = ClusterState::default();
+        s.apply(&broker(1));
+        s.apply(&create("t", 2, 1));
+        let old = V1 { cluster_id: "c", brokers: s.brokers.clone(), topics: s.topics.clone(), producer_id_block_end: 5 };
+        let bytes = crate::network::encode(&old).unwrap();
+        let back = ClusterState::decode(&bytes).unwrap();
+        assert_eq!((back.cluster_id.as_str(), back.topics.len(), back.producer_id_block_end), ("c", 1, 5));
+        assert!(back.isr.is_empty());
+        let now = crate::network::encode(&back).unwrap();
+        assert_eq!(ClusterState::decode(&now).unwrap(), back);
     }
 
     #[test]

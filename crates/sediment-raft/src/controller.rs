@@ -88,7 +88,7 @@ impl MetaStateMachine {
             Ok(bytes) => {
                 let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("metadata snapshot: {m}"));
                 let snap: StoredSnapshot = decode(&bytes).map_err(bad)?;
-                inner.state = decode(&snap.data).map_err(bad)?;
+                inner.state = ClusterState::decode(&snap.data).map_err(bad)?;
                 inner.last_applied = snap.meta.last_log_id;
                 inner.membership = snap.meta.last_membership.clone();
                 inner.snapshot = Some(snap);
@@ -173,7 +173,7 @@ impl RaftStateMachine<MetaTc> for MetaStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
-        let state: ClusterState = decode(&data).map_err(sm_err)?;
+        let state = ClusterState::decode(&data).map_err(sm_err)?;
         let mut inner = self.inner.lock().await;
         inner.install(StoredSnapshot { meta: meta.clone(), data })?;
         inner.state = state;

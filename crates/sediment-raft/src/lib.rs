@@ -26,7 +26,7 @@ pub mod network;
 pub mod quiesce;
 pub mod transport;
 
-pub use cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
+pub use cluster::{BrokerRecord, ClusterState, IsrRecord, MetaCommand, MetaError, MetaResponse, TopicRecord};
 pub use controller::{Controller, METADATA_GROUP, MembershipChange, MembershipError, MetaTc, WriteError};
 pub use quiesce::{QuiesceConfig, QuietHandle, QuietStats, Quiescer};
 pub use transport::{ClusterKey, GroupId, Peers};

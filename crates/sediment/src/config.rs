@@ -165,6 +165,8 @@ pub struct RawConfig {
     pub max_non_produce_request_bytes: usize,
     /// Kafka's connections.max.idle.ms.
     pub connections_max_idle_ms: u64,
+    /// Kafka's replica.lag.time.max.ms: how far behind a replica may fall and stay in sync.
+    pub replica_lag_time_max_ms: u64,
     /// Kafka's queued.max.request.bytes: large request frames in flight over all connections.
     #[serde(deserialize_with = "size")]
     pub queued_max_request_bytes: String,
@@ -232,6 +234,7 @@ impl Default for RawConfig {
             max_request_bytes: sediment_protocol_max(),
             max_non_produce_request_bytes: sediment_broker::broker::DEFAULT_MAX_NON_PRODUCE_REQUEST_BYTES,
             connections_max_idle_ms: 600_000,
+            replica_lag_time_max_ms: 30_000,
             queued_max_request_bytes: "512MiB".into(),
             min_segment_bytes: 1 << 20,
             fetch_max_wait_ms: 30_000,
@@ -287,6 +290,7 @@ const KEYS: &[&str] = &[
     "batch_validation",
     "max_non_produce_request_bytes",
     "connections_max_idle_ms",
+    "replica_lag_time_max_ms",
     "queued_max_request_bytes",
     "min_segment_bytes",
     "fetch_max_wait_ms",
@@ -567,6 +571,9 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     if raw.connections_max_idle_ms < 1000 {
         return Err(bad("connections_max_idle_ms", "must be at least 1000"));
     }
+    if !(1000..=3_600_000).contains(&raw.replica_lag_time_max_ms) {
+        return Err(bad("replica_lag_time_max_ms", "must be between 1000 and 3600000"));
+    }
     if !(100..=300_000).contains(&raw.fetch_max_wait_ms) {
         return Err(bad("fetch_max_wait_ms", "must be between 100 and 300000"));
     }
@@ -614,6 +621,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             max_non_produce_request_bytes: raw.max_non_produce_request_bytes.min(raw.max_request_bytes),
             min_segment_bytes: raw.min_segment_bytes.max(14),
             connections_max_idle: Duration::from_millis(raw.connections_max_idle_ms),
+            replica_lag_time_max: Duration::from_millis(raw.replica_lag_time_max_ms),
             queued_max_request_bytes: queued_max_request_bytes as usize,
             fetch_max_wait: Duration::from_millis(raw.fetch_max_wait_ms),
             batch_validation,

@@ -61,6 +61,7 @@ LEADER_NOT_AVAILABLE = 5
 NOT_LEADER_OR_FOLLOWER = 6
 MESSAGE_TOO_LARGE = 10
 INVALID_TOPIC_EXCEPTION = 17
+NOT_ENOUGH_REPLICAS = 19
 INVALID_REQUIRED_ACKS = 21
 UNSUPPORTED_VERSION = 35
 TOPIC_ALREADY_EXISTS = 36
@@ -933,6 +934,7 @@ class MetadataPartition:
     leader_epoch: int
     replicas: list[int]
     isr: list[int]
+    offline: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -971,8 +973,8 @@ def parse_metadata_v8(r: Reader) -> MetadataResponse:
             epoch = r.int32()
             replicas = [r.int32() for _ in range(r.array_len() or 0)]
             isr = [r.int32() for _ in range(r.array_len() or 0)]
-            [r.int32() for _ in range(r.array_len() or 0)]  # offline replicas
-            parts.append(MetadataPartition(perr, idx, leader, epoch, replicas, isr))
+            offline = [r.int32() for _ in range(r.array_len() or 0)]
+            parts.append(MetadataPartition(perr, idx, leader, epoch, replicas, isr, offline))
         r.int32()  # topic authorized operations
         topics[name] = MetadataTopic(err, name, internal, parts)
     r.int32()  # cluster authorized operations

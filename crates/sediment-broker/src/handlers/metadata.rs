@@ -41,7 +41,12 @@ fn topic_entry(b: &Broker, cluster: Option<&ClusterState>, t: &Topic) -> Metadat
             }
             mp.leader_id = BrokerId(leader);
             mp.leader_epoch = epoch;
-            mp.isr_nodes = replicas.clone();
+            // the ISR its leader last committed, less the brokers that stopped beating (a
+            // dead leader cannot report its own death)
+            let alive = |id: i32| b.cluster.as_ref().is_none_or(|c| c.quiescer.is_alive(id as u64));
+            let isr = cluster.map(|c| c.isr(rec, i)).unwrap_or_default();
+            mp.isr_nodes = isr.into_iter().filter(|id| alive(*id)).map(BrokerId).collect();
+            mp.offline_replicas = replicas.iter().copied().filter(|id| !alive(id.0)).collect();
             mp.replica_nodes = replicas;
             mp
         })

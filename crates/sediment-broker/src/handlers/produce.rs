@@ -93,7 +93,12 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
             ).into());
         }
         let min_isr = topic.config.min_insync_replicas(&broker.defaults);
-        let in_sync = r.in_sync_replicas();
+        // the ISR every broker reports (a leader that took over counts itself before it has
+        // committed its first ISR)
+        let in_sync = match broker.isr_of(&topic.name, partition.index) {
+            Some(isr) => isr.len() + usize::from(!isr.contains(&broker.node_id())),
+            None => r.in_sync_replicas(),
+        };
         if acks == -1 && min_isr as usize > in_sync {
             return Err(ApiError::new(
                 ErrorCode::NotEnoughReplicas,

@@ -1,0 +1,104 @@
+"""The ISR is real: Metadata lists as in sync only replicas that keep up with their leader.
+
+Three brokers, an RF=3 topic under writes. One broker is SIGKILLed: every live broker's
+Metadata drops it from each partition's ISR and lists it offline, the under-replicated gauge
+counts the partitions, and `sediment topic describe` shows the same ISR. It comes back,
+catches up on what was written meanwhile, and only then is in every ISR again. A topic with
+min.insync.replicas=3 refuses acks=all writes while the ISR is short, as Kafka does.
+"""
+
+import subprocess
+import time
+
+from sediment_harness import kafka_wire as kw
+from sediment_harness.clients import create_topic, producer
+from sediment_harness.metrics import scrape, val
+
+PARTS = 3
+
+
+def _views(c, topic):
+    """{node id: {partition: (isr, offline)}} from every live broker's Metadata."""
+    out = {}
+    for n in c.live():
+        md = c.metadata([topic], via=n)
+        out[n.node_id] = {p.partition: (sorted(p.isr), sorted(p.offline)) for p in md.topics[topic].partitions}
+    return out
+
+
+def _wait_views(c, topic, want, timeout=60.0):
+    """Until every live broker reports `want` ({partition: (isr, offline)}); returns seconds."""
+    t0 = time.monotonic()
+    last = None
+    while time.monotonic() - t0 < timeout:
+        last = _views(c, topic)
+        if all(v == want for v in last.values()):
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    raise AssertionError(f"ISR views never became {want}: {last}")
+
+
+def _under_replicated(c):
+    return sum(val(scrape(n)[1], "sediment_under_replicated_partitions") for n in c.live())
+
+
+def _produce(bootstrap, topic, n, tag):
+    p = producer(bootstrap, **{"acks": "all"})
+    for i in range(n):
+        p.produce(topic, value=f"{tag}-{i}".encode(), partition=i % PARTS)
+    assert p.flush(60) == 0
+
+
+def test_isr_shrinks_when_a_broker_dies_and_grows_when_it_returns(cluster_factory, topic_name, sediment_bin):
+    c = cluster_factory(3)
+    create_topic(c.bootstrap, topic_name, PARTS, replication_factor=3)
+    strict = topic_name + "-strict"  # acks=all needs all three in sync
+    create_topic(c.bootstrap, strict, 1, replication_factor=3, config={"min.insync.replicas": "3"})
+    for q in range(PARTS):
+        c.leader(topic_name, q)
+    _produce(c.bootstrap, topic_name, 300, "before")
+    everyone = {q: ([1, 2, 3], []) for q in range(PARTS)}
+    _wait_views(c, topic_name, everyone, timeout=30)
+
+    victim = c.node(3)
+    victim.kill()
+    took = _wait_views(c, topic_name, {q: ([1, 2], [3]) for q in range(PARTS)}, timeout=30)
+    print(f"broker 3 left every ISR {took:.1f} s after its SIGKILL")
+    # its partitions (and the strict topic's) are under-replicated where they are led, only there
+    deadline = time.monotonic() + 20
+    while _under_replicated(c) != PARTS + 1:
+        assert time.monotonic() < deadline, f"under-replicated gauges sum to {_under_replicated(c)}, want {PARTS + 1}"
+        time.sleep(0.5)
+    out = subprocess.run([str(sediment_bin), "topic", "describe", topic_name, "--bootstrap", c.node(1).bootstrap],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.split()[:1] in ([str(q)] for q in range(PARTS))]
+    assert len(rows) == PARTS, out.stdout
+    for row in rows:  # partition, leader, epoch, replicas, isr, ...
+        replicas, isr = ({int(x) for x in col.split(",")} for col in row[3:5])
+        assert (replicas, isr) == ({1, 2, 3}, {1, 2}), f"describe: {row}"
+
+    # min.insync.replicas is checked against the ISR, as in Kafka
+    strict_leader = c.node(c.leader(strict, 0))
+    with kw.Connection.to(strict_leader.bootstrap) as conn:
+        r = kw.produce(conn, 9, strict, 0, kw.build_record_batch([kw.Record(b"k", b"v")]))
+    assert r.error_code == kw.NOT_ENOUGH_REPLICAS, r
+
+    # writes go on without it; it must catch up on them to rejoin
+    _produce(c.bootstrap, topic_name, 3000, "meanwhile")
+    acked = {q: max(n.local_partitions(topic_name)[q]["high_watermark"] for n in c.live()) for q in range(PARTS)}
+    victim.restart()
+    took = _wait_views(c, topic_name, everyone, timeout=90)
+    print(f"broker 3 was back in every ISR {took:.1f} s after its restart")
+    # it rejoined only with everything acknowledged while it was away
+    held = {q: p["log_end_offset"] for q, p in victim.local_partitions(topic_name).items()}
+    assert all(held[q] >= acked[q] for q in range(PARTS)), f"back in the ISR holding {held}, acked {acked}"
+    assert _under_replicated(c) == 0
+    with kw.Connection.to(victim.bootstrap) as conn:
+        md = kw.metadata(conn, [topic_name])
+    assert all(sorted(p.isr) == [1, 2, 3] and p.offline == [] for p in md.topics[topic_name].partitions)
+    _wait_views(c, strict, {0: ([1, 2, 3], [])}, timeout=60)
+    strict_leader = c.node(c.leader(strict, 0))
+    with kw.Connection.to(strict_leader.bootstrap) as conn:
+        r = kw.produce(conn, 9, strict, 0, kw.build_record_batch([kw.Record(b"k", b"v")]))
+    assert r.error_code == kw.NONE, r
