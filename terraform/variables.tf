@@ -105,7 +105,7 @@ variable "access_log_bucket" {
 }
 
 variable "bucket_force_destroy" {
-  description = "Let `terraform destroy` delete a non-empty bucket. Keep false: the bucket alone can rebuild the cluster."
+  description = "Let Terraform delete a non-empty bucket (only once the bucket's prevent_destroy is lifted). Keep false: the bucket is the source of truth."
   type        = bool
   default     = false
 }

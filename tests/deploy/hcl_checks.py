@@ -143,6 +143,9 @@ ok(own and "BucketOwnerEnforced" in str(own[0]), "ACLs disabled (BucketOwnerEnfo
 pol = [body for _, _, body in resources(b, "aws_s3_bucket_policy")]
 ok(len(pol) == 1, "bucket policy attached")
 ok(bucket and unq(str(bucket[0].get("force_destroy"))) != "true", "force_destroy is not hard-coded to true")
+for what, bodies in [("bucket", bucket), ("KMS key", keys)]:
+    ok(bodies and all(any(lc.get("prevent_destroy") is True for lc in blocks(body, "lifecycle")) for body in bodies),
+       f"the {what} has lifecycle.prevent_destroy (a plain terraform destroy changes nothing)")
 
 print("TLS-only bucket policy and least-privilege role (modules/config):")
 cfg_text = (ROOT / "modules/config/main.tf").read_text()

@@ -16,6 +16,13 @@ resource "aws_kms_key" "this" {
   description             = "SSE-KMS key of the Sediment bucket ${var.bucket_name}"
   enable_key_rotation     = true
   deletion_window_in_days = var.kms_deletion_window_days
+
+  # Without the key the archive cannot be read: a plan that would delete it fails as a whole,
+  # so a plain `terraform destroy` changes nothing (docs/deploy.md, "Tear down").
+  lifecycle {
+    prevent_destroy = true
+  }
+
   policy = jsonencode({
     Version = "2012-10-17"
     Statement = [
@@ -47,6 +54,12 @@ resource "aws_s3_bucket" "this" {
   force_destroy       = var.force_destroy
   object_lock_enabled = var.object_lock != null
   tags                = var.tags
+
+  # The bucket is the source of truth: a plan that would delete it fails as a whole, before
+  # any of its settings (policy, encryption, lifecycle) or its key are touched.
+  lifecycle {
+    prevent_destroy = true
+  }
 }
 
 resource "aws_s3_bucket_ownership_controls" "this" {
