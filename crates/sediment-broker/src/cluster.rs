@@ -510,6 +510,64 @@ pub async fn rebalance_leaders(broker: Weak<Broker>, ctx: Arc<ClusterCtx>, every
     }
 }
 
+/// Leaderships handed over at once during a controlled shutdown.
+const SHUTDOWN_TRANSFER_CONCURRENCY: usize = 16;
+
+/// What a controlled shutdown did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HandOver {
+    /// Partitions this broker led when the shutdown began.
+    pub led: usize,
+    /// Of those, how many it handed to another replica.
+    pub moved: usize,
+}
+
+/// Kafka's controlled shutdown (`controlled.shutdown.enable`): before a stopping broker closes
+/// its listener, every partition it leads is handed to an in-sync replica on a live broker
+/// (the preferred replica first), so producers pause only for the hand-over instead of waiting
+/// out an election after the broker is gone. Partitions not handed over within `within` fail
+/// over as after a crash.
+pub async fn controlled_shutdown(b: &Arc<Broker>, within: Duration) -> HandOver {
+    let Some(ctx) = b.cluster.clone() else { return HandOver::default() };
+    let state = ctx.state();
+    let mut moves = Vec::new();
+    for t in b.topics() {
+        let rec = state.topics.get(&t.name).filter(|r| r.id == t.id);
+        for p in t.hosted() {
+            let Some(r) = p.replica().filter(|r| r.is_leader()) else { continue };
+            // the ISR in replica order (the preferred replica first), live brokers only
+            let targets: Vec<u64> = rec
+                .map(|rec| state.isr(rec, p.index))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|id| *id != ctx.node_id && ctx.quiescer.is_alive(*id as u64))
+                .map(|id| id as u64)
+                .collect();
+            moves.push((t.name.clone(), p.index, r.clone(), targets));
+        }
+    }
+    let led = moves.len();
+    let moved = std::sync::atomic::AtomicUsize::new(0);
+    use futures::StreamExt;
+    let hand_over = futures::stream::iter(moves).for_each_concurrent(SHUTDOWN_TRANSFER_CONCURRENCY, |(topic, partition, r, targets)| {
+        let moved = &moved;
+        async move {
+            for to in targets {
+                match r.transfer_leadership(to).await {
+                    Ok(()) => {
+                        moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(%topic, partition, to, "leadership handed over for shutdown");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(%topic, partition, to, error = %e, "leadership not handed over"),
+                }
+            }
+        }
+    });
+    let _ = tokio::time::timeout(within, hand_over).await;
+    HandOver { led, moved: moved.load(std::sync::atomic::Ordering::Relaxed) }
+}
+
 /// Stops a deleted topic's replicas here and removes their data.
 async fn remove_local(b: &Arc<Broker>, t: &Arc<Topic>) {
     b.uninstall(t);

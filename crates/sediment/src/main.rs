@@ -180,9 +180,16 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let readiness = tokio::spawn(become_ready(broker.clone(), admin.clone()));
 
     wait_for_signal().await;
-    tracing::info!("shutdown requested; finishing in-flight requests");
     readiness.abort();
     sediment_telemetry::set_ready(false);
+    if broker.cluster.is_some() {
+        // still serving: producers follow each partition to its new leader meanwhile
+        tracing::info!("shutdown requested; handing over the partitions led here");
+        let started = std::time::Instant::now();
+        let done = sediment_broker::cluster::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_TIMEOUT).await;
+        tracing::info!(led = done.led, moved = done.moved, elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown: leaderships handed over");
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
     let _ = shutdown_tx.send(true);
     if tokio::time::timeout(Duration::from_secs(30), server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within 30s; closing anyway");
@@ -198,6 +205,10 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!("shutdown complete");
     Ok(())
 }
+
+/// Longest a stopping broker spends handing its leaderships over (the chart's grace period,
+/// 60 s, also covers the 30 s for in-flight requests that follows).
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Polls [`sediment_broker::Broker::readiness`] until it holds, then reports ready (it stays
 /// ready until shutdown); the admin endpoint shows what is still missing meanwhile.
