@@ -38,6 +38,12 @@ pub struct ClusterCtx {
     pub registry: Arc<Registry>,
     /// Liveness beats, and quiescence of this broker's idle partition groups.
     pub quiescer: Arc<Quiescer<DataTc>>,
+    /// This broker started on a disk with no metadata log: it may have lost its disk, so its
+    /// replicas of groups that existed before it started abstain from elections until caught
+    /// up ([`sediment_raft::network::Recovery`]).
+    pub disk_lost: bool,
+    /// When this broker started (ms since the epoch).
+    pub started_ms: i64,
 }
 
 impl ClusterCtx {
@@ -53,7 +59,12 @@ impl ClusterCtx {
         let registry = Registry::new();
         let peers = Peers::with_key(key.clone());
         let voters: BTreeMap<u64, String> = voters.iter().map(|(k, v)| (*k as u64, v.clone())).collect();
-        let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry).await?;
+        let disk_lost = !meta_dir.exists();
+        if disk_lost {
+            tracing::info!(dir = %meta_dir.display(), "no metadata log on disk: a new broker, or one back on an empty disk; it votes once caught up");
+        }
+        let started_ms = crate::broker::now_ms();
+        let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry, disk_lost).await?;
         let quiescer = Quiescer::start(node_id as u64, &voters, peers.clone(), &registry, QuiesceConfig::default());
         quiescer.watch(Arc::new(controller.raft.clone()));
         let registry2 = registry.clone();
@@ -62,7 +73,7 @@ impl ClusterCtx {
             let (_keep, stop) = tokio::sync::watch::channel(false);
             transport::serve_with(raft_listener, registry2, stop, key).await
         });
-        Ok(Arc::new(ClusterCtx { node_id, controller, peers, registry, quiescer }))
+        Ok(Arc::new(ClusterCtx { node_id, controller, peers, registry, quiescer, disk_lost, started_ms }))
     }
 
     pub fn state(&self) -> Arc<ClusterState> {
@@ -278,7 +289,10 @@ async fn open_replica(
     let group = group_id(&rec.id, index);
     let preferred = rec.assignments[index as usize].first().map(|b| *b as u64);
     let (peers, registry) = (ctx.peers.clone(), &ctx.registry);
-    let replica = Replica::start(p.clone(), ctx.node_id as u64, group, &voters, preferred, peers, registry, Some(&ctx.quiescer)).await?;
+    // a group that existed before this broker started on an empty disk may hold entries this
+    // replica once acknowledged: it abstains from elections until caught up
+    let recovery = sediment_raft::network::Recovery::new(ctx.disk_lost && rec.created_ms < ctx.started_ms, format!("{}-{index}", rec.name));
+    let replica = Replica::start(p.clone(), ctx.node_id as u64, group, &voters, preferred, peers, registry, Some(&ctx.quiescer), Some(recovery)).await?;
     if rec.name == crate::group::coordinator::OFFSETS_TOPIC {
         let max_batch_bytes = config.max_message_bytes(&b.defaults).max(64 * 1024);
         tokio::spawn(crate::group::coordinator::lead_offsets_partition(Arc::downgrade(b), p.clone(), replica.clone(), max_batch_bytes));
@@ -784,6 +798,29 @@ async fn replica_in_sync<C: sediment_raft::network::TypeConfig>(
 }
 
 impl Broker {
+    /// The brokers Metadata and DescribeCluster list: the controller's, and always this one.
+    /// A broker that has not applied the metadata yet (just started, or back on an empty disk)
+    /// knows no broker at all, and a client told of none forgets every broker it knew
+    /// (librdkafka decommissions the brokers missing from a Metadata answer) and is left with
+    /// nobody to ask. `None` outside a cluster.
+    pub fn listed_brokers(&self) -> Option<(Vec<sediment_raft::BrokerRecord>, bool)> {
+        let ctx = self.cluster.as_ref()?;
+        let state = ctx.state();
+        let mut brokers: Vec<_> = state.brokers.values().cloned().collect();
+        let behind = !state.brokers.contains_key(&ctx.node_id);
+        if behind {
+            brokers.push(sediment_raft::BrokerRecord {
+                id: ctx.node_id,
+                host: self.config.advertised_host.clone(),
+                port: self.config.advertised_port,
+                raft_addr: String::new(),
+                rack: None,
+            });
+            brokers.sort_by_key(|b| b.id);
+        }
+        Some((brokers, behind))
+    }
+
     /// A partition's in-sync replicas as Metadata reports them: what its leader last committed,
     /// less brokers that stopped beating. `None` outside a cluster or for an unknown topic.
     pub fn isr_of(&self, topic: &str, partition: i32) -> Option<Vec<i32>> {

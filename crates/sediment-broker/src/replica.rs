@@ -1013,6 +1013,7 @@ impl Replica {
         peers: Arc<Peers>,
         registry: &Registry,
         quiescer: Option<&Quiescer<DataTc>>,
+        recovery: Option<Arc<sediment_raft::network::Recovery>>,
     ) -> anyhow::Result<Arc<Replica>> {
         let init_delay = preferred.filter(|p| *p != node_id).map(|_| PREFERRED_HEAD_START);
         let network = NetworkFactory::<DataTc>::new(peers.clone(), group);
@@ -1023,7 +1024,10 @@ impl Replica {
             let _ = replica.quiet.set(h.clone());
             Arc::new(move || h.appended()) as Arc<dyn Fn() + Send + Sync>
         });
-        registry.register(group, Arc::new(RaftHandler { raft: replica.raft.clone(), client: None, on_append }));
+        if let Some(r) = &recovery {
+            r.watch(&replica.raft);
+        }
+        registry.register(group, Arc::new(RaftHandler { raft: replica.raft.clone(), client: None, on_append, recovery }));
         Ok(replica)
     }
 

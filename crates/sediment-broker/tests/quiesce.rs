@@ -81,7 +81,7 @@ async fn start(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &BTree
     for i in 0..GROUPS {
         let part = Partition::open_replicated("idle", i, dir.join(format!("idle-{i}")), LogConfig::default(), FsyncPolicy::Always).unwrap();
         let group = group_id(&uuid::Uuid::from_u128(7), i);
-        replicas.push(Replica::start(part, id, group, voters, None, peers.clone(), &registry, Some(&quiescer)).await.unwrap());
+        replicas.push(Replica::start(part, id, group, voters, None, peers.clone(), &registry, Some(&quiescer), None).await.unwrap());
     }
     let counts = Arc::new(Counts::default());
     let (stop, stop_rx) = watch::channel(false);

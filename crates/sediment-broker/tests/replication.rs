@@ -70,7 +70,7 @@ async fn start_with(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &
     let group = group_id(&uuid::Uuid::from_u128(42), 0);
     let peers = Peers::new();
     let quiescer = Quiescer::start(id, voters, peers.clone(), &registry, QuiesceConfig::default());
-    let replica = Replica::start(part.clone(), id, group, voters, None, peers, &registry, Some(&quiescer)).await.unwrap();
+    let replica = Replica::start(part.clone(), id, group, voters, None, peers, &registry, Some(&quiescer), None).await.unwrap();
     tokio::spawn(transport::serve_until(listener, registry, stop_rx));
     Node { id, dir, addr, part: Some(part), replica: Some(replica), stop: Some(stop_tx), quiescer: Some(quiescer) }
 }

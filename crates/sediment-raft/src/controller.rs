@@ -345,22 +345,32 @@ async fn change_membership(raft: &Raft<MetaTc>, change: &MembershipChange) -> Re
 impl Controller {
     /// Starts this broker's member of the metadata group with its state in `dir`. `voters`
     /// (id → raft address, this node included) seeds the group on a first start; afterwards
-    /// membership comes from the log.
+    /// membership comes from the log. `disk_lost`: `dir` did not exist, so this broker may be
+    /// back on an empty disk and abstains from elections until caught up
+    /// ([`crate::network::Recovery`]).
     pub async fn start(
         node_id: u64,
         dir: &Path,
         voters: &BTreeMap<u64, String>,
         peers: Arc<Peers>,
         registry: &Registry,
+        disk_lost: bool,
     ) -> anyhow::Result<Controller> {
         let log = FileLogStore::<MetaTc>::open(dir)?;
         let sm = MetaStateMachine::open(dir)?;
         let state = sm.subscribe();
         let net = NetworkFactory::<MetaTc>::new(peers.clone(), METADATA_GROUP);
         let raft = Raft::new(node_id, raft_config("sediment-metadata"), net, log, sm).await?;
+        let recovery = crate::network::Recovery::new(disk_lost, "metadata");
+        recovery.watch(&raft);
         registry.register(
             METADATA_GROUP,
-            Arc::new(RaftHandler { raft: raft.clone(), client: Some(Arc::new(Forwarded { raft: raft.clone() })), on_append: None }),
+            Arc::new(RaftHandler {
+                raft: raft.clone(),
+                client: Some(Arc::new(Forwarded { raft: raft.clone() })),
+                on_append: None,
+                recovery: Some(recovery),
+            }),
         );
         crate::network::spawn_election_watchdog(raft.clone());
         if !voters.contains_key(&node_id) {

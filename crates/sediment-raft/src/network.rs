@@ -175,6 +175,84 @@ pub struct RaftHandler<C: TypeConfig> {
     /// Called after the group accepted an append from a current leader (quiescence wakes a
     /// quiet follower there: see [`crate::quiesce`]).
     pub on_append: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Set when this replica's disk was lost: it abstains from elections until caught up.
+    pub recovery: Option<Arc<Recovery>>,
+}
+
+/// A replica whose disk was empty when its broker started, in a group with a history.
+///
+/// Raft is safe only while every voter remembers its vote and every entry it acknowledged. A
+/// broker back on an empty (or replaced) disk remembers neither: if it voted like any other
+/// replica, it would elect a candidate that lacks entries it had helped commit (commit on A and
+/// B; B loses its disk; stale C asks B for a vote and wins), and those entries would be gone.
+/// So, as Kafka's KIP-853 keeps a replaced disk out of the quorum until it caught up, such a
+/// replica refuses its vote to any candidate of a group that has had a leader (a log past the
+/// index-0 membership every new group starts with) until it holds everything the first leader
+/// it hears from had committed. A brand-new group or cluster, where every disk is empty, elects
+/// as usual.
+pub struct Recovery {
+    active: std::sync::atomic::AtomicBool,
+    /// The first leader commit index this replica heard; caught up once it has applied it.
+    target: std::sync::Mutex<Option<u64>>,
+    what: String,
+}
+
+impl Recovery {
+    /// `active` when the replica's disk was lost (see the type docs); `what` names the group in
+    /// logs.
+    pub fn new(active: bool, what: impl Into<String>) -> Arc<Recovery> {
+        Arc::new(Recovery { active: active.into(), target: std::sync::Mutex::new(None), what: what.into() })
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// An append from a current leader arrived carrying its commit index.
+    fn appended(&self, leader_commit: Option<u64>) {
+        if self.is_active() {
+            let mut t = self.target.lock().unwrap_or_else(|e| e.into_inner());
+            t.get_or_insert(leader_commit.unwrap_or(0));
+        }
+    }
+
+    /// Ends the recovery once the replica has applied what the first leader had committed.
+    fn check(&self, applied: Option<u64>) {
+        if !self.is_active() {
+            return;
+        }
+        let target = *self.target.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = target
+            && applied.unwrap_or(0) >= t
+        {
+            self.active.store(false, std::sync::atomic::Ordering::Release);
+            tracing::info!(group = %self.what, caught_up_to = t, "replica on a new disk caught up: it votes again");
+        }
+    }
+
+    /// Ends the recovery as soon as `raft` has applied what the first leader had committed
+    /// (without waiting for the next vote or append to notice).
+    pub fn watch<C: TypeConfig>(self: &Arc<Self>, raft: &Raft<C>) {
+        if !self.is_active() {
+            return;
+        }
+        let (me, mut m) = (self.clone(), raft.metrics());
+        tokio::spawn(async move {
+            while me.is_active() {
+                let applied = m.borrow_and_update().last_applied.map(|l| l.index);
+                me.check(applied);
+                if m.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Whether to refuse a vote to this candidate.
+    pub fn refuses(&self, candidate_last_index: Option<u64>, applied: Option<u64>) -> bool {
+        self.check(applied);
+        self.is_active() && candidate_last_index.is_some_and(|i| i > 0)
+    }
 }
 
 impl<C> GroupHandler for RaftHandler<C>
@@ -186,20 +264,39 @@ where
         let raft = self.raft.clone();
         let client = self.client.clone();
         let on_append = self.on_append.clone();
+        let recovery = self.recovery.clone();
         Box::pin(async move {
             match kind {
                 KIND_APPEND => {
                     let req: AppendEntriesRequest<C> = decode(&payload)?;
+                    let commit = req.leader_commit.map(|l| l.index);
                     let r = raft.append_entries(req).await;
-                    if let (Some(f), Ok(resp)) = (&on_append, &r)
+                    if let Ok(resp) = &r
                         && !matches!(resp, AppendEntriesResponse::HigherVote(_))
                     {
-                        f();
+                        if let Some(f) = &on_append {
+                            f();
+                        }
+                        if let Some(rec) = &recovery {
+                            rec.appended(commit);
+                        }
                     }
                     encode(&r).map(Bytes::from)
                 }
                 KIND_VOTE => {
                     let req: VoteRequest<u64> = decode(&payload)?;
+                    if let Some(rec) = &recovery {
+                        let (vote, applied) = {
+                            let m = raft.metrics();
+                            let m = m.borrow();
+                            (m.vote, m.last_applied.map(|l| l.index))
+                        };
+                        if rec.refuses(req.last_log_id.map(|l| l.index), applied) {
+                            tracing::debug!(group = %rec.what, candidate = ?req.vote, "vote refused: this replica's disk was lost and it has not caught up yet");
+                            let no: Result<VoteResponse<u64>, RaftError<u64>> = Ok(VoteResponse { vote, vote_granted: false, last_log_id: None });
+                            return encode(&no).map(Bytes::from);
+                        }
+                    }
                     encode(&raft.vote(req).await).map(Bytes::from)
                 }
                 KIND_SNAPSHOT => {
@@ -295,4 +392,27 @@ pub fn spawn_election_watchdog<C: TypeConfig>(raft: Raft<C>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recovery;
+
+    #[test]
+    fn a_replica_on_a_lost_disk_votes_only_in_new_groups_until_caught_up() {
+        let r = Recovery::new(true, "g");
+        // a brand-new group: every candidate holds only the index-0 membership
+        assert!(!r.refuses(Some(0), None));
+        assert!(!r.refuses(None, None));
+        // a group with history: refused, before and after a leader's first append, until applied
+        assert!(r.refuses(Some(7), None));
+        r.appended(Some(40));
+        r.appended(Some(90)); // the first leader commit heard is the target
+        assert!(r.refuses(Some(50), Some(39)));
+        assert!(!r.refuses(Some(50), Some(40)));
+        assert!(!r.is_active());
+        // an intact disk never refuses
+        let intact = Recovery::new(false, "g");
+        assert!(!intact.refuses(Some(7), None));
+    }
 }

@@ -23,7 +23,7 @@ async fn start_node(id: u64, dir: PathBuf, addr: std::net::SocketAddr, voters: &
     let listener = transport::testing::bind_again(addr).await;
     let registry = Registry::new();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let controller = Controller::start(id, &dir, voters, Peers::new(), &registry).await.unwrap();
+    let controller = Controller::start(id, &dir, voters, Peers::new(), &registry, false).await.unwrap();
     tokio::spawn(transport::serve_until(listener, registry, stop_rx));
     Node { id, dir, addr, controller: Some(controller), stop: Some(stop_tx) }
 }

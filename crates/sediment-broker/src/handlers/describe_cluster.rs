@@ -23,10 +23,11 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeClusterRequest, version: i16) -
     r.cluster_id = sb(broker.cluster_id());
     if let Some(c) = &broker.cluster {
         r.controller_id = BrokerId(c.controller.leader().map_or(-1, |l| l as i32));
-        r.brokers = c
-            .state()
-            .brokers
-            .values()
+        r.brokers = broker
+            .listed_brokers()
+            .unwrap_or_default()
+            .0
+            .iter()
             .map(|rec| {
                 let mut b = DescribeClusterBroker::default();
                 b.broker_id = BrokerId(rec.id);

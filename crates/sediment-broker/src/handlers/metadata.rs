@@ -66,11 +66,15 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
     let mut r = MetadataResponse::default();
     let state = broker.cluster.as_ref().map(|c| c.state());
     let cluster = state.as_deref();
+    // a cluster member that has not applied the metadata yet answers "not available yet"
+    // (retriable) for topics it does not know, and creates none
+    let mut behind = false;
     match (cluster, &broker.cluster) {
-        (Some(st), Some(c)) => {
-            r.brokers = st
-                .brokers
-                .values()
+        (Some(_), Some(c)) => {
+            let (listed, b) = broker.listed_brokers().unwrap_or_default();
+            behind = b;
+            r.brokers = listed
+                .iter()
                 .map(|b| {
                     let mut mb = MetadataResponseBroker::default();
                     mb.node_id = BrokerId(b.id);
@@ -111,7 +115,7 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
         return r;
     }
     // v4+ lets the client forbid auto-creation; before v4 it is always allowed.
-    let allow_create = broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let allow_create = broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation) && !behind;
     for rt in req.topics.unwrap_or_default() {
         let entry = match rt.name {
             Some(name) => {
@@ -146,6 +150,8 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
                     None => {
                         let code = if crate::broker::validate_topic_name(&name).is_err() {
                             ErrorCode::InvalidTopicException
+                        } else if behind {
+                            ErrorCode::LeaderNotAvailable
                         } else {
                             ErrorCode::UnknownTopicOrPartition
                         };
