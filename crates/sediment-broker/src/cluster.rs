@@ -432,6 +432,9 @@ pub async fn maintain_isr(broker: Weak<Broker>, ctx: Arc<ClusterCtx>) {
     loop {
         tick.tick().await;
         let Some(b) = broker.upgrade() else { return };
+        if b.is_shutting_down() {
+            return;
+        }
         let lag = b.config.replica_lag_time_max;
         let state = ctx.state();
         let mut changes = Vec::new();
@@ -564,9 +567,12 @@ pub async fn controlled_shutdown(b: &Arc<Broker>, within: Duration) -> HandOver 
     let moved = std::sync::atomic::AtomicUsize::new(0);
     use futures::StreamExt;
     let hand_over = futures::stream::iter(moves).for_each_concurrent(SHUTDOWN_TRANSFER_CONCURRENCY, |(topic, partition, r, targets)| {
-        let moved = &moved;
+        let (moved, ctx) = (&moved, &ctx);
         async move {
             for to in targets {
+                if !ctx.quiescer.is_alive(to) || !r.in_sync(to) {
+                    continue; // stopped meanwhile (brokers stopping one after another), or behind
+                }
                 match r.transfer_leadership(to).await {
                     Ok(()) => {
                         moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -31,7 +31,9 @@ from . import kafka_wire
 from .ports import free_port
 
 DEFAULT_START_TIMEOUT = 60.0
-DEFAULT_STOP_TIMEOUT = 30.0
+# a broker may take 20 s handing over leaderships and 30 s finishing in-flight requests; the
+# chart gives it 60 s (terminationGracePeriodSeconds)
+DEFAULT_STOP_TIMEOUT = 60.0
 
 
 def default_binary() -> Path:
