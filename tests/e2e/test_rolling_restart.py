@@ -86,13 +86,20 @@ class SteadyProducer:
         assert left == 0, f"{left} records never acknowledged"
 
 
-def test_rolling_restart_with_empty_disks_loses_nothing(cluster_factory, topic_name):
+def _cluster_under_load(cluster_factory, topic_name):
+    """Three ready brokers, an RF=3 topic with min.insync.replicas=2, and a steady producer
+    that has been writing for a few seconds."""
     c = cluster_factory(3)
     create_topic(c.bootstrap, topic_name, PARTITIONS, replication_factor=3, config={"min.insync.replicas": "2"})
     for n in c.nodes:
         _wait_ready(n)
     prod = SteadyProducer(c.bootstrap, topic_name).start()
     time.sleep(3)
+    return c, prod
+
+
+def test_rolling_restart_with_empty_disks_loses_nothing(cluster_factory, topic_name):
+    c, prod = _cluster_under_load(cluster_factory, topic_name)
     timings = {}
     for n in c.nodes:
         # what every replica must hold once the replaced broker is ready again
@@ -146,12 +153,7 @@ def test_controlled_shutdown_hands_leadership_over_before_the_broker_stops(clust
     closes: the moment it has exited, the others already name live leaders for all of them
     (after a SIGKILL they name the dead broker until an election ends). The producer's pause
     per partition is printed for both (the README's numbers come from this)."""
-    c = cluster_factory(3)
-    create_topic(c.bootstrap, topic_name, PARTITIONS, replication_factor=3, config={"min.insync.replicas": "2"})
-    for n in c.nodes:
-        _wait_ready(n)
-    prod = SteadyProducer(c.bootstrap, topic_name).start()
-    time.sleep(3)
+    c, prod = _cluster_under_load(cluster_factory, topic_name)
     pauses = {}
     for how in ("SIGTERM", "SIGKILL"):
         victim = c.node(c.leader(topic_name, 0))
