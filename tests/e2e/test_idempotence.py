@@ -205,3 +205,39 @@ def test_init_producer_id_ids_are_unique_across_restarts(broker):
     after = {_init_producer_id(broker.bootstrap)[0] for _ in range(5)}
     assert len(ids) == 5 and len(after) == 5
     assert not ids & after, "a producer id was handed out twice"
+
+
+def test_every_retry_in_the_window_gets_its_own_offsets_across_a_snapshot(broker, topic_name):
+    """Retries of each of the last five batches (Kafka's window) are answered with that batch's
+    own offsets, after a crash whose restart loads the producer state from a snapshot (written
+    when the segment rolled) rather than replaying batches; an older one is refused."""
+    create_topic(broker.bootstrap, topic_name, partitions=1, config={"segment.bytes": str(1 << 20)})
+    pid, epoch = _init_producer_id(broker.bootstrap)
+    value = b"x" * (60 << 10)
+
+    def batch(seq):
+        return kafka_wire.build_record_batch([kafka_wire.Record(b"k", value)], producer_id=pid,
+                                             producer_epoch=epoch, base_sequence=seq)
+
+    part_dir = broker.data_dir / "logs" / f"{topic_name}-0"
+    sent = []  # (seq, base offset)
+    with kafka_wire.Connection.to(broker.bootstrap) as conn:
+        # until the 1 MiB segment rolls, which writes a producer snapshot as of the log end
+        while not list(part_dir.glob("*.snapshot")):
+            seq = len(sent)
+            assert seq < 40, "the segment never rolled"
+            code, base = _produce(conn, topic_name, batch(seq))
+            assert code == 0
+            sent.append((seq, base))
+    end = sent[-1][1] + 1
+    snaps = sorted(int(p.name.split(".")[0]) for p in part_dir.glob("*.snapshot"))
+    assert snaps == [end] and len(sent) > 6, (snaps, end, len(sent))
+    broker.kill()
+    broker.restart()
+    assert "replayed_batches=0" in broker.log_tail(200, since_last_start=True)
+    with kafka_wire.Connection.to(broker.bootstrap) as conn:
+        for seq, base in sent[-5:]:
+            assert _produce(conn, topic_name, batch(seq)) == (0, base), f"retry of seq {seq}"
+        code, _ = _produce(conn, topic_name, batch(sent[-6][0]))
+        assert code != 0, "a retry older than the window was accepted"
+    assert watermarks(broker.bootstrap, topic_name, 0) == (0, end), "a retry was appended again"
