@@ -1293,7 +1293,10 @@ impl Replica {
         self.transferring.store(true, Ordering::Release);
         let r = async {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-            while !self.caught_up(to) {
+            // proposals taken just before the pause may still be on their way into the log:
+            // the target must have those too, or this leader refuses it its vote
+            let submitted = || !self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+            while submitted() || !self.caught_up(to) {
                 if tokio::time::Instant::now() > deadline {
                     return Err(TransferError::Lagging(to));
                 }
@@ -1309,7 +1312,9 @@ impl Replica {
                 return Err(TransferError::Refused(to, "it does not follow this leader at this term".into()));
             }
             let mut m = self.raft.metrics();
-            let done = tokio::time::timeout(Duration::from_secs(3), m.wait_for(|m| m.current_term > term && m.state != ServerState::Leader)).await;
+            // done once the target leads (this broker learns it from the new leader's first
+            // append); stepping down alone may mean the target lost its election
+            let done = tokio::time::timeout(Duration::from_secs(3), m.wait_for(|m| m.current_term > term && m.current_leader == Some(to))).await;
             match done {
                 Ok(Ok(_)) => Ok(()),
                 _ => Err(TransferError::Timeout),
