@@ -98,7 +98,7 @@ pub fn walk(batch: &[u8], limits: WalkLimits, mut f: impl FnMut(&RecordInfo) -> 
         return Err(BatchError::Truncated { needed: len, available: batch.len() });
     }
     let body = &batch[HEADER_LEN..len];
-    let result = match header.compression()? {
+    match header.compression()? {
         Compression::None => walk_source(&mut SliceSource { buf: body, pos: 0 }, &header, &mut f),
         codec => {
             let reader = decompressor(codec, body, limits)?;
@@ -110,8 +110,7 @@ pub fn walk(batch: &[u8], limits: WalkLimits, mut f: impl FnMut(&RecordInfo) -> 
                 _ => r,
             }
         }
-    };
-    result
+    }
 }
 
 /// Offset and timestamp of the first record in `batch` (one whole v2 batch) whose timestamp is

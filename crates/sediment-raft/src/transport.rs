@@ -99,11 +99,11 @@ pub async fn serve_with(listener: TcpListener, dispatch: Arc<dyn Dispatch>, mut 
         tokio::spawn(async move {
             let _slot = slot;
             let mut stream = stream;
-            if let Some(k) = &key {
-                if let Err(e) = k.server_handshake(&mut stream).await {
-                    tracing::warn!(%peer, error = %e, "raft peer refused: it did not prove cluster membership");
-                    return;
-                }
+            if let Some(k) = &key
+                && let Err(e) = k.server_handshake(&mut stream).await
+            {
+                tracing::warn!(%peer, error = %e, "raft peer refused: it did not prove cluster membership");
+                return;
             }
             tokio::select! {
                 r = serve_conn(stream, d) => if let Err(e) = r {
