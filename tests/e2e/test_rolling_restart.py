@@ -163,11 +163,12 @@ def test_controlled_shutdown_hands_leadership_over_before_the_broker_stops(clust
             victim.stop()
             md = c.metadata([topic_name])
             leaders = {p.partition: p.leader for p in md.topics[topic_name].partitions}
+            tail = victim.log_tail(400, since_last_start=True).splitlines()
+            line = [l for l in tail if "controlled shutdown: leaderships handed over" in l]
+            assert line and f"led={len(led)}" in line[0] and f"moved={len(led)}" in line[0], \
+                (line, [l for l in tail if "handed over" in l or "handing over" in l])
             assert all(l not in (victim.node_id, -1) for l in leaders.values()), \
                 f"broker {victim.node_id} exited still leading: {leaders}"
-            line = [l for l in victim.log_tail(200, since_last_start=True).splitlines()
-                    if "controlled shutdown: leaderships handed over" in l]
-            assert line and f"led={len(led)}" in line[0] and f"moved={len(led)}" in line[0], line
         else:
             victim.kill()
             for q in range(PARTITIONS):

@@ -276,7 +276,7 @@ async fn open_replica(
         // before the group starts, so the entries it applies find the remote side. `fresh`:
         // a replica's remote segment list comes from its Raft log and snapshots (every
         // replica applies the leader's changes), never from the bucket's mirror
-        crate::tiering::attach(tier, &rec.name, &rec.id, &p, dir, true, config, &b.defaults)?;
+        crate::tiering::attach(tier, &rec.name, &rec.id, &p, dir.clone(), true, config, &b.defaults)?;
     }
     // The replicas the partition was created with seed its group; a replica added later
     // (reassignment) starts empty and the leader brings it in, so it seeds nothing.
@@ -291,7 +291,14 @@ async fn open_replica(
     let (peers, registry) = (ctx.peers.clone(), &ctx.registry);
     // a group that existed before this broker started on an empty disk may hold entries this
     // replica once acknowledged: it abstains from elections until caught up
-    let recovery = sediment_raft::network::Recovery::new(ctx.disk_lost && rec.created_ms < ctx.started_ms, format!("{}-{index}", rec.name));
+    let recovery = sediment_raft::network::Recovery::open(&dir, ctx.disk_lost && rec.created_ms < ctx.started_ms, format!("{}-{index}", rec.name))?;
+    // and it takes no append before it knows the other replicas' term
+    let others: std::collections::HashMap<u64, String> = rec.assignments[index as usize]
+        .iter()
+        .filter(|id| **id != ctx.node_id)
+        .filter_map(|id| state.brokers.get(id).map(|br| (*id as u64, br.raft_addr.clone())))
+        .collect();
+    recovery.learn_term_from(&ctx.peers, group, others);
     let replica = Replica::start(p.clone(), ctx.node_id as u64, group, &voters, preferred, peers, registry, Some(&ctx.quiescer), Some(recovery)).await?;
     if rec.name == crate::group::coordinator::OFFSETS_TOPIC {
         let max_batch_bytes = config.max_message_bytes(&b.defaults).max(64 * 1024);
@@ -566,21 +573,41 @@ pub async fn controlled_shutdown(b: &Arc<Broker>, within: Duration) -> HandOver 
     let led = moves.len();
     let moved = std::sync::atomic::AtomicUsize::new(0);
     use futures::StreamExt;
-    let hand_over = futures::stream::iter(moves).for_each_concurrent(SHUTDOWN_TRANSFER_CONCURRENCY, |(topic, partition, r, targets)| {
+    let hand_over = futures::stream::iter(moves).for_each_concurrent(SHUTDOWN_TRANSFER_CONCURRENCY, |(topic, partition, r, mut targets)| {
         let (moved, ctx) = (&moved, &ctx);
         async move {
-            for to in targets {
-                if !ctx.quiescer.is_alive(to) || !r.in_sync(to) {
-                    continue; // stopped meanwhile (brokers stopping one after another), or behind
+            // rounds until one target takes over or `within` runs out: under load a target can
+            // miss one round's catch-up or election bound and make the next
+            loop {
+                if !targets.iter().any(|to| ctx.quiescer.is_alive(*to)) {
+                    return; // nobody to hand it to (one replica, or the others are down)
                 }
-                match r.transfer_leadership(to).await {
-                    Ok(()) => {
-                        moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::debug!(%topic, partition, to, "leadership handed over for shutdown");
+                for to in targets.clone() {
+                    // the last round's election may have completed after its wait ended
+                    if !r.is_leader() {
+                        if r.leader().is_some_and(|l| l != ctx.node_id as u64) {
+                            moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         return;
                     }
-                    Err(e) => tracing::debug!(%topic, partition, to, error = %e, "leadership not handed over"),
+                    if !ctx.quiescer.is_alive(to) || !r.in_sync(to) {
+                        continue; // stopped meanwhile (brokers stopping one after another), or behind
+                    }
+                    match r.transfer_leadership(to).await {
+                        Ok(()) => {
+                            moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::debug!(%topic, partition, to, "leadership handed over for shutdown");
+                            return;
+                        }
+                        // stopped (its liveness beats have not timed out yet)
+                        Err(e @ crate::replica::TransferError::Unreachable(..)) => {
+                            tracing::debug!(%topic, partition, to, error = %e, "leadership not handed over");
+                            targets.retain(|t| *t != to);
+                        }
+                        Err(e) => tracing::info!(%topic, partition, to, error = %e, "leadership not handed over; trying again"),
+                    }
                 }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     });

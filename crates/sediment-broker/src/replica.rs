@@ -928,6 +928,10 @@ pub struct Replica {
     progress: crate::isr::Progress,
 }
 
+/// Added to a new leader's vote lease before it campaigns for another voter: its vote was
+/// cast a moment before it learnt that it leads.
+const LEASE_MARGIN: Duration = Duration::from_millis(100);
+
 /// Why a leadership transfer did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -939,6 +943,8 @@ pub enum TransferError {
     Lagging(u64),
     #[error("broker {0} did not campaign: {1}")]
     Refused(u64, String),
+    #[error("broker {0} cannot be reached: {1}")]
+    Unreachable(u64, String),
     #[error("the election did not complete in time")]
     Timeout,
 }
@@ -1017,16 +1023,13 @@ impl Replica {
     ) -> anyhow::Result<Arc<Replica>> {
         let init_delay = preferred.filter(|p| *p != node_id).map(|_| PREFERRED_HEAD_START);
         let network = NetworkFactory::<DataTc>::new(peers.clone(), group);
-        let replica = Self::start_on(p, node_id, group, voters, network, raft_config(), init_delay).await?;
+        let replica = Self::start_on(p, node_id, group, voters, network, raft_config(), init_delay, recovery.clone()).await?;
         let _ = replica.peers.set(peers.clone());
         let on_append = quiescer.map(|q| {
             let h = q.add(group, replica.raft.clone());
             let _ = replica.quiet.set(h.clone());
             Arc::new(move || h.appended()) as Arc<dyn Fn() + Send + Sync>
         });
-        if let Some(r) = &recovery {
-            r.watch(&replica.raft);
-        }
         registry.register(group, Arc::new(RaftHandler { raft: replica.raft.clone(), client: None, on_append, recovery }));
         Ok(replica)
     }
@@ -1038,7 +1041,9 @@ impl Replica {
 
     /// [`start`](Self::start) over any network (the deterministic simulation test passes an
     /// in-process one) and with the given timers. A new group is initialized at once, or after
-    /// `init_delay` (replicas other than the preferred leader).
+    /// `init_delay` (replicas other than the preferred leader). `recovery`: this replica's disk
+    /// was lost ([`sediment_raft::network::Recovery`]); it campaigns only when that allows.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_on<N: openraft::RaftNetworkFactory<DataTc>>(
         p: Arc<Partition>,
         node_id: u64,
@@ -1047,12 +1052,16 @@ impl Replica {
         network: N,
         config: Arc<Config>,
         init_delay: Option<Duration>,
+        recovery: Option<Arc<sediment_raft::network::Recovery>>,
     ) -> anyhow::Result<Arc<Replica>> {
         let proposals = Arc::new(Proposals::default());
         let log = ReplicaLog::new(p.clone(), proposals.clone());
         let sm = ReplicaSm::open(p.clone());
         let raft = DataRaft::new(node_id, config, network, log, sm).await?;
-        sediment_raft::network::spawn_election_watchdog(raft.clone());
+        if let Some(r) = &recovery {
+            r.watch(&raft);
+        }
+        sediment_raft::network::spawn_election_watchdog(raft.clone(), recovery);
         // no voters: a replica added to a running group (reassignment) waits for its leader
         if !voters.is_empty() && !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
@@ -1273,13 +1282,25 @@ impl Replica {
     ///
     /// openraft 0.9 has no leadership transfer, so: stop taking proposals (producers get
     /// NOT_LEADER_OR_FOLLOWER and retry), wait until `to` has the whole log, and ask it to
-    /// campaign. This leader's own lease on its vote ran out long ago (openraft renews a
-    /// follower's lease on contact, not the leader's), so it grants the vote and steps down; with
-    /// `to` voting for itself that is a majority of three. Needs this broker to have led for
-    /// longer than the lease (the election timeout maximum).
+    /// campaign. openraft renews a follower's lease on its vote on contact, but a leader's only
+    /// when its vote changes, so once this broker has led for longer than the lease (the
+    /// election timeout maximum) it grants the vote and steps down; with `to` voting for itself
+    /// that is a majority of three. A younger leader first waits its lease out, taking
+    /// proposals meanwhile: otherwise a broker stopping right after the previous one handed it
+    /// partitions sees every campaign refused, and the target, back to follower on the next
+    /// heartbeat, is refused again on each retry.
     pub async fn transfer_leadership(&self, to: u64) -> Result<(), TransferError> {
         if !self.is_leader() {
             return Err(TransferError::NotLeader);
+        }
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max) + LEASE_MARGIN;
+        if let Some(age) = self.led_for()
+            && age < lease
+        {
+            tokio::time::sleep(lease - age).await;
+            if !self.is_leader() {
+                return Err(TransferError::NotLeader);
+            }
         }
         let (term, addr) = {
             let m = self.raft.metrics();
@@ -1303,11 +1324,10 @@ impl Replica {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let req = encode(&Campaign { leader: self.node_id, term }).map_err(|e| TransferError::Refused(to, e))?;
-            let answer = peers
-                .client(to, &addr)
-                .call(self.group, KIND_CAMPAIGN, &req, Duration::from_secs(2))
-                .await
-                .map_err(|e| TransferError::Refused(to, e.to_string()))?;
+            let answer = peers.client(to, &addr).call(self.group, KIND_CAMPAIGN, &req, Duration::from_secs(2)).await.map_err(|e| match e {
+                sediment_raft::transport::CallError::Unreachable { .. } => TransferError::Unreachable(to, e.to_string()),
+                e => TransferError::Refused(to, e.to_string()),
+            })?;
             if !decode::<bool>(&answer).map_err(|e| TransferError::Refused(to, e))? {
                 return Err(TransferError::Refused(to, "it does not follow this leader at this term".into()));
             }

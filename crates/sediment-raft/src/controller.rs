@@ -361,18 +361,22 @@ impl Controller {
         let state = sm.subscribe();
         let net = NetworkFactory::<MetaTc>::new(peers.clone(), METADATA_GROUP);
         let raft = Raft::new(node_id, raft_config("sediment-metadata"), net, log, sm).await?;
-        let recovery = crate::network::Recovery::new(disk_lost, "metadata");
+        let recovery = crate::network::Recovery::open(dir, disk_lost, "metadata")?;
         recovery.watch(&raft);
+        // the configured voters: a wiped broker knows no later membership
+        let others = voters.iter().filter(|(id, _)| **id != node_id).map(|(id, a)| (*id, a.clone())).collect();
+        recovery.form_with_majority();
+        recovery.learn_term_from(&peers, METADATA_GROUP, others);
         registry.register(
             METADATA_GROUP,
             Arc::new(RaftHandler {
                 raft: raft.clone(),
                 client: Some(Arc::new(Forwarded { raft: raft.clone() })),
                 on_append: None,
-                recovery: Some(recovery),
+                recovery: Some(recovery.clone()),
             }),
         );
-        crate::network::spawn_election_watchdog(raft.clone());
+        crate::network::spawn_election_watchdog(raft.clone(), Some(recovery.clone()));
         if !voters.contains_key(&node_id) {
             // joining a running cluster: its leader adds this broker (`sediment cluster
             // add-broker`) and replicates the metadata here; seeding a membership would fork it
