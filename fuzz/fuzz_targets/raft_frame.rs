@@ -10,7 +10,8 @@
 //! (sync status, whose request carries nothing) the leader's answer. The other kinds pick the
 //! rest: 0, 8, 9 the answers to append, vote (and campaign), snapshot; 5 a snapshot's
 //! `ClusterState`; 10 the handshake, with the payload as all the dialler sends; 11 a
-//! `MetaCommand`. Decoded metadata commands are applied to a small cluster state, as a follower
+//! `MetaCommand`; 12 a voter's answer to `KIND_TERM` (its `VoterState`, which a replica
+//! recovering from a lost disk decodes; the request carries nothing). Decoded metadata commands are applied to a small cluster state, as a follower
 //! applies a leader's entries.
 
 #![no_main]
@@ -38,6 +39,7 @@ const ANSWER_VOTE: u8 = 8;
 const ANSWER_SNAPSHOT: u8 = 9;
 const HANDSHAKE: u8 = 10;
 const COMMAND: u8 = 11;
+const ANSWER_TERM: u8 = 12;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&kind, payload)) = data.split_first() else { return };
@@ -98,6 +100,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         HANDSHAKE => handshake(payload),
+        ANSWER_TERM => {
+            if let Ok(state) = network::decode::<network::VoterState>(payload) {
+                let again = network::encode(&state).expect("encode a decoded voter state");
+                assert_eq!(network::decode::<network::VoterState>(&again), Ok(state));
+            }
+        }
         _ => {}
     }
 });
