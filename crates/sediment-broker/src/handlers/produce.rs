@@ -94,16 +94,20 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
         }
         let min_isr = topic.config.min_insync_replicas(&broker.defaults);
         // the ISR every broker reports (a leader that took over counts itself before it has
-        // committed its first ISR)
-        let in_sync = match broker.isr_of(&topic.name, partition.index) {
+        // committed its first ISR); the leader is always in it, so with min.insync.replicas at
+        // its default of 1 the lookup is skipped
+        let in_sync = || match broker.isr_of(&topic.name, partition.index) {
             Some(isr) => isr.len() + usize::from(!isr.contains(&broker.node_id())),
             None => r.in_sync_replicas(),
         };
-        if acks == -1 && min_isr as usize > in_sync {
-            return Err(ApiError::new(
-                ErrorCode::NotEnoughReplicas,
-                format!("min.insync.replicas is {min_isr} but only {in_sync} replicas are in sync"),
-            ).into());
+        if acks == -1 && min_isr > 1 {
+            let in_sync = in_sync();
+            if min_isr as usize > in_sync {
+                return Err(ApiError::new(
+                    ErrorCode::NotEnoughReplicas,
+                    format!("min.insync.replicas is {min_isr} but only {in_sync} replicas are in sync"),
+                ).into());
+            }
         }
     } else if acks == -1 && topic.config.min_insync_replicas(&broker.defaults) > 1 {
         return Err(ApiError::new(
