@@ -22,9 +22,10 @@ import uuid
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from sediment_harness import kafka_wire as kw
-from sediment_harness.clients import consumer, create_topic, producer, watermarks
+from sediment_harness.clients import admin, consumer, create_topic, producer, watermarks
 from sediment_harness.s3.fixtures import localstack_session, s3_factory, s3_server  # noqa: F401
 
 MiB = 1024 * 1024
@@ -59,8 +60,8 @@ def tiered_topic(bootstrap, name, **extra):
     create_topic(bootstrap, name, 1, config=cfg)
 
 
-def produce(bootstrap, topic, start, n, size=VALUE, timeout=300):
-    p = producer(bootstrap, **{"linger.ms": 20, "batch.size": 900_000, "queue.buffering.max.kbytes": 512 * 1024,
+def produce(bootstrap, topic, start, n, size=VALUE, timeout=300, batch_size=900_000):
+    p = producer(bootstrap, **{"linger.ms": 20, "batch.size": batch_size, "queue.buffering.max.kbytes": 512 * 1024,
                                "message.timeout.ms": 120_000})
     errs = []
     for i in range(start, start + n):
@@ -140,7 +141,7 @@ def check_contiguous(objs, start=0):
         assert b1 == l0 + 1, f"gap or overlap between {k0} and {k1}"
 
 
-def verify_range(bootstrap, topic, start, end, timeout=300.0):
+def verify_range(bootstrap, topic, start, end, timeout=300.0, size=VALUE):
     """Consumes [start, end) with confluent-kafka and checks every record's offset, key,
     value and timestamp, streaming (nothing kept). Returns the elapsed seconds."""
     c = consumer(bootstrap, **{"fetch.max.bytes": 64 * MiB, "max.partition.fetch.bytes": 4 * MiB,
@@ -162,7 +163,7 @@ def verify_range(bootstrap, topic, start, end, timeout=300.0):
                     continue
                 assert m.offset() == expect, f"offset {m.offset()}, expected {expect}"
                 assert m.key() == b"%d" % expect, f"key at {expect}: {m.key()[:20]!r}"
-                assert m.value() == payload(expect), f"value at offset {expect} differs"
+                assert m.value() == payload(expect, size), f"value at offset {expect} differs"
                 assert m.timestamp()[1] == TS0 + expect, f"timestamp at {expect}: {m.timestamp()}"
                 expect += 1
                 if expect >= end:
@@ -476,3 +477,69 @@ def test_a_replay_yields_to_producers_and_loses_nothing(s3_server, broker_factor
     time.sleep(1.5)
     verify_range(b.bootstrap, topic_name, 0, n)
     assert metric(b, "sediment_cold_read_throttled_seconds_total") == throttled
+
+
+@pytest.mark.parametrize("s3_server", RESTARTABLE, indirect=True)
+def test_the_bucket_follows_delete_records_and_retention(s3_server, broker_factory, topic_name):
+    """The bucket keeps what the log keeps: DeleteRecords deletes the segment objects wholly
+    below the new log start, retention.bytes the oldest ones; ListOffsets -4 (earliest local)
+    and -5 (latest tiered) name the local log start and the bucket's last offset, over the
+    wire; what remains reads back byte for byte."""
+    seg = 64 * 1024
+    bucket = s3_server.bucket(f"b-{uuid.uuid4().hex[:10]}")
+    b = tiered_broker(broker_factory, s3_server, bucket, env={"SEDIMENT_MIN_SEGMENT_BYTES": str(seg)})
+    create_topic(b.bootstrap, topic_name, 1, config={"segment.bytes": str(seg), "local.retention.bytes": str(2 * seg),
+                                                     "retention.ms": "-1"})
+    n, size = 480, 4096  # about 30 segments
+    produce(b.bootstrap, topic_name, 0, n, size=size, batch_size=16 * 1024)  # batches well below a segment
+    objs = wait_uploaded(b, s3_server, bucket, topic_name)
+    check_contiguous(objs)
+    assert len(objs) >= 20, f"{len(objs)} segment objects"
+
+    def offsets(ts):
+        with kw.Connection.to(b.bootstrap) as conn:
+            r = kw.list_offsets(conn, topic_name, 0, ts)
+        assert r.error_code == kw.NONE, r
+        return r.offset
+
+    # local retention has dropped the old segments from disk: the local log starts later
+    deadline = time.monotonic() + 60
+    while not (0 < offsets(kw.EARLIEST_LOCAL_TIMESTAMP) == local_segments(b, topic_name)[0][0]):
+        assert time.monotonic() < deadline, (offsets(kw.EARLIEST_LOCAL_TIMESTAMP), local_segments(b, topic_name)[:2])
+        time.sleep(0.2)
+    assert offsets(kw.EARLIEST_TIMESTAMP) == 0
+    assert offsets(kw.LATEST_TIMESTAMP) == n
+    assert offsets(kw.LATEST_TIERED_TIMESTAMP) == segment_objects(s3_server, bucket, topic_name)[-1][1]
+
+    # DeleteRecords into the sixth object: the five below it leave the bucket
+    cut = objs[5][0] + 3
+    tp = TopicPartition(topic_name, 0, cut)
+    a = admin(b.bootstrap)  # kept: the futures need their client alive
+    a.delete_records([tp], operation_timeout=30, request_timeout=30)[tp].result(30)
+    assert offsets(kw.EARLIEST_TIMESTAMP) == cut
+    deadline = time.monotonic() + 60
+    while (left := segment_objects(s3_server, bucket, topic_name))[0][0] != objs[5][0]:
+        assert left[0][0] <= objs[5][0], f"DeleteRecords to {cut} deleted the object holding it: {left[:2]}"
+        assert time.monotonic() < deadline, f"objects below {cut} still in the bucket: {[o[:2] for o in left[:6]]}"
+        time.sleep(0.2)
+    assert not [k for k in all_keys(s3_server, bucket, f"{PREFIX}/topics/{topic_name}/")
+                if (m := SEG_RE.search(k)) and int(m.group(2)) < cut], "a segment object below the log start"
+
+    # retention.bytes: the oldest objects go until the partition fits
+    limit = 8 * seg
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic_name, incremental_configs=[
+        ConfigEntry("retention.bytes", str(limit), incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([res], request_timeout=15)[res].result(30)
+    deadline = time.monotonic() + 60
+    while True:
+        left = segment_objects(s3_server, bucket, topic_name)
+        if sum(o[3] for o in left) <= limit:
+            break
+        assert time.monotonic() < deadline, f"{len(left)} objects, {sum(o[3] for o in left)} bytes, over {limit}"
+        time.sleep(0.2)
+    check_contiguous(left, start=left[0][0])
+    start = offsets(kw.EARLIEST_TIMESTAMP)
+    assert start == left[0][0] > cut, (start, left[0][:2])
+    lo, hi = watermarks(b.bootstrap, topic_name, 0)
+    assert (lo, hi) == (start, n)
+    verify_range(b.bootstrap, topic_name, start, n, size=size)

@@ -986,6 +986,48 @@ def metadata(conn: Connection, topics: Optional[Sequence[str]], allow_auto_topic
     return parse_metadata_v8(r)
 
 
+# ListOffsets v9 (flexible): the special timestamps of KIP-1005 among the others
+
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
+MAX_TIMESTAMP = -3
+EARLIEST_LOCAL_TIMESTAMP = -4  # v8+: the local log's start
+LATEST_TIERED_TIMESTAMP = -5  # v9+: the last offset in the remote log (-1 if none)
+
+
+@dataclass
+class ListOffsetsPartition:
+    error_code: int
+    timestamp: int
+    offset: int
+    leader_epoch: int
+
+
+def list_offsets(conn: Connection, topic: str, partition: int, timestamp: int, *, version: int = 9,
+                 isolation_level: int = 0) -> ListOffsetsPartition:
+    """One partition's ListOffsets answer (flexible versions, 6 and up)."""
+    if version < 6:
+        raise ValueError("list_offsets speaks the flexible versions (6+)")
+    w = Writer().int32(-1).int8(isolation_level).compact_array_len(1).compact_string(topic)
+    w.compact_array_len(1).int32(partition).int32(-1).int64(timestamp).tagged_fields()
+    w.tagged_fields().tagged_fields()
+    r = conn.request(LIST_OFFSETS, version, w.getvalue(), flexible_request=True)
+    r.int32()  # throttle
+    got = None
+    for _ in range(r.compact_array_len() or 0):
+        r.compact_string()
+        for _ in range(r.compact_array_len() or 0):
+            index, err, ts, off, epoch = r.int32(), r.int16(), r.int64(), r.int64(), r.int32()
+            r.tagged_fields()
+            if index == partition:
+                got = ListOffsetsPartition(err, ts, off, epoch)
+        r.tagged_fields()
+    r.tagged_fields()
+    if got is None:
+        raise DecodeError(f"no answer for {topic}-{partition}")
+    return got
+
+
 def fetch_batches(conn: Connection, topic: str, partition: int, start: int, end: int, *,
                   version: int = 12, partition_max_bytes: int = 1024 * 1024,
                   timeout: float = 60.0) -> list[RecordBatch]:
