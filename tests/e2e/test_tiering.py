@@ -117,6 +117,29 @@ def metric(broker, name):
     return None
 
 
+def read_counters(broker):
+    """Cache hits and misses of cold reads, and ranged GETs sent to the bucket, so far."""
+    text = urllib.request.urlopen(f"{broker.admin_url}/metrics", timeout=5).read().decode()
+    out = {"hits": 0.0, "misses": 0.0, "get_range": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("sediment_cache_hits_total"):
+            out["hits"] += float(value)
+        elif name.startswith("sediment_cache_misses_total"):
+            out["misses"] += float(value)
+        elif name.startswith("sediment_object_store_requests_total") and 'op="get_range"' in name:
+            out["get_range"] += float(value)
+    return out
+
+
+def counted(broker, fn):
+    """Runs fn(); returns its result and how much each read counter grew meanwhile."""
+    before = read_counters(broker)
+    r = fn()
+    after = read_counters(broker)
+    return r, {k: after[k] - before[k] for k in before}
+
+
 def wait_uploaded(broker, s3, bucket, topic, timeout=240.0):
     """Until every sealed local segment is in the bucket and the upload lag metric is zero."""
     deadline = time.monotonic() + timeout
@@ -226,8 +249,17 @@ def test_round_trip_through_the_bucket(s3_server, broker_factory, topic_name):
     lo, hi = watermarks(b.bootstrap, topic_name, 0)
     assert (lo, hi) == (0, n), "earliest is the remote log start"
 
-    # consume everything from offset 0 (cold: from the bucket), then by timestamp
-    cold_s = verify_range(b.bootstrap, topic_name, 0, n)
+    # consume everything from offset 0 (cold: from the bucket), then by timestamp. Every object
+    # below the local log start is read from the bucket: one chunk each (a segment is smaller
+    # than a 4 MiB chunk), each chunk one cache miss and one ranged GET (the footer and indexes
+    # one more); read again at once, every chunk is a cache hit and the bucket sees no GET
+    remote_only = sum(1 for o in objs if o[0] < segs[0][0])
+    cold_s, cold = counted(b, lambda: verify_range(b.bootstrap, topic_name, 0, n))
+    assert remote_only <= cold["misses"] <= len(objs), (remote_only, cold)
+    assert cold["misses"] <= cold["get_range"] <= 2 * len(objs), (len(objs), cold)
+    warm_s, warm = counted(b, lambda: verify_range(b.bootstrap, topic_name, 0, n))
+    assert warm["misses"] == 0 and warm["get_range"] == 0, warm
+    assert warm["hits"] >= remote_only, (remote_only, warm)
     k = n // 3
     cc = consumer(b.bootstrap)
     try:
@@ -240,10 +272,12 @@ def test_round_trip_through_the_bucket(s3_server, broker_factory, topic_name):
     b.stop()
     shutil.rmtree(b.data_dir / "cache", ignore_errors=True)
     b.start()
-    replay_s = verify_range(b.bootstrap, topic_name, 0, n)
+    replay_s, replay = counted(b, lambda: verify_range(b.bootstrap, topic_name, 0, n))
+    assert replay["misses"] >= remote_only and replay["get_range"] >= replay["misses"], (remote_only, replay)
     assert not [l for l in b.log_text().splitlines() if " ERROR " in l], "errors in the broker log"
-    print(f"{s3_server.name}: {TOTAL_MB} MiB produced in {produce_s:.1f}s, cold replay {cold_s:.1f}s, "
-          f"replay after restart {replay_s:.1f}s, {len(objs)} segment objects")
+    print(f"{s3_server.name}: {TOTAL_MB} MiB produced in {produce_s:.1f}s, cold replay {cold_s:.1f}s "
+          f"({cold['misses']:.0f} cache misses, {cold['get_range']:.0f} ranged GETs), warm replay {warm_s:.1f}s "
+          f"({warm['hits']:.0f} hits, no GET), replay after restart {replay_s:.1f}s, {len(objs)} segment objects")
 
 
 @pytest.mark.parametrize("s3_server", RESTARTABLE, indirect=True)
