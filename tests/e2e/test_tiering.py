@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 import time
 import urllib.request
@@ -115,6 +116,21 @@ def metric(broker, name):
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def bytes_queued_to(port):
+    """Bytes on established loopback TCP connections to `port` that its server has not read
+    yet (its receive queues) or that the clients could not send yet (their send queues)."""
+    out = subprocess.run(["ss", "-tnH", "state", "established"], capture_output=True, text=True, check=True).stdout
+    total = 0
+    for line in out.splitlines():
+        f = line.split()
+        recv_q, send_q, local, peer = int(f[0]), int(f[1]), f[2], f[3]
+        if local.endswith(f":{port}"):
+            total += recv_q
+        elif peer.endswith(f":{port}"):
+            total += send_q
+    return total
 
 
 def read_counters(broker):
@@ -391,7 +407,12 @@ def test_sigkill_mid_upload_uploads_each_segment_once(s3_server, broker_factory,
     s3_server.freeze()  # uploads of the next segments hang mid-request
     try:
         produce(b.bootstrap, topic_name, first, n - first)
-        time.sleep(2)
+        # the kill must land mid-upload: wait until a request body is on the wire to the
+        # frozen server (the kernel has taken it; the server has not read it)
+        deadline = time.monotonic() + 60
+        while (queued := bytes_queued_to(s3_server.port)) < 256 * 1024:
+            assert time.monotonic() < deadline, f"no upload reached the frozen server: {queued} bytes queued"
+            time.sleep(0.1)
         b.kill()
     finally:
         s3_server.thaw()
