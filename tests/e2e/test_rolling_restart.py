@@ -182,3 +182,24 @@ def test_controlled_shutdown_hands_leadership_over_before_the_broker_stops(clust
     prod.finish()
     print(f"longest produce pause per partition led by the stopped broker (s): {pauses}")
     _verify_exactly_once(c, topic_name, prod)
+
+
+def test_controlled_shutdown_hands_the_controller_over(cluster_factory, topic_name):
+    """SIGTERM on the broker that leads the metadata group hands that leadership to another
+    broker before it exits: the moment it is gone, the others name a live controller, and a
+    topic can be created through them (after a SIGKILL they name the dead one until an election
+    ends)."""
+    c, prod = _cluster_under_load(cluster_factory, topic_name)
+    victim = c.node(c.metadata().controller_id)
+    victim.stop()
+    others = [n for n in c.nodes if n is not victim]
+    named = {n.node_id: c.metadata(via=n).controller_id for n in others}
+    tail = victim.log_tail(400, since_last_start=True).splitlines()
+    assert [l for l in tail if "metadata leadership handed over" in l], [l for l in tail if "controlled shutdown" in l]
+    assert all(v in [n.node_id for n in others] for v in named.values()), \
+        f"broker {victim.node_id} exited still named controller: {named}"
+    create_topic(",".join(n.bootstrap for n in others), f"{topic_name}-after", 1, replication_factor=2)
+    victim.start()
+    _wait_ready(victim)
+    prod.finish()
+    _verify_exactly_once(c, topic_name, prod)

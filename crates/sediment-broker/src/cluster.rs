@@ -615,6 +615,14 @@ pub async fn controlled_shutdown(b: &Arc<Broker>, within: Duration) -> HandOver 
     HandOver { led, moved: moved.load(std::sync::atomic::Ordering::Relaxed) }
 }
 
+/// Controlled shutdown of the controller: hands the metadata leadership, if held here, to a
+/// live voter that has the whole metadata log (see [`Controller::hand_over`]). Run after the
+/// partitions moved, so their leadership changes are committed by this leader first.
+pub async fn hand_over_controller(b: &Arc<Broker>, within: Duration) -> Option<u64> {
+    let ctx = b.cluster.clone()?;
+    ctx.controller.hand_over(|id| ctx.quiescer.is_alive(id), within).await
+}
+
 /// Stops a deleted topic's replicas here and removes their data.
 async fn remove_local(b: &Arc<Broker>, t: &Arc<Topic>) {
     b.uninstall(t);

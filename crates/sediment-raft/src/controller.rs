@@ -415,6 +415,51 @@ impl Controller {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// Controlled shutdown of the controller: if this broker leads the metadata group, asks the
+    /// live voter (`alive`) that holds the whole log to campaign, and waits until it leads, in
+    /// rounds until `within` runs out. Writes keep going meanwhile: a round whose target fell
+    /// behind, or whose campaign this leader's young vote lease refused, is followed by another.
+    /// Returns the new leader, or `None` when this broker did not lead or no voter took over.
+    pub async fn hand_over(&self, alive: impl Fn(u64) -> bool, within: Duration) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + within;
+        let me = self.node_id;
+        loop {
+            let m = self.raft.metrics().borrow().clone();
+            if m.current_leader != Some(me) {
+                return m.current_leader.filter(|l| *l != me);
+            }
+            let members = m.membership_config.membership();
+            let caught_up = m.replication.as_ref().and_then(|r| {
+                r.iter()
+                    .filter(|(id, matched)| {
+                        **id != me && alive(**id) && members.voter_ids().any(|v| v == **id) && matched.map(|l| l.index) == m.last_log_index
+                    })
+                    .map(|(id, _)| *id)
+                    .next()
+            });
+            if let Some(to) = caught_up
+                && let Some(addr) = members.get_node(&to).map(|n| n.addr.clone())
+            {
+                let req = encode(&crate::network::Campaign { leader: me, term: m.current_term });
+                let asked = match req {
+                    Ok(req) => self.peers.client(to, &addr).call(METADATA_GROUP, crate::network::KIND_CAMPAIGN, &req, Duration::from_secs(2)).await.ok(),
+                    Err(_) => None,
+                };
+                if asked.and_then(|a| decode::<bool>(&a).ok()) == Some(true) {
+                    let mut w = self.raft.metrics();
+                    let led = tokio::time::timeout(Duration::from_secs(3), w.wait_for(|x| x.current_term > m.current_term && x.current_leader == Some(to))).await;
+                    if matches!(led, Ok(Ok(_))) {
+                        return Some(to);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Commits `cmd` through the leader (forwarding if needed) and returns what applying it
     /// produced. Retries while there is no leader or leadership moves, up to `timeout`. Once
     /// this returns, the command is applied on this broker's state too.

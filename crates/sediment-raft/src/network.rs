@@ -356,7 +356,7 @@ impl Recovery {
                 if heard.len() == others.len() {
                     break;
                 }
-                let majority = (others.len() + 1) / 2 + 1;
+                let majority = others.len().div_ceil(2) + 1; // of every voter, this one included
                 if me.majority_forms.load(std::sync::atomic::Ordering::Acquire) && heard.len() + 1 >= majority && heard.values().all(|v| !v.history) {
                     break;
                 }

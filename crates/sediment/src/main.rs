@@ -188,6 +188,16 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         let done = sediment_broker::cluster::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_TIMEOUT).await;
         tracing::info!(led = done.led, moved = done.moved, elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown: leaderships handed over");
+        // the metadata leadership last, within what is left of the bound
+        let left = CONTROLLED_SHUTDOWN_TIMEOUT.saturating_sub(started.elapsed()).max(Duration::from_secs(3));
+        let led_metadata = broker.cluster.as_ref().is_some_and(|c| c.controller.leader() == Some(c.node_id as u64));
+        if led_metadata {
+            let started = std::time::Instant::now();
+            match sediment_broker::cluster::hand_over_controller(&broker, left).await {
+                Some(to) => tracing::info!(to, elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown: metadata leadership handed over"),
+                None => tracing::warn!(elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown: metadata leadership not handed over; the others elect after the lease"),
+            }
+        }
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
     let _ = shutdown_tx.send(true);
