@@ -5,7 +5,8 @@
 #   (b) produce throughput, 1 KiB records, acks=all and acks=1, 1 and 8 partitions,
 #   (c) consume throughput,
 #   (d) produce latency p50/p99/p999 at half of the measured acks=all maximum.
-# Prints a markdown table (for the README) and writes the raw JSON next to it.
+# Writes benches/results/perf-DATE.json, from which benches/render.py renders the README's
+# table, and prints that table.
 #
 # Usage: benches/perf.sh [OUT_DIR]     (release build; takes ~5 minutes after the build)
 set -euo pipefail
@@ -105,33 +106,20 @@ HALF=$((MAX / 2))
 run half-all-p1 --topic half-p1 --partitions 1 --producers 4 --consumers 0 --acks all --rate "$HALF" "${COMMON[@]}"
 run fixed-all-p1 --topic fixed-p1 --partitions 1 --producers 4 --consumers 0 --acks all --rate 50000 "${COMMON[@]}"
 
-python3 - "$OUT" "$DISK_MIBS" "$HALF" "$DISK_SYNC1" "$LOOP_MIBS" <<'PY'
-import json, os, sys
-out, disk, half, sync1, loop = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-j = lambda n: json.load(open(os.path.join(out, n + ".json")))
-rows = []
-def prod(name, label):
-    d = j(name)
-    rows.append((label, f"{d['produced_mib_per_s']:.1f} MiB/s", f"{100*d['produced_mib_per_s']/disk:.0f}%",
-                 f"{d['latency_us']['p50']/1000:.2f} / {d['latency_us']['p99']/1000:.2f} ms"))
-print(f"| measurement (1 KiB records) | throughput | vs disk ({disk:.0f} MiB/s) | produce latency p50 / p99 |")
-print("|---|---|---|---|")
-print(f"| disk: sequential write, fsync every 64 MiB | {disk:.1f} MiB/s | 100% | – |")
-print(f"| disk: 1 MiB write + fsync, repeated | {sync1:.1f} MiB/s | {100*sync1/disk:.0f}% | – |")
-print(f"| loopback TCP, one stream | {loop:.0f} MiB/s | – | – |")
-prod("one-p1", "produce acks=1, 1 partition")
-prod("all-p1", "produce acks=all, 1 partition")
-prod("one-p8", "produce acks=1, 8 partitions")
-prod("all-p8", "produce acks=all, 8 partitions")
-for label, a, b, c in rows:
-    print(f"| {label} | {a} | {b} | {c} |")
-c = j("consume-p8")
-print(f"| consume, 8 partitions | {c['consumed_mib_per_s']:.1f} MiB/s | {100*c['consumed_mib_per_s']/disk:.0f}% | – |")
-h = j("half-all-p1")
-print(f"| acks=all, rate limit at half of max ({half} rec/s) | {h['produced_mib_per_s']:.1f} MiB/s | – | "
-      f"{h['latency_us']['p50']/1000:.2f} / {h['latency_us']['p99']/1000:.2f} ms (p999 {h['latency_us']['p999']/1000:.2f} ms) |")
-f = j("fixed-all-p1")
-print(f"| acks=all, rate limit 50k rec/s | {f['produced_mib_per_s']:.1f} MiB/s | – | "
-      f"{f['latency_us']['p50']/1000:.2f} / {f['latency_us']['p99']/1000:.2f} ms (p999 {f['latency_us']['p999']/1000:.2f} ms) |")
+# one results file (the README's table renders from it: benches/render.py)
+RESULT="benches/results/perf-$(date -u +%F).json"
+python3 - "$OUT" "$DISK_MIBS" "$HALF" "$DISK_SYNC1" "$LOOP_MIBS" "$DURATION" >"$RESULT" <<'PY'
+import json, os, platform, subprocess, sys
+out, disk, half, sync1, loop, duration = sys.argv[1:7]
+runs = {n: json.load(open(os.path.join(out, n + ".json")))
+        for n in ("all-p1", "one-p1", "all-p8", "one-p8", "consume-p8", "half-all-p1", "fixed-all-p1")}
+rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+print(json.dumps({
+    "bench": "benches/perf.sh", "git": rev, "cores": os.cpu_count(), "kernel": platform.release(),
+    "duration_s": int(duration), "disk_seq_mib_s": float(disk), "disk_sync1_mib_s": float(sync1),
+    "loopback_mib_s": float(loop), "half_rate": int(half), "runs": runs,
+}, indent=1))
 PY
+python3 benches/render.py --print perf "$RESULT"
+echo "results: $RESULT (commit it, then run benches/render.py)" >&2
 echo "raw results: $OUT" >&2

@@ -66,19 +66,7 @@ PY
     done
 done
 
-python3 - "$RAW" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-cells = {}
-for r in rows:
-    cells.setdefault((r["codec"], r["mode"]), []).append(r)
-print("| codec | strict MiB/s | relaxed MiB/s | strict vs relaxed | broker CPU s/GiB strict | relaxed |")
-print("|---|---|---|---|---|---|")
-for codec in dict.fromkeys(r["codec"] for r in rows):
-    s, x = cells[(codec, "strict")], cells[(codec, "relaxed")]
-    ms = statistics.median(r["mib_per_sec"] for r in s)
-    mx = statistics.median(r["mib_per_sec"] for r in x)
-    cs = statistics.median(r["broker_cpu_s_per_gib"] for r in s)
-    cx = statistics.median(r["broker_cpu_s_per_gib"] for r in x)
-    print(f"| {codec} | {ms:.0f} | {mx:.0f} | {100 * (ms / mx - 1):+.1f}% | {cs:.2f} | {cx:.2f} |")
-PY
+python3 benches/render.py --print validation_ab "$RAW"
+# the README's table renders from the committed copy (benches/render.py)
+cp "$RAW" "benches/results/validation_ab-$(date -u +%F).jsonl"
+echo "results: benches/results/validation_ab-$(date -u +%F).jsonl (commit it, then run benches/render.py)" >&2

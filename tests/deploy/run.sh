@@ -163,6 +163,7 @@ TOOLS_OK=1
 section "repository"
 check "checkov skips carry a written reason" "$PYTHON" "$HERE/repo_checks.py" skip-reasons "$ROOT"
 check "deployment files name no download hosts" "$PYTHON" "$HERE/repo_checks.py" hosts "$ROOT"
+check "README benchmark tables render from the committed results (benches/render.py --check)" "$PYTHON" "$ROOT/benches/render.py" --check
 
 # ---------------------------------------------------------------- container image
 
