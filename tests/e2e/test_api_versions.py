@@ -111,3 +111,31 @@ def test_describe_cluster(broker):
     # the same cluster id in Metadata and DescribeCluster
     with kw.Connection.to(broker.bootstrap) as c:
         assert kw.metadata(c, None).cluster_id == desc.cluster_id
+
+
+def test_the_readme_api_table_is_the_api_versions_answer(broker):
+    """README.md's "APIs and versions" table lists exactly the APIs ApiVersions advertises,
+    each with the advertised range (the "advertised" note where it differs from what is
+    served)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### APIs and versions", 1)[1].split("\n## ", 1)[0]
+    listed = {}
+    for line in section.splitlines():
+        m = re.match(r"\| (\w+) \| (\d+) \| (\d+)–(\d+)(?: \(advertised (\d+)–(\d+)\))? \|", line) or \
+            re.match(r"\| (\w+) \| (\d+) \| (\d+)()(?: \(advertised (\d+)–(\d+)\))? \|", line)
+        if not m:
+            continue
+        name, key, lo, hi, alo, ahi = m.groups()
+        hi = hi or lo
+        listed[int(key)] = (name, (int(alo), int(ahi)) if alo else (int(lo), int(hi)))
+    assert len(listed) > 20, "the README's API table was not found"
+    with kw.Connection.to(broker.bootstrap) as c:
+        advertised = kw.api_versions(c)
+    assert set(listed) == set(advertised), (
+        f"in the README only: {sorted(set(listed) - set(advertised))}, "
+        f"advertised only: {sorted(set(advertised) - set(listed))}")
+    wrong = {name: (rng, advertised[key]) for key, (name, rng) in listed.items() if rng != tuple(advertised[key])}
+    assert not wrong, f"README range vs advertised: {wrong}"
