@@ -83,11 +83,12 @@ def test_fetch_long_poll_waits_then_returns_on_data(broker, topic_name):
         assert resp.partitions[0].records == b""
 
         # data arrives 1 s into a 5 s wait
+        produced = []
+
         def later():
             time.sleep(1.0)
             with kw.Connection.to(broker.bootstrap) as c2:
-                r = kw.produce(c2, 9, topic_name, 0, _batch(1, 10, "late"))
-                assert r.error_code == kw.NONE
+                produced.append(kw.produce(c2, 9, topic_name, 0, _batch(1, 10, "late")).error_code)
 
         th = threading.Thread(target=later)
         t = time.monotonic()
@@ -95,6 +96,7 @@ def test_fetch_long_poll_waits_then_returns_on_data(broker, topic_name):
         resp = kw.fetch(c, 12, topic_name, [(0, 0)], max_wait_ms=5000, min_bytes=1)
         waited = time.monotonic() - t
         th.join()
+        assert produced == [kw.NONE], f"the late produce answered {produced}"
     (p,) = resp.partitions
     batches = kw.parse_record_batches(p.records or b"")
     assert len(batches) == 1 and batches[0].records[0][2] == b"late0", p
