@@ -72,6 +72,22 @@ class LazyDisk:
         self.mount()
         return report
 
+    def stall(self, under: str, timeout: float = 10.0) -> None:
+        """A disk too slow for one path: writes and fsyncs of files under `under` (relative to
+        the mount) wait until resume(); reads and every other path go on."""
+        self._ask(f"stall {under}", "stalled", timeout)
+
+    def resume(self, timeout: float = 10.0) -> None:
+        self._ask("resume", "resumed", timeout)
+
+    def _ask(self, cmd: str, answer: str, timeout: float) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(f"{cmd}\n".encode())
+        self.proc.stdin.flush()
+        line = self._read_line(timeout)
+        if line != answer:
+            raise BrokerError(f"sediment-lazyfs answered {line!r} to {cmd!r}\n{self._log()}")
+
     def unmount(self, timeout: float = 30.0) -> None:
         """A clean stop: everything written stays."""
         if self.mounted():

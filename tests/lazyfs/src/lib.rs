@@ -135,6 +135,10 @@ pub struct LazyFs {
     dirty: Mutex<HashMap<u64, Arc<Mutex<Dirty>>>>,
     /// Set by a power cut: from then on every request fails, as on a dead disk.
     dead: AtomicBool,
+    /// A slow disk: writes and fsyncs of files under this backing path wait until it is
+    /// cleared ([`LazyFs::stall`]).
+    stalled: Mutex<Option<PathBuf>>,
+    unstalled: std::sync::Condvar,
 }
 
 fn errno(e: io::Error) -> Errno {
@@ -172,6 +176,8 @@ impl LazyFs {
             next_fh: AtomicU64::new(1),
             dirty: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
+            stalled: Mutex::new(None),
+            unstalled: std::sync::Condvar::new(),
         })
     }
 
@@ -216,6 +222,22 @@ impl LazyFs {
         let attr = self.attr(&meta);
         lock(&self.paths).insert(attr.ino.0, path);
         Ok(attr)
+    }
+
+    /// Makes writes and fsyncs of files under `under` (relative to the backing directory) wait
+    /// until `stall(None)`: a disk too slow for them, while reads and every other path go on.
+    pub fn stall(&self, under: Option<&Path>) {
+        *lock(&self.stalled) = under.map(|p| self.root.join(p));
+        self.unstalled.notify_all();
+    }
+
+    /// Waits while writes to inode `ino` are stalled.
+    fn wait_unstalled(&self, ino: u64) {
+        let Some(path) = lock(&self.paths).get(&ino).cloned() else { return };
+        let mut stalled = lock(&self.stalled);
+        while stalled.as_ref().is_some_and(|under| path.starts_with(under)) && !self.dead.load(Ordering::SeqCst) {
+            stalled = self.unstalled.wait(stalled).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
@@ -285,6 +307,9 @@ impl LazyFs {
     /// from now on fails. The caller has killed (and reaped) the processes writing here.
     pub fn power_cut(&self) -> io::Result<CutReport> {
         self.dead.store(true, Ordering::SeqCst);
+        // stalled writers fail now, as every later request does
+        drop(lock(&self.stalled));
+        self.unstalled.notify_all();
         let dirty: Vec<_> = lock(&self.dirty).drain().map(|(_, d)| d).collect();
         let mut report = CutReport::default();
         for d in dirty {
@@ -539,6 +564,7 @@ impl Filesystem for LazyFs {
     ) {
         let result = (|| -> Result<u32, Errno> {
             let h = self.handle(fh)?;
+            self.wait_unstalled(h.ino);
             self.with_dirty(h.ino, &h.file, |d| {
                 let at = if h.append { d.file.metadata()?.len() } else { offset };
                 d.save(at, at + data.len() as u64)?;
@@ -577,6 +603,7 @@ impl Filesystem for LazyFs {
         // counts is which writes the program asked to make durable, and when.
         match self.handle(fh) {
             Ok(h) => {
+                self.wait_unstalled(h.ino);
                 self.synced(h.ino);
                 reply.ok();
             }
@@ -700,7 +727,8 @@ pub fn mount(fs: Arc<LazyFs>, mountpoint: &Path) -> io::Result<Session> {
         fuser::MountOption::FSName("sediment-lazyfs".into()),
         fuser::MountOption::DefaultPermissions,
     ];
-    config.n_threads = Some(4);
+    // stalled writes (`LazyFs::stall`) each hold a thread: enough for the rest to go on
+    config.n_threads = Some(16);
     let session = fuser::spawn_mount(Shared(fs), mountpoint, &config)?;
     Ok(Session { session: Some(session), at: mountpoint.to_path_buf() })
 }

@@ -4,6 +4,9 @@
 //! - `cut`: the power goes out. Every write not fsynced is taken back from BACKING_DIR, a JSON
 //!   report of what was lost is printed, and the mount goes away. Kill the processes writing
 //!   under MOUNTPOINT first.
+//! - `stall PATH`: writes and fsyncs of files under PATH (relative to BACKING_DIR) wait, as on
+//!   a disk too slow for them; reads and other paths go on. Prints `stalled`.
+//! - `resume`: they go on. Prints `resumed`.
 //! - `unmount` (or end of input): a clean stop; everything written stays.
 
 use std::io::{self, BufRead, Write};
@@ -49,8 +52,16 @@ fn main() -> ExitCode {
                 break;
             }
             Ok("unmount") | Err(_) => break,
+            Ok("resume") => {
+                fs.stall(None);
+                println!("resumed");
+            }
+            Ok(cmd) if cmd.starts_with("stall ") => {
+                fs.stall(Some(std::path::Path::new(cmd["stall ".len()..].trim())));
+                println!("stalled");
+            }
             Ok("") => {}
-            Ok(other) => eprintln!("unknown command {other:?} (cut, unmount)"),
+            Ok(other) => eprintln!("unknown command {other:?} (cut, stall PATH, resume, unmount)"),
         }
     }
     if let Err(e) = session.unmount() {

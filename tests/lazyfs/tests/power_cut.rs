@@ -145,3 +145,32 @@ fn an_unlinked_file_is_simply_gone() {
     assert!(!backing.join("tmp").exists());
     assert_eq!(report["files"], 0);
 }
+
+#[test]
+fn a_stalled_path_waits_while_the_rest_of_the_disk_goes_on() {
+    let mut m = Mount::new();
+    fs::create_dir_all(m.path("slow")).expect("mkdir");
+    fn ask(m: &mut Mount, cmd: &str, answer: &str) {
+        writeln!(m.stdin, "{cmd}").expect("send");
+        let mut line = String::new();
+        m.stdout.read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), answer);
+    }
+    ask(&mut m, "stall slow", "stalled");
+    let slow = m.path("slow/log");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let mut f = File::create(&slow).expect("create");
+        synced_write(&mut f, b"late");
+        tx.send(()).expect("send");
+    });
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(500)).is_err(), "a write under the stalled path went through");
+    let mut fast = File::create(m.path("fast")).expect("create elsewhere");
+    synced_write(&mut fast, b"on time");
+    ask(&mut m, "resume", "resumed");
+    rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the stalled write completes once resumed");
+    writer.join().expect("writer");
+    let (_, backing, _dir) = m.cut();
+    assert_eq!(fs::read(backing.join("slow/log")).expect("read"), b"late");
+    assert_eq!(fs::read(backing.join("fast")).expect("read"), b"on time");
+}
