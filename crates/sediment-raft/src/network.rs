@@ -400,18 +400,23 @@ impl Recovery {
         if let Some(t) = target
             && applied.unwrap_or(0) >= t
         {
-            if let Some(m) = &self.marker {
-                // openraft holds the applied entries durably (it applies only what its log
-                // store flushed), so the marker can go
-                let removed = std::fs::remove_file(m).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) });
-                if let Err(e) = removed.and_then(|_| m.parent().map_or(Ok(()), crate::log_store::sync_dir)) {
-                    // still recovering on the next start: safe, only slower
-                    tracing::warn!(group = %self.what, error = %e, "cannot remove the disk-loss marker");
-                }
-            }
-            self.active.store(false, std::sync::atomic::Ordering::Release);
-            tracing::info!(group = %self.what, caught_up_to = t, "replica on a new disk caught up: it votes again");
+            self.finish(t);
         }
+    }
+
+    /// Ends the recovery: the replica holds everything committed up to `t` (applied).
+    fn finish(&self, t: u64) {
+        if let Some(m) = &self.marker {
+            // openraft holds the applied entries durably (it applies only what its log store
+            // flushed), so the marker can go
+            let removed = std::fs::remove_file(m).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) });
+            if let Err(e) = removed.and_then(|_| m.parent().map_or(Ok(()), crate::log_store::sync_dir)) {
+                // still recovering on the next start: safe, only slower
+                tracing::warn!(group = %self.what, error = %e, "cannot remove the disk-loss marker");
+            }
+        }
+        self.active.store(false, std::sync::atomic::Ordering::Release);
+        tracing::info!(group = %self.what, caught_up_to = t, "replica on a new disk caught up: it votes again");
     }
 
     /// Ends the recovery as soon as `raft` has applied what the first leader had committed
@@ -426,8 +431,17 @@ impl Recovery {
         tokio::spawn(async move {
             let mut electing = false;
             loop {
-                let applied = m.borrow_and_update().last_applied.map(|l| l.index);
+                let (applied, led) = {
+                    let x = m.borrow_and_update();
+                    (x.last_applied.map(|l| l.index), leader_applied_own_term(&x))
+                };
                 me.check(applied);
+                // elected (a brand-new group) and applied an entry of its own term: it holds
+                // everything committed (leader completeness); a leader hears no append to
+                // learn a target from
+                if led && me.is_active() {
+                    me.finish(applied.unwrap_or(0));
+                }
                 let may = me.may_campaign();
                 if may != electing {
                     raft.runtime_config().elect(may);
