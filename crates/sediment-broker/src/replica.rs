@@ -47,7 +47,7 @@ use sediment_protocol::ErrorCode;
 use sediment_protocol::batch::{BatchHeader, BatchIter};
 use sediment_raft::entry_index::{EntryIndex, EntryKind, EntryRecord, IndexError};
 use sediment_raft::log_store::{load_small, save_small};
-use sediment_raft::network::{Campaign, KIND_CAMPAIGN, NetworkFactory, RaftHandler, Registry, decode, encode};
+use sediment_raft::network::{NetworkFactory, RaftHandler, Registry, decode, encode};
 use sediment_raft::quiesce::{QuietHandle, Quiescer};
 use sediment_raft::transport::{GroupId, Peers};
 use serde::{Deserialize, Serialize};
@@ -1323,21 +1323,18 @@ impl Replica {
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            let req = encode(&Campaign { leader: self.node_id, term }).map_err(|e| TransferError::Refused(to, e))?;
-            let answer = peers.client(to, &addr).call(self.group, KIND_CAMPAIGN, &req, Duration::from_secs(2)).await.map_err(|e| match e {
+            let followed = sediment_raft::network::ask_to_campaign(peers, self.group, to, &addr, self.node_id, term).await.map_err(|e| match e {
                 sediment_raft::transport::CallError::Unreachable { .. } => TransferError::Unreachable(to, e.to_string()),
                 e => TransferError::Refused(to, e.to_string()),
             })?;
-            if !decode::<bool>(&answer).map_err(|e| TransferError::Refused(to, e))? {
+            if !followed {
                 return Err(TransferError::Refused(to, "it does not follow this leader at this term".into()));
             }
-            let mut m = self.raft.metrics();
-            // done once the target leads (this broker learns it from the new leader's first
-            // append); stepping down alone may mean the target lost its election
-            let done = tokio::time::timeout(Duration::from_secs(3), m.wait_for(|m| m.current_term > term && m.current_leader == Some(to))).await;
-            match done {
-                Ok(Ok(_)) => Ok(()),
-                _ => Err(TransferError::Timeout),
+            // done once the target leads, not when this broker steps down
+            if sediment_raft::network::led_by(&self.raft, to, term, Duration::from_secs(3)).await {
+                Ok(())
+            } else {
+                Err(TransferError::Timeout)
             }
         }
         .await;

@@ -440,17 +440,9 @@ impl Controller {
             if let Some(to) = caught_up
                 && let Some(addr) = members.get_node(&to).map(|n| n.addr.clone())
             {
-                let req = encode(&crate::network::Campaign { leader: me, term: m.current_term });
-                let asked = match req {
-                    Ok(req) => self.peers.client(to, &addr).call(METADATA_GROUP, crate::network::KIND_CAMPAIGN, &req, Duration::from_secs(2)).await.ok(),
-                    Err(_) => None,
-                };
-                if asked.and_then(|a| decode::<bool>(&a).ok()) == Some(true) {
-                    let mut w = self.raft.metrics();
-                    let led = tokio::time::timeout(Duration::from_secs(3), w.wait_for(|x| x.current_term > m.current_term && x.current_leader == Some(to))).await;
-                    if matches!(led, Ok(Ok(_))) {
-                        return Some(to);
-                    }
+                let asked = crate::network::ask_to_campaign(&self.peers, METADATA_GROUP, to, &addr, me, m.current_term).await;
+                if matches!(asked, Ok(true)) && crate::network::led_by(&self.raft, to, m.current_term, Duration::from_secs(3)).await {
+                    return Some(to);
                 }
             }
             if tokio::time::Instant::now() >= deadline {

@@ -52,6 +52,23 @@ pub fn leader_applied_own_term(m: &openraft::RaftMetrics<u64, openraft::BasicNod
     m.state == openraft::ServerState::Leader && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
 }
 
+/// Leadership transfer: asks voter `to` at `addr` to campaign now in `group`, as its leader
+/// `leader` at `term` ([`KIND_CAMPAIGN`]). `Ok(true)` when it followed that leader at that term
+/// and started an election; `Ok(false)` when it did not follow it (it then does nothing).
+pub async fn ask_to_campaign(peers: &Peers, group: GroupId, to: u64, addr: &str, leader: u64, term: u64) -> Result<bool, CallError> {
+    let remote = |message: String| CallError::Remote { addr: addr.to_string(), message };
+    let req = encode(&Campaign { leader, term }).map_err(remote)?;
+    let answer = peers.client(to, addr).call(group, KIND_CAMPAIGN, &req, std::time::Duration::from_secs(2)).await?;
+    decode::<bool>(&answer).map_err(remote)
+}
+
+/// Waits up to `within` until `raft` sees voter `to` lead at a term above `term` (a node learns
+/// it from the new leader's first append; stepping down alone may mean the election failed).
+pub async fn led_by<C: TypeConfig>(raft: &Raft<C>, to: u64, term: u64, within: std::time::Duration) -> bool {
+    let mut m = raft.metrics();
+    matches!(tokio::time::timeout(within, m.wait_for(|m| m.current_term > term && m.current_leader == Some(to))).await, Ok(Ok(_)))
+}
+
 /// Asks voter `id` at `addr` for its current term in `group` (see [`Recovery::learn_term`]).
 pub async fn voter_term(peers: &Peers, id: u64, addr: &str, group: GroupId, timeout: std::time::Duration) -> Result<VoterState, CallError> {
     let answer = peers.client(id, addr).call(group, KIND_TERM, &[], timeout).await?;
@@ -256,7 +273,18 @@ impl Recovery {
     /// `active` when the replica's disk was lost (see the type docs); `what` names the group in
     /// logs.
     pub fn new(active: bool, what: impl Into<String>) -> Arc<Recovery> {
-        Arc::new(Recovery { active: active.into(), target: std::sync::Mutex::new(None), floor: std::sync::Mutex::new(None), marker: None, majority_forms: false.into(), what: what.into() })
+        Self::with_marker(active, None, what.into())
+    }
+
+    fn with_marker(active: bool, marker: Option<std::path::PathBuf>, what: String) -> Arc<Recovery> {
+        Arc::new(Recovery {
+            active: active.into(),
+            target: std::sync::Mutex::new(None),
+            floor: std::sync::Mutex::new(None),
+            marker,
+            majority_forms: false.into(),
+            what,
+        })
     }
 
     /// The recovery state of the replica whose files live in `dir`: active when `lost` (its
@@ -274,7 +302,7 @@ impl Recovery {
         if active && !lost {
             tracing::info!(group = %what, "replica still recovering from a lost disk (an earlier start had not caught up)");
         }
-        Ok(Arc::new(Recovery { active: active.into(), target: std::sync::Mutex::new(None), floor: std::sync::Mutex::new(None), marker: Some(marker), majority_forms: false.into(), what }))
+        Ok(Self::with_marker(active, Some(marker), what))
     }
 
     /// Whether an append or snapshot from a leader of `term` may reach the replica: always once
