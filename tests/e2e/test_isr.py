@@ -102,3 +102,48 @@ def test_isr_shrinks_when_a_broker_dies_and_grows_when_it_returns(cluster_factor
     with kw.Connection.to(strict_leader.bootstrap) as conn:
         r = kw.produce(conn, 9, strict, 0, kw.build_record_batch([kw.Record(b"k", b"v")]))
     assert r.error_code == kw.NONE, r
+
+
+def test_a_live_broker_on_a_stalled_disk_leaves_every_isr_and_rejoins(disks, cluster_factory, topic_name, tmp_path):
+    """Kafka's lag rule, not the liveness rule: broker 3 stays up and answers every request, but
+    its disk stops taking writes for every partition it holds (one it leads among them). The
+    partition it led elects another leader; every leader drops broker 3 from the ISR within
+    replica.lag.time.max.ms (4 s here) and lists it online. Once the disk resumes, broker 3
+    catches up and rejoins every ISR."""
+    (disk,) = disks(1)
+    c = cluster_factory(3, data_dirs=[tmp_path / "d1", tmp_path / "d2", disk.path / "data"],
+                        env={"SEDIMENT_REPLICA_LAG_TIME_MAX_MS": "4000"})
+    create_topic(c.bootstrap, topic_name, PARTS, replication_factor=3)
+    leaders = {q: c.leader(topic_name, q) for q in range(PARTS)}
+    assert 3 in leaders.values(), f"leaders are placed round the replicas, yet broker 3 leads none: {leaders}"
+    everyone = {q: ([1, 2, 3], []) for q in range(PARTS)}
+    _wait_views(c, topic_name, everyone, timeout=30)
+    disk.stall("data/logs")  # every partition directory on the broker
+    try:
+        t0 = time.monotonic()
+        p = producer(c.bootstrap, **{"acks": "all"})
+        want = {q: ([1, 2], []) for q in range(PARTS)}
+        last = None
+        while time.monotonic() - t0 < 60:
+            for i in range(60):
+                p.produce(topic_name, value=f"stalled-{i}".encode(), partition=i % PARTS)
+            p.poll(0)
+            last = _views(c, topic_name)  # broker 3 included: it must keep answering Metadata
+            if len(last) == 3 and all(v == want for v in last.values()):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"ISR views never became {want}: {last}")
+        took = time.monotonic() - t0
+        print(f"broker 3 left every ISR {took:.1f} s after its disk stalled, still online")
+        assert took >= 3.5, f"left after {took:.1f} s: before replica.lag.time.max.ms could have passed"
+        assert p.flush(60) == 0, "acks=all writes must go on with two replicas in sync"
+        # (broker 3's own view of those partitions waits for its disk, as Kafka's would)
+        acked = {q: max(c.node(n).local_partitions(topic_name)[q]["high_watermark"] for n in (1, 2))
+                 for q in range(PARTS)}
+    finally:
+        disk.resume()
+    took = _wait_views(c, topic_name, everyone, timeout=60)
+    print(f"broker 3 was back in every ISR {took:.1f} s after its disk resumed")
+    held = {q: p["log_end_offset"] for q, p in c.node(3).local_partitions(topic_name).items()}
+    assert all(held[q] >= acked[q] for q in range(PARTS)), f"back in the ISR holding {held}, acked {acked}"

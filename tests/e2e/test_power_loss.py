@@ -12,23 +12,9 @@ import pytest
 
 from acks_common import AckLog, lost_acks, produce_until_crash, verify
 from sediment_harness.clients import create_topic
-from sediment_harness.powerloss import LazyDisk, power_cut
+from sediment_harness.powerloss import power_cut
 
 PARTS = 3
-
-
-@pytest.fixture
-def disks(tmp_path):
-    made: list[LazyDisk] = []
-
-    def make(count: int) -> list[LazyDisk]:
-        new = [LazyDisk(tmp_path / f"disk{len(made) + i + 1}") for i in range(count)]
-        made.extend(new)
-        return new
-
-    yield make
-    for d in made:
-        d.unmount()
 
 
 def _single(disks, broker_factory, tmp_path, fsync):

@@ -445,15 +445,16 @@ async fn flusher(p: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<FlushReq>) {
         };
         let started = Instant::now();
         let res = match prepared {
-            Ok((job, files)) => tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-                let done = job.map(|j| j.run()).transpose().map_err(std::io::Error::other)?;
-                for f in files {
-                    f.sync_data()?;
-                }
-                Ok(done)
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+            Ok((job, files)) => p
+                .timed_fsync(tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                    let done = job.map(|j| j.run()).transpose().map_err(std::io::Error::other)?;
+                    for f in files {
+                        f.sync_data()?;
+                    }
+                    Ok(done)
+                }))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
             Err(e) => Err(std::io::Error::other(e.to_string())),
         };
         match res {
@@ -527,7 +528,7 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let dir = self.p.lock().log.dir().to_path_buf();
-        save_small(&dir, VOTE_FILE, vote, true).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
+        self.p.disk_io(|| save_small(&dir, VOTE_FILE, vote, true)).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -542,7 +543,7 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
         self.committed_saved = Some(Instant::now());
         let dir = self.p.lock().log.dir().to_path_buf();
         // a hint (see sediment_raft::log_store): not fsynced
-        save_small(&dir, COMMITTED_FILE, &committed, false).map_err(st_err)
+        self.p.disk_io(|| save_small(&dir, COMMITTED_FILE, &committed, false)).map_err(st_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -556,16 +557,25 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
         I::IntoIter: Send,
     {
         let now = crate::broker::now_ms();
-        {
+        // off the runtime's workers (a stalled disk must not stop the runtime)
+        self.p.disk_io(|| {
             let mut inner = self.p.lock();
-            for e in entries {
-                self.append_one(&mut inner, e, now)?;
-            }
-        }
+            entries.into_iter().try_for_each(|e| self.append_one(&mut inner, e, now))
+        })?;
         self.flush_tx.send(callback).map_err(|_| st_err("partition flusher stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.p.disk_io(|| self.truncate_now(log_id))
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.p.disk_io(|| self.purge_now(log_id))
+    }
+}
+
+impl ReplicaLog {
+    fn truncate_now(&self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let mut inner = self.p.lock();
         let Some(rec) = raft_of(&mut inner)?.index.get(log_id.index).map_err(st_err)? else {
             return Ok(()); // past the end
@@ -583,7 +593,7 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
         Ok(())
     }
 
-    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+    fn purge_now(&self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let mut inner = self.p.lock();
         let r = raft_of(&mut inner)?;
         if r.purged.is_some_and(|p| p >= log_id) {

@@ -11,6 +11,9 @@ Fixtures:
                      (graceful stop asserted), and any Rust panic in their logs
                      fails the test
     broker           one started single-node broker
+    cluster_factory  make(size, **kwargs) -> started Cluster; stopped and checked as above
+    disks            make(count) -> LazyDisks (tests/lazyfs): power cuts and stalled paths;
+                     unmounted at teardown
 
 On a failed test the tail of every broker's log is attached to the report
 ("sediment log: broker-1" sections in the failure output).
@@ -117,3 +120,20 @@ def pytest_runtest_makereport(item, call):
                 report.sections.append((f"sediment log highlights: {b.name} ({status})", notable))
             tail = b.log_tail(LOG_TAIL_LINES)
             report.sections.append((f"sediment log tail: {b.name} ({b.log_path})", tail or "(empty)"))
+
+
+@pytest.fixture
+def disks(tmp_path):
+    """make(count) -> that many new LazyDisks under the test's tmp dir, unmounted at teardown."""
+    from .powerloss import LazyDisk
+
+    made: list[LazyDisk] = []
+
+    def make(count: int) -> list[LazyDisk]:
+        new = [LazyDisk(tmp_path / f"disk{len(made) + i + 1}") for i in range(count)]
+        made.extend(new)
+        return new
+
+    yield make
+    for d in made:
+        d.unmount()
