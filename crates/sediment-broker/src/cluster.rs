@@ -105,6 +105,7 @@ fn meta_error(e: MetaError) -> ApiError {
         MetaError::BrokerHostsReplicas { .. } => ErrorCode::InvalidRequest,
         MetaError::InvalidReassignment(_) => ErrorCode::InvalidReplicaAssignment,
         MetaError::InvalidTopic(_) => ErrorCode::InvalidTopicException,
+        MetaError::ProducerIdsExhausted => ErrorCode::UnknownServerError,
     };
     ApiError::new(code, e.to_string())
 }
@@ -793,6 +794,7 @@ impl Broker {
         }
         let start = match c.write(MetaCommand::ReserveProducerIds { count: crate::broker::PRODUCER_ID_BLOCK }).await? {
             MetaResponse::ProducerIds { start } => start,
+            MetaResponse::Refused(e) => return Err(meta_error(e)),
             other => return Err(ApiError::new(ErrorCode::UnknownServerError, format!("unexpected controller answer {other:?}"))),
         };
         Ok(self.refill_producer_ids(start))

@@ -222,13 +222,14 @@ impl BatchHeader {
     /// Offset of the last record in the batch.
     #[inline]
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        // saturating: a header read from disk or the bucket may carry any base offset
+        self.base_offset.saturating_add(self.last_offset_delta as i64)
     }
 
     /// Offset following this batch.
     #[inline]
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     pub fn compression(&self) -> Result<Compression, BatchError> {

@@ -199,7 +199,13 @@ pub enum MetaError {
     /// A topic name Kafka would not accept (and which could name a path outside the logs dir).
     #[error("{0}")]
     InvalidTopic(String),
+    /// Every producer id up to i64::MAX has been handed out (Kafka: a fatal broker error).
+    #[error("producer ids are exhausted")]
+    ProducerIdsExhausted,
 }
+
+/// Most producer ids one ReserveProducerIds hands out (a peer asks for 1000 at a time).
+pub const MAX_PRODUCER_ID_BLOCK: i64 = 1_000_000;
 
 /// Most partitions one topic may have (the same cap the Kafka port applies).
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
@@ -406,8 +412,13 @@ impl ClusterState {
             }
             MetaCommand::ReserveProducerIds { count } => {
                 let start = self.producer_id_block_end;
-                self.producer_id_block_end += count.max(&1);
-                MetaResponse::ProducerIds { start }
+                match start.checked_add((*count).clamp(1, MAX_PRODUCER_ID_BLOCK)) {
+                    Some(end) => {
+                        self.producer_id_block_end = end;
+                        MetaResponse::ProducerIds { start }
+                    }
+                    None => MetaResponse::Refused(MetaError::ProducerIdsExhausted),
+                }
             }
         }
     }
@@ -516,6 +527,12 @@ mod tests {
         assert_eq!(s.topics["t"].replication_factor(), 3);
         assert_eq!(s.apply(&MetaCommand::ReserveProducerIds { count: 1000 }), MetaResponse::ProducerIds { start: 0 });
         assert_eq!(s.apply(&MetaCommand::ReserveProducerIds { count: 1000 }), MetaResponse::ProducerIds { start: 1000 });
+        // a forged count cannot take the whole id space, nor overflow it
+        assert_eq!(s.apply(&MetaCommand::ReserveProducerIds { count: i64::MAX }), MetaResponse::ProducerIds { start: 2000 });
+        assert_eq!(s.producer_id_block_end, 2000 + MAX_PRODUCER_ID_BLOCK);
+        s.producer_id_block_end = i64::MAX - 10;
+        assert_eq!(s.apply(&MetaCommand::ReserveProducerIds { count: 1000 }), MetaResponse::Refused(MetaError::ProducerIdsExhausted));
+        assert_eq!(s.producer_id_block_end, i64::MAX - 10);
         s.apply(&MetaCommand::SetClusterId { cluster_id: "a".into() });
         s.apply(&MetaCommand::SetClusterId { cluster_id: "b".into() });
         assert_eq!(s.cluster_id, "a");

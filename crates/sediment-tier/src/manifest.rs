@@ -60,8 +60,10 @@ pub struct RemoteSegment {
 }
 
 impl RemoteSegment {
+    /// Offset following the segment. Saturates: a manifest read from the bucket may carry any
+    /// value, and an overflow must not abort a reader (it is then refused as a gap or overlap).
     pub fn next_offset(&self) -> i64 {
-        self.last_offset + 1
+        self.last_offset.saturating_add(1)
     }
 }
 
@@ -179,7 +181,7 @@ impl Manifest {
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.size_bytes).sum()
+        self.segments.iter().fold(0u64, |sum, s| sum.saturating_add(s.size_bytes))
     }
 }
 
