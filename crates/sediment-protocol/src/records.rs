@@ -343,9 +343,21 @@ fn decompressor<'a>(codec: Compression, body: &'a [u8], limits: WalkLimits) -> R
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(body)),
         Compression::Snappy => Box::new(SnappyReader::new(body, limits.max_decompressed_bytes)),
         Compression::Lz4 => Box::new(lz4::Decoder::new(body).map_err(dec)?),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(body).map_err(dec)?),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(body).map_err(dec)?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(dec)?;
+            Box::new(d)
+        }
     })
 }
+
+/// Largest zstd window a batch may ask the decoder to allocate: 2^27 = 128 MiB, the limit
+/// Kafka's own broker applies (zstd's default, through zstd-jni), so a batch Kafka accepts is
+/// accepted here, level 22 from the Java client included. Decoding runs on the runtime's
+/// workers, one batch per worker at a time, so windows cost at most workers x 128 MiB; a frame
+/// that declares more is refused before anything is allocated. Set explicitly so that a change
+/// of the library's default cannot raise it.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// The xerial framing the Java client writes: an 8-byte magic, two 4-byte version fields, then
 /// blocks of (4-byte big-endian length, raw snappy block).
@@ -563,6 +575,29 @@ mod tests {
             let e = walk(&b, small, |_| ControlFlow::Continue(())).unwrap_err();
             assert!(matches!(e, BatchError::DecompressedTooLarge { .. } | BatchError::Decompression(_)), "{codec:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_window_past_128_mib_is_refused() {
+        let plain = encoded(KCompression::None, 3, b"hello");
+        use std::io::Write;
+        let zstd_batch = |window_log: u32| {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            enc.set_parameter(zstd::zstd_safe::CParameter::WindowLog(window_log)).unwrap();
+            enc.write_all(&plain[HEADER_LEN..]).unwrap();
+            let body = enc.finish().unwrap();
+            let mut b = plain[..HEADER_LEN].to_vec();
+            b.extend_from_slice(&body);
+            b[22] = (b[22] & !0x07) | 4; // attributes: zstd
+            let len = (b.len() - 12) as i32;
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+            let crc = compute_crc(&b);
+            b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+            b
+        };
+        assert_eq!(all(&zstd_batch(ZSTD_WINDOW_LOG_MAX)).unwrap().records, 3);
+        let e = all(&zstd_batch(ZSTD_WINDOW_LOG_MAX + 1)).unwrap_err();
+        assert!(matches!(e, BatchError::Decompression(_)), "{e}");
     }
 
     #[test]
