@@ -41,13 +41,14 @@ mkdir -p "$LOGS"
 
 # target and the longest input it is given: a request frame, one record batch, a segment of a
 # few batches with its indexes, a segment object tail or manifest, one peer message
-ALL_TARGETS=(request_decode record_batch log_recovery segment_object raft_frame)
+ALL_TARGETS=(request_decode record_batch log_recovery segment_object raft_frame group_records)
 declare -A MAX_LEN=(
     [request_decode]=16384
     [record_batch]=16384
     [log_recovery]=32768
     [segment_object]=16384
     [raft_frame]=8192
+    [group_records]=16384
 )
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 for t in "${TARGETS[@]}"; do

@@ -19,10 +19,13 @@
 //! and skips (with a warning) any key version it does not know, as Kafka does since KIP-915.
 //! Records go into ordinary uncompressed v2 batches (producer id -1, no sequence) that the
 //! broker builds itself: the batch is appended to the partition like any produced batch.
+//!
+//! It lives in the wire crate, free of I/O, because more than the broker reads these records:
+//! the fuzz target `group_records` and, reading the bucket, the archive tools.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
-use sediment_protocol::batch::{self, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
+use crate::batch::{self, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
 
 /// Longest group id or group instance id accepted (bytes): they must fit Kafka's int16-length
 /// record strings with room to spare.
@@ -385,24 +388,33 @@ fn approx_size(r: &OffsetsRecord) -> usize {
     }
 }
 
-/// Decodes every record of the whole batches in `data` (a read of the log). Returns the
-/// records with their offsets, the offset after the last whole batch, and the number of records
-/// that could not be decoded (skipped).
-pub fn decode_batches(data: &Bytes) -> (Vec<(i64, OffsetsRecord)>, Option<i64>, usize) {
-    let mut out = Vec::new();
-    let mut next = None;
-    let mut bad = 0;
+/// What [`decode_batches`] read.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The records, with their offsets.
+    pub records: Vec<(i64, OffsetsRecord)>,
+    /// The offset after the last whole batch.
+    pub next: Option<i64>,
+    /// Records that could not be decoded (skipped); an unreadable batch counts as one.
+    pub bad: usize,
+    /// Batches whose records did not even walk (forged counts, lengths, bombs).
+    pub unreadable_batches: usize,
+}
+
+/// Decodes every record of the whole batches in `data` (a read of the log).
+pub fn decode_batches(data: &Bytes) -> Decoded {
+    let mut d = Decoded::default();
     for (h, raw) in batch::BatchIter::new(data) {
-        next = Some(h.next_offset());
+        d.next = Some(h.next_offset());
         if h.is_control() {
             continue;
         }
         // walk first (bounded: counts, lengths, decompressed size), so the full decode below
         // never allocates from a forged count or inflates a bomb
-        if let Err(e) = sediment_protocol::records::walk(raw, Default::default(), |_| std::ops::ControlFlow::Continue(())) {
+        if let Err(e) = crate::records::walk(raw, Default::default(), |_| std::ops::ControlFlow::Continue(())) {
             tracing::warn!(offset = h.base_offset, error = %e, "skipping unreadable batch in the offsets log");
-            sediment_telemetry::metrics().unreadable_batch();
-            bad += 1;
+            d.unreadable_batches += 1;
+            d.bad += 1;
             continue;
         }
         let mut buf = Bytes::copy_from_slice(raw);
@@ -410,26 +422,26 @@ pub fn decode_batches(data: &Bytes) -> (Vec<(i64, OffsetsRecord)>, Option<i64>, 
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(offset = h.base_offset, error = %e, "skipping undecodable batch in the offsets log");
-                bad += h.records_count.max(1) as usize;
+                d.bad += h.records_count.max(1) as usize;
                 continue;
             }
         };
         for r in set.records {
             let Some(key) = r.key.as_ref() else {
-                bad += 1;
+                d.bad += 1;
                 continue;
             };
             match OffsetsRecord::decode(key, r.value.as_deref()) {
-                Ok(Some(rec)) => out.push((r.offset, rec)),
+                Ok(Some(rec)) => d.records.push((r.offset, rec)),
                 Ok(None) => tracing::debug!(offset = r.offset, "skipping offsets log record with an unknown key version"),
                 Err(e) => {
                     tracing::warn!(offset = r.offset, error = %e, "skipping undecodable offsets log record");
-                    bad += 1;
+                    d.bad += 1;
                 }
             }
         }
     }
-    (out, next, bad)
+    d
 }
 
 /// Kafka's partition for a group id: `abs(javaStringHashCode(group)) % partitions`
@@ -485,7 +497,7 @@ mod tests {
         let recs = sample();
         let b = build_batch(&recs, 1234).freeze();
         batch::verify_crc(&b).unwrap();
-        let (got, next, bad) = decode_batches(&b);
+        let Decoded { records: got, next, bad, .. } = decode_batches(&b);
         assert_eq!(bad, 0);
         assert_eq!(next, Some(recs.len() as i64));
         assert_eq!(got.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), recs);
@@ -525,7 +537,7 @@ mod tests {
             .collect();
         let batches = build_batches(&recs, 0, 2000);
         assert!(batches.len() > 5);
-        let total: usize = batches.iter().map(|b| decode_batches(&b.clone().freeze()).0.len()).sum();
+        let total: usize = batches.iter().map(|b| decode_batches(&b.clone().freeze()).records.len()).sum();
         assert_eq!(total, 100);
     }
 

@@ -5,6 +5,7 @@
 //! * [`frame`]: Kafka's 4-byte size-prefixed framing and request header parsing, in two phases
 //!   (is a whole frame buffered? then parse) so nothing is allocated for a partial frame.
 //! * [`versions`]: the table of APIs and versions Sediment implements; `ApiVersions` answers from it.
+//! * [`group_records`]: the `__consumer_offsets` records in Kafka's own key/value schemas.
 //! * [`records`]: record-level helpers that need decoding (timestamp search within a batch).
 //! * [`names`]: Kafka's topic name rules.
 //! * [`ErrorCode`]: Kafka error codes, re-exported from `kafka-protocol`.
@@ -21,11 +22,12 @@
 
 pub mod batch;
 pub mod frame;
+pub mod group_records;
 pub mod names;
 pub mod out_frame;
 pub mod records;
 pub mod versions;
 
+pub use kafka_protocol;
 /// Kafka error codes (`kafka_protocol::ResponseError`); `code()` gives the wire value.
 pub use kafka_protocol::ResponseError as ErrorCode;
-pub use kafka_protocol;

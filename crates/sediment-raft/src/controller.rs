@@ -256,6 +256,13 @@ pub fn fuzz_decode_forward(bytes: &[u8]) -> bool {
     decode::<ForwardRequest>(bytes).is_ok()
 }
 
+/// Whether `bytes` decode as a leader's answer to a forwarded request, exactly as
+/// `forward_request` decodes it. Only for the fuzz targets (`fuzz/`): the type is private.
+#[doc(hidden)]
+pub fn fuzz_decode_forward_answer(bytes: &[u8]) -> bool {
+    decode::<ForwardAnswer>(bytes).is_ok()
+}
+
 /// A change of the metadata group's voters (`sediment cluster add-broker|remove-broker`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipChange {

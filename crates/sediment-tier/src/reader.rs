@@ -99,29 +99,53 @@ pub struct ChunkKey {
     pub chunk: u32,
 }
 
-impl foyer::Code for ChunkKey {
-    fn encode(&self, w: &mut impl std::io::Write) -> foyer::Result<()> {
+/// Longest object key a cache entry may name: S3's limit. A key read back from the disk cache
+/// (after a crash, a torn block) that claims more is an error, not a 4 GiB allocation.
+pub const MAX_OBJECT_KEY_BYTES: usize = 1024;
+
+impl ChunkKey {
+    /// Encodes the key as the disk cache stores it (read back by [`ChunkKey::read_from`]).
+    pub fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
         let b = self.object.as_bytes();
-        w.write_all(&(b.len() as u32).to_be_bytes())
-            .map_err(foyer::Error::io_error)?;
-        w.write_all(b).map_err(foyer::Error::io_error)?;
+        w.write_all(&(b.len() as u32).to_be_bytes())?;
+        w.write_all(b)?;
         w.write_all(&self.chunk.to_be_bytes())
-            .map_err(foyer::Error::io_error)
     }
 
-    fn decode(r: &mut impl std::io::Read) -> foyer::Result<Self> {
+    /// Decodes a key as the disk cache stored it (`foyer::Code::encode`): u32 length, UTF-8
+    /// object key, u32 chunk index.
+    pub fn read_from(r: &mut impl std::io::Read) -> std::io::Result<Self> {
         let mut len = [0u8; 4];
-        r.read_exact(&mut len).map_err(foyer::Error::io_error)?;
-        let mut b = vec![0u8; u32::from_be_bytes(len) as usize];
-        r.read_exact(&mut b).map_err(foyer::Error::io_error)?;
+        r.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_OBJECT_KEY_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "cache key claims a {len}-byte object key (at most {MAX_OBJECT_KEY_BYTES})"
+                ),
+            ));
+        }
+        let mut b = vec![0u8; len];
+        r.read_exact(&mut b)?;
         let mut c = [0u8; 4];
-        r.read_exact(&mut c).map_err(foyer::Error::io_error)?;
-        let object =
-            String::from_utf8(b).map_err(|e| foyer::Error::io_error(std::io::Error::other(e)))?;
+        r.read_exact(&mut c)?;
+        let object = String::from_utf8(b)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         Ok(ChunkKey {
             object,
             chunk: u32::from_be_bytes(c),
         })
+    }
+}
+
+impl foyer::Code for ChunkKey {
+    fn encode(&self, w: &mut impl std::io::Write) -> foyer::Result<()> {
+        self.write_to(w).map_err(foyer::Error::io_error)
+    }
+
+    fn decode(r: &mut impl std::io::Read) -> foyer::Result<Self> {
+        ChunkKey::read_from(r).map_err(foyer::Error::io_error)
     }
 
     fn estimated_size(&self) -> usize {
@@ -642,5 +666,32 @@ impl ChunkCache {
             pos += len;
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod chunk_key_tests {
+    use super::*;
+    use foyer::Code;
+
+    #[test]
+    fn a_cache_key_round_trips_and_a_forged_length_is_an_error() {
+        let k = ChunkKey {
+            object: "topics/t/id/0/segments/00000000000000000000-1.seg".into(),
+            chunk: 7,
+        };
+        let mut b = Vec::new();
+        k.encode(&mut b).unwrap();
+        assert_eq!(ChunkKey::read_from(&mut &b[..]).unwrap(), k);
+        // a torn block claiming a 4 GiB key: refused before anything is allocated
+        let mut forged = u32::MAX.to_be_bytes().to_vec();
+        forged.extend_from_slice(&b[4..]);
+        let e = ChunkKey::read_from(&mut &forged[..]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        // truncated, and not UTF-8
+        assert!(ChunkKey::read_from(&mut &b[..b.len() - 1]).is_err());
+        let mut bad = b.clone();
+        bad[4] = 0xff;
+        assert!(ChunkKey::read_from(&mut &bad[..]).is_err());
     }
 }

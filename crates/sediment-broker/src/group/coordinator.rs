@@ -650,8 +650,11 @@ impl Shard {
             if data.is_empty() {
                 break;
             }
-            let (recs, next, bad) = records::decode_batches(&data);
+            let records::Decoded { records: recs, next, bad, unreadable_batches } = records::decode_batches(&data);
             skipped += bad;
+            for _ in 0..unreadable_batches {
+                sediment_telemetry::metrics().unreadable_batch();
+            }
             for (_, r) in recs {
                 n += 1;
                 match r {

@@ -22,7 +22,9 @@
 
 pub mod coordinator;
 pub mod offsets;
-pub mod records;
+/// The `__consumer_offsets` record schemas (in the wire crate, which the fuzz targets and the
+/// archive tools share).
+pub use sediment_protocol::group_records as records;
 pub mod state;
 
 pub use coordinator::{Clock, GroupCoordinator, OFFSETS_TOPIC, Shard, SystemClock};
