@@ -350,19 +350,28 @@ def test_leadership_returns_to_the_preferred_replica(cluster_factory, topic_name
             time.sleep(0.002)
         unflushed.append(p.flush(120))  # asserted by the test's thread: an assert here would vanish
 
+    def progress(what, count=200, timeout=60.0):
+        """Until `count` more records are acknowledged: writes go on through each phase."""
+        start = sum(len(v) for v in acked.values())
+        deadline = time.monotonic() + timeout
+        while sum(len(v) for v in acked.values()) < start + count:
+            assert time.monotonic() < deadline, f"fewer than {count} records acknowledged {what}"
+            assert t.is_alive(), "the producer thread ended"
+            time.sleep(0.05)
+
     unflushed: list[int] = []
     t = threading.Thread(target=produce, daemon=True)
     t.start()
     try:
-        time.sleep(1)
+        progress("before the kill")
         victim = 1
         c.node(victim).kill()
         for i in range(parts):
             c.leader(topic_name, i, timeout=30, exclude=[victim])
-        time.sleep(2)
+        progress("after the failover")
         c.node(victim).restart()
         wait_preferred(c, topic_name, parts)
-        time.sleep(1)
+        progress("once the preferred leaders were back")
     finally:
         stop.set()
         t.join(180)
