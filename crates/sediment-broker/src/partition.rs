@@ -7,7 +7,7 @@
 //! `acks=all` producers are answered once the high watermark passes their batch.
 //!
 //! **A slow disk stalls its partitions, not the broker.** Appends and reads run through
-//! [`off_worker`] ([`Partition::disk_io`]), and so does a wait for a partition's lock that lasts
+//! [`off_worker`], and so does a wait for a partition's lock that lasts
 //! over [`LOCK_WAIT_ON_WORKER`] (its holder may be in one of them): the runtime hands this
 //! worker's other tasks to a fresh thread first. Inline, one write that a stalled disk never
 //! finishes is enough to stop the whole runtime, idle workers included: the worker that drives
@@ -266,13 +266,6 @@ impl Partition {
         }
     }
 
-    /// Runs `f`, a call into the partition's files (an append, a read), off the runtime's
-    /// workers: inline, one write a stalled disk never finishes could stop the whole runtime
-    /// (see the module docs).
-    pub(crate) fn disk_io<R>(&self, f: impl FnOnce() -> R) -> R {
-        off_worker(f)
-    }
-
     /// Awaits an fsync running on the blocking pool, and says so in the log when the disk turns
     /// slow (an fsync over [`SLOW_DISK`]) and when it recovers.
     pub(crate) async fn timed_fsync<T>(&self, mut fsync: tokio::task::JoinHandle<T>) -> Result<T, tokio::task::JoinError> {
@@ -330,7 +323,7 @@ impl Partition {
     /// rules; the flusher is told there is work. A retried batch is answered with its original
     /// offsets and not appended again.
     pub fn append(&self, header: &BatchHeader, batch: &mut [u8], now_ms: i64) -> Result<Appended, AppendError> {
-        let appended = self.disk_io(|| {
+        let appended = off_worker(|| {
             let mut inner = self.lock();
             match inner.producers.check(header) {
                 Verdict::Append => {}
@@ -430,7 +423,7 @@ impl Partition {
         if plan.is_empty() {
             return Ok(Bytes::new());
         }
-        self.disk_io(|| plan.execute())
+        off_worker(|| plan.execute())
     }
 
     // ----- tiered storage -----

@@ -53,7 +53,7 @@ use sediment_raft::transport::{GroupId, Peers};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::partition::{FsyncPolicy, Inner, Partition};
+use crate::partition::{FsyncPolicy, Inner, Partition, off_worker};
 use crate::producer_state::{BatchMeta, Verdict};
 
 openraft::declare_raft_types!(
@@ -528,7 +528,7 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let dir = self.p.lock().log.dir().to_path_buf();
-        self.p.disk_io(|| save_small(&dir, VOTE_FILE, vote, true)).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
+        off_worker(|| save_small(&dir, VOTE_FILE, vote, true)).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -543,7 +543,7 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
         self.committed_saved = Some(Instant::now());
         let dir = self.p.lock().log.dir().to_path_buf();
         // a hint (see sediment_raft::log_store): not fsynced
-        self.p.disk_io(|| save_small(&dir, COMMITTED_FILE, &committed, false)).map_err(st_err)
+        off_worker(|| save_small(&dir, COMMITTED_FILE, &committed, false)).map_err(st_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -558,7 +558,7 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
     {
         let now = crate::broker::now_ms();
         // off the runtime's workers (a stalled disk must not stop the runtime)
-        self.p.disk_io(|| {
+        off_worker(|| {
             let mut inner = self.p.lock();
             entries.into_iter().try_for_each(|e| self.append_one(&mut inner, e, now))
         })?;
@@ -566,11 +566,11 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.p.disk_io(|| self.truncate_now(log_id))
+        off_worker(|| self.truncate_now(log_id))
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.p.disk_io(|| self.purge_now(log_id))
+        off_worker(|| self.purge_now(log_id))
     }
 }
 

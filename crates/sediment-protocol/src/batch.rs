@@ -262,6 +262,16 @@ impl BatchHeader {
     }
 }
 
+/// Appends `v` as a zigzag varint (the record format's signed varints).
+pub fn put_varint(out: &mut impl bytes::BufMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.put_u8((z & 0x7f) as u8 | 0x80);
+        z >>= 7;
+    }
+    out.put_u8(z as u8);
+}
+
 /// Computes CRC-32C of the region the v2 header's CRC covers.
 #[inline]
 pub fn compute_crc(batch: &[u8]) -> u32 {
@@ -426,18 +436,6 @@ pub mod testing {
         }
     }
 
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            let b = (z & 0x7f) as u8;
-            z >>= 7;
-            if z == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
-    }
 
     /// One uncompressed record body (without its length prefix).
     fn record(delta: i64, ts_delta: i64, key: Option<&[u8]>, value: &[u8]) -> Vec<u8> {

@@ -25,7 +25,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
-use crate::batch::{self, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
+use crate::batch::{self, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, put_varint};
 
 /// Longest group id or group instance id accepted (bytes): they must fit Kafka's int16-length
 /// record strings with room to spare.
@@ -291,19 +291,6 @@ fn get_bytes(b: &mut &[u8]) -> Result<Bytes, String> {
 }
 
 // ----- batches -----
-
-fn put_varint(out: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        let byte = (z & 0x7f) as u8;
-        z >>= 7;
-        if z == 0 {
-            out.put_u8(byte);
-            return;
-        }
-        out.put_u8(byte | 0x80);
-    }
-}
 
 /// Builds one uncompressed v2 batch (base offset 0, patched on append) holding `records`, all
 /// with timestamp `now_ms`. Producer id -1 and base sequence -1, as a non-idempotent producer.
