@@ -136,3 +136,13 @@ def test_add_a_broker_move_replicas_to_it_and_remove_another(sediment_bin, clust
     rc, _, err = cli(sediment_bin, "cluster", "remove-broker", "--bootstrap", c.node(1).bootstrap, "--node-id", "1")
     assert rc == 1 and "already holds a replica" in err, err
     wait_brokers([c.node(1), c.node(2), n4], {1, 2, 4})
+
+
+def test_a_lone_broker_without_a_cluster_secret_refuses_to_add_brokers(broker, sediment_bin):
+    """A broker started alone without a secret listens for no peer, so nobody could join it:
+    add-broker says so and what to change, instead of timing out."""
+    rc, _, err = cli(sediment_bin, "cluster", "add-broker", "--bootstrap", broker.bootstrap, "--node-id", "2",
+                     "--raft-address", "127.0.0.1:1", "--timeout", "5")
+    assert rc == 1 and "without a cluster secret" in err, err
+    rc, out, err = cli(sediment_bin, "cluster", "describe", "--bootstrap", broker.bootstrap)
+    assert rc == 0 and "\n1 " in out and "\n2 " not in out, (out, err)

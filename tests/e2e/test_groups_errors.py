@@ -36,7 +36,8 @@ def test_unknown_groups_members_and_generations(broker, topic_name):
     create_topic(broker.bootstrap, topic_name, 2)
     g = f"{topic_name}-g"
     with kw.Connection.to(broker.bootstrap) as c:
-        # nothing exists yet
+        # nothing exists yet (but the coordinator, found first as a client does)
+        assert gw.find_coordinator_v3(c, g)[0] == 0
         assert gw.heartbeat_v3(c, g, 0, "nobody") == gw.UNKNOWN_MEMBER_ID
         assert gw.sync_group_v3(c, g, 0, "nobody")[0] == gw.UNKNOWN_MEMBER_ID
         assert gw.join_group_v5(c, g, "nobody").error == gw.UNKNOWN_MEMBER_ID
@@ -198,8 +199,10 @@ def test_group_stays_usable_after_bad_requests(broker, topic_name):
         err, listed = gw.list_groups_v4(c, ["empty"])
         assert err == 0 and listed[g] == ("consumer", "Empty")
         assert g not in gw.list_groups_v4(c, ["Stable"])[1]
+        epochs = {p.partition: p.leader_epoch for p in kw.metadata(c, [topic_name]).topics[topic_name].partitions}
         assert gw.offset_fetch_v8(c, {g: None, "nope": {topic_name: [0]}}) == {
-            g: (0, {(topic_name, p): (10, 0, "", 0) for p in range(3)}),  # librdkafka commits the leader epoch
+            # librdkafka commits the leader epoch of the records it read
+            g: (0, {(topic_name, p): (10, epochs[p], "", 0) for p in range(3)}),
             "nope": (0, {(topic_name, 0): (-1, -1, "", 0)}),
         }
 

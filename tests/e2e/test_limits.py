@@ -185,8 +185,8 @@ def test_oversized_non_produce_requests_are_refused_before_their_body(broker):
 
 def test_a_create_topics_that_runs_out_of_file_descriptors_leaves_nothing(sediment_bin, tmp_path, topic_name):
     """With 256 file descriptors, 400 partitions cannot all open: the request fails with
-    KAFKA_STORAGE_ERROR, no directory of the topic stays behind, the descriptors come back and
-    a smaller topic is created afterwards."""
+    KAFKA_STORAGE_ERROR naming the limit, no directory of the topic stays behind, the broker
+    (its metadata log included) keeps working and a smaller topic is created afterwards."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import NewTopic
     from sediment_harness.clients import admin
@@ -210,6 +210,7 @@ def _create_beyond_the_descriptors(b, topic_name, a):
     with pytest.raises(KafkaException) as e:
         fut.result(60)
     assert e.value.args[0].code() == 56, e.value  # KAFKA_STORAGE_ERROR
+    assert "raise the limit" in e.value.args[0].str(), e.value
     logs = b.data_dir / "logs"
     deadline = time.monotonic() + 30
     while True:

@@ -11,8 +11,9 @@ MiB = 1024 * 1024
 VALUE = 10_000
 
 
-def _segments(broker):
-    return sorted(s for s in broker.data_dir.rglob("*.log") if re.fullmatch(r"\d{20}\.log", s.name))
+def _segments(broker, topic):
+    """The topic's segment files (it has one partition)."""
+    return sorted(s for s in (broker.data_dir / "logs" / f"{topic}-0").glob("*.log") if re.fullmatch(r"\d{20}\.log", s.name))
 
 
 def _produce(bootstrap, topic, n, start=0, timestamp=None):
@@ -46,7 +47,7 @@ def _check_readable(broker, topic, lo, hi):
 def test_segment_bytes_rolls_segments(broker, topic_name):
     create_topic(broker.bootstrap, topic_name, 1, config={"segment.bytes": str(MiB)})
     _produce(broker.bootstrap, topic_name, 400)  # ~4 MiB
-    segs = _segments(broker)
+    segs = _segments(broker, topic_name)
     assert 4 <= len(segs) <= 6, [s.name for s in segs]
     bases = [int(s.stem) for s in segs]
     assert bases[0] == 0 and bases == sorted(set(bases))
@@ -63,7 +64,7 @@ def test_segment_ms_rolls_by_age(broker, topic_name):
     _produce(broker.bootstrap, topic_name, 2)
     time.sleep(1.5)
     _produce(broker.bootstrap, topic_name, 2, start=2)
-    segs = _segments(broker)
+    segs = _segments(broker, topic_name)
     assert len(segs) >= 2, [s.name for s in segs]
     _check_readable(broker, topic_name, 0, 4)
 
@@ -77,7 +78,7 @@ def test_retention_bytes_deletes_oldest_segments(broker_factory, topic_name):
     time.sleep(1.0)  # let retention finish its pass
     lo, hi = watermarks(b.bootstrap, topic_name, 0)
     assert hi == 450
-    segs = _segments(b)
+    segs = _segments(b, topic_name)
     assert int(segs[0].stem) == lo, "the log start offset is the base of the oldest remaining segment"
     total = sum(s.stat().st_size for s in segs)
     assert total >= limit, f"retention deleted too much: {total} bytes left, retention.bytes={limit}"
@@ -96,6 +97,6 @@ def test_retention_ms_uses_record_timestamps(broker_factory, topic_name):
     lo, hi = _wait_log_start_above(b, topic_name, 0)
     assert hi == 400
     assert lo <= 250, f"fresh records deleted: log start {lo}"
-    segs = _segments(b)
+    segs = _segments(b, topic_name)
     assert int(segs[0].stem) == lo
     _check_readable(b, topic_name, lo, hi)

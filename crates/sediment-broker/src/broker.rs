@@ -365,7 +365,7 @@ impl Broker {
 
     /// Undoes a topic creation that failed part-way: the partitions opened so far and the
     /// directory of the one that failed (`upto`) are removed.
-    fn discard_partitions(&self, topic: &str, opened: Vec<Option<Arc<Partition>>>, upto: i32) {
+    pub(crate) fn discard_partitions(&self, topic: &str, opened: Vec<Option<Arc<Partition>>>, upto: i32) {
         let count = opened.len();
         for p in opened.iter().flatten() {
             p.shutdown();
@@ -379,9 +379,8 @@ impl Broker {
         for index in 0..=upto {
             if let Ok(dir) = partition_dir(&logs, topic, index)
                 && dir.exists()
-                && let Err(e) = std::fs::remove_dir_all(&dir)
             {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a partition dir of a topic that failed to be created");
+                tokio::spawn(remove_dir_retrying(dir));
             }
         }
         tracing::warn!(topic, partitions = count, "topic creation failed part-way; removed what it had created");
@@ -407,11 +406,7 @@ impl Broker {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot rename deleted partition dir");
             return;
         }
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = std::fs::remove_dir_all(&tomb) {
-                tracing::warn!(dir = %tomb.display(), error = %e, "cannot remove deleted partition dir");
-            }
-        });
+        tokio::spawn(remove_dir_retrying(tomb));
     }
 
     /// Validates a topic's config overrides.
@@ -707,6 +702,25 @@ pub(crate) fn check_partition_growth(current: i32, count: i32) -> Result<(), Api
 /// `<logs>/<topic>-<partition>`, Kafka's layout.
 /// A partition's directory under `logs`. Refuses any name that is not a valid topic name (and
 /// so could name a path outside `logs`), whoever supplied it.
+/// Removes a directory in the background, retrying for about a minute: right after its
+/// partition stopped, tasks may still hold its files, or the process may be out of descriptors
+/// (the reason a creation was undone). A restart removes what is left of a `-delete` dir.
+async fn remove_dir_retrying(dir: PathBuf) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=12 {
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Ok(Err(e)) if attempt == 12 => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted partition dir"),
+            Ok(Err(_)) => {}
+            Err(e) => return tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted partition dir"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
 pub fn partition_dir(logs: &Path, topic: &str, partition: i32) -> std::io::Result<PathBuf> {
     validate_topic_name(topic).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     if partition < 0 {

@@ -20,6 +20,7 @@ use sediment_raft::transport::{self, Peers};
 use sediment_raft::{Controller, MembershipChange, MembershipError, QuiesceConfig, Quiescer, WriteError};
 use futures::StreamExt;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::broker::{Broker, Topic, partition_dir};
 use crate::error::ApiError;
@@ -44,15 +45,18 @@ pub struct ClusterCtx {
     pub disk_lost: bool,
     /// When this broker started (ms since the epoch).
     pub started_ms: i64,
+    /// Set once [`follow`] has applied the controller's state to the topic map a first time.
+    applied: watch::Sender<bool>,
 }
 
 impl ClusterCtx {
     /// Starts the peer transport on `raft_listener` and this broker's member of the metadata
     /// group (state in `meta_dir`); `voters` (broker id → raft address) seeds a new cluster.
+    /// A lone voter with no cluster key has no listener: nobody may talk to it.
     pub async fn start(
         node_id: i32,
         meta_dir: &Path,
-        raft_listener: TcpListener,
+        raft_listener: Option<TcpListener>,
         voters: &BTreeMap<i32, String>,
         key: Option<sediment_raft::ClusterKey>,
     ) -> anyhow::Result<Arc<ClusterCtx>> {
@@ -67,17 +71,49 @@ impl ClusterCtx {
         let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry, disk_lost).await?;
         let quiescer = Quiescer::start(node_id as u64, &voters, peers.clone(), &registry, QuiesceConfig::default());
         quiescer.watch(Arc::new(controller.raft.clone()));
-        let registry2 = registry.clone();
-        tokio::spawn(async move {
-            // the listener lives as long as the process
-            let (_keep, stop) = tokio::sync::watch::channel(false);
-            transport::serve_with(raft_listener, registry2, stop, key).await
-        });
-        Ok(Arc::new(ClusterCtx { node_id, controller, peers, registry, quiescer, disk_lost, started_ms }))
+        if let Some(listener) = raft_listener {
+            let registry2 = registry.clone();
+            tokio::spawn(async move {
+                // the listener lives as long as the process
+                let (_keep, stop) = tokio::sync::watch::channel(false);
+                transport::serve_with(listener, registry2, stop, key).await
+            });
+        }
+        Ok(Arc::new(ClusterCtx { node_id, controller, peers, registry, quiescer, disk_lost, started_ms, applied: watch::channel(false).0 }))
     }
 
     pub fn state(&self) -> Arc<ClusterState> {
         self.controller.state()
+    }
+
+    /// Whether the controller's state names this broker and a cluster id: before that, new
+    /// topics cannot place replicas here and Metadata has no broker list to give.
+    pub fn is_registered(&self) -> bool {
+        let state = self.state();
+        state.brokers.contains_key(&self.node_id) && !state.cluster_id.is_empty()
+    }
+
+    /// Registered, and the controller's state applied to this broker's topics once (after a
+    /// restart, every topic it knew is open again): what a Kafka broker waits for before it
+    /// serves clients.
+    pub fn is_caught_up(&self) -> bool {
+        *self.applied.borrow() && self.is_registered()
+    }
+
+    /// Waits until [`is_caught_up`](Self::is_caught_up) holds, at most `timeout`; whether it does.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
+        let mut state = self.controller.subscribe();
+        let mut applied = self.applied.subscribe();
+        let _ = tokio::time::timeout(timeout, async {
+            while !self.is_caught_up() {
+                tokio::select! {
+                    r = state.changed() => if r.is_err() { return },
+                    r = applied.changed() => if r.is_err() { return },
+                }
+            }
+        })
+        .await;
+        self.is_caught_up()
     }
 
     /// Commits a metadata command; refusals become the Kafka error a broker would answer.
@@ -194,6 +230,7 @@ pub async fn follow(broker: Weak<Broker>, ctx: Arc<ClusterCtx>) {
             return;
         }
         reconcile(&b, &ctx, &state).await;
+        ctx.applied.send_replace(true);
         // liveness beats follow membership changes (a broker added or removed)
         let voters = ctx.controller.voters();
         if !voters.is_empty() {
@@ -640,12 +677,15 @@ async fn remove_local(b: &Arc<Broker>, t: &Arc<Topic>) {
     tracing::info!(topic = %t.name, "topic removed (deleted through the controller)");
 }
 
+/// Longest CreateTopics and CreatePartitions wait for the new partitions' first leaders.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
 /// Replication factor of topics created without one: 3, or fewer on a smaller cluster.
 pub const DEFAULT_REPLICATION_FACTOR: i16 = 3;
 
 /// Polls `done` until it holds or [`WRITE_TIMEOUT`] passes (the controller's state reaches this
 /// broker's topic map through [`follow`], a moment after the write commits).
-async fn applied_locally(what: &str, done: impl Fn() -> bool) -> Result<(), ApiError> {
+pub(crate) async fn applied_locally(what: &str, done: impl Fn() -> bool) -> Result<(), ApiError> {
     let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
     while !done() {
         if tokio::time::Instant::now() > deadline {
@@ -712,6 +752,8 @@ impl Broker {
             return Err(ApiError::new(ErrorCode::TopicAlreadyExists, format!("topic \"{name}\" already exists")));
         }
         crate::topic_rules::check_collision(name, state.topics.keys().map(String::as_str))?;
+        // this broker's share of the replicas (placement spreads them evenly)
+        crate::descriptors::check_room((partitions as u64 * rf as u64).div_ceil(brokers.max(1) as u64))?;
         let id = uuid::Uuid::new_v4();
         if validate_only {
             return Ok(Arc::new(Topic { name: name.into(), id, config: TopicConfig { overrides: configs }, partitions: vec![None; partitions as usize] }));
@@ -727,6 +769,8 @@ impl Broker {
         };
         c.write(cmd).await?;
         applied_locally("topic creation", || self.topic(name).is_some_and(|t| t.id == id)).await?;
+        self.undo_if_not_opened(&c, name, id, partitions).await?;
+        self.leaders_elected(name, 0..partitions).await;
         tracing::info!(topic = name, partitions, replication_factor = rf, "topic created through the controller");
         self.topic(name).ok_or_else(|| ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" was deleted meanwhile")))
     }
@@ -754,11 +798,60 @@ impl Broker {
         };
         let current = rec.partitions();
         crate::broker::check_partition_growth(current, count)?;
+        let rf = rec.assignments.first().map_or(1, |r| r.len()) as u64;
+        crate::descriptors::check_room(((count - current).max(0) as u64 * rf).div_ceil(c.state().brokers.len().max(1) as u64))?;
         if validate_only {
             return Ok(());
         }
         c.write(MetaCommand::CreatePartitions { name: name.into(), count, placement_start: placement_start() }).await?;
-        applied_locally("partition creation", || self.topic(name).is_some_and(|t| t.partition_count() >= count)).await
+        applied_locally("partition creation", || self.topic(name).is_some_and(|t| t.partition_count() >= count)).await?;
+        self.leaders_elected(name, current..count).await;
+        Ok(())
+    }
+
+    /// A new topic some partition of which this broker was to host but could not open (out of
+    /// file descriptors, a full or failing disk): the creation is undone (deleted through the
+    /// controller, every directory of it removed here) and refused with KAFKA_STORAGE_ERROR,
+    /// rather than leaving a topic with a partition nobody serves.
+    async fn undo_if_not_opened(&self, c: &Arc<ClusterCtx>, name: &str, id: uuid::Uuid, partitions: i32) -> Result<(), ApiError> {
+        let Some(rec) = c.state().topics.get(name).filter(|r| r.id == id).cloned() else { return Ok(()) };
+        let topic = self.topic(name).filter(|t| t.id == id);
+        let failed = rec
+            .assignments
+            .iter()
+            .enumerate()
+            .find(|(i, replicas)| replicas.contains(&c.node_id) && topic.as_ref().is_none_or(|t| t.partition(*i as i32).is_none()))
+            .map(|(i, _)| i as i32);
+        let Some(index) = failed else { return Ok(()) };
+        tracing::warn!(topic = name, partition = index, "a partition of the new topic cannot be opened here; undoing the creation");
+        c.write(MetaCommand::DeleteTopic { name: name.into() }).await?;
+        applied_locally("topic deletion", || self.topic(name).is_none_or(|t| t.id != id)).await?;
+        self.discard_partitions(name, Vec::new(), partitions - 1);
+        Err(ApiError::new(
+            ErrorCode::KafkaStorageError,
+            format!("cannot open partition {name}-{index} on broker {}; the topic was not created", c.node_id),
+        ))
+    }
+
+    /// Waits, at most [`LEADER_WAIT`], until each of `partitions` of topic `name` has a leader
+    /// (known here from its replica, or reported to the controller), so a client that produces
+    /// right after CreateTopics or CreatePartitions finds one, as with Kafka, whose controller
+    /// names the leaders in the creation itself. Past the bound the creation still succeeds:
+    /// clients retry NOT_LEADER_OR_FOLLOWER meanwhile.
+    pub(crate) async fn leaders_elected(&self, name: &str, partitions: std::ops::Range<i32>) {
+        let elected = || {
+            let (Some(t), Some(c)) = (self.topic(name), self.cluster.as_ref()) else { return true };
+            let state = c.state();
+            let rec = state.topics.get(name).filter(|r| r.id == t.id);
+            partitions.clone().all(|i| {
+                t.partition(i).and_then(|p| p.replica()).is_some_and(|r| r.leader().is_some())
+                    || rec.and_then(|r| r.leaders.get(i as usize)).is_some_and(|(leader, _)| *leader >= 0)
+            })
+        };
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        while !elected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Replaces a topic's config overrides: locally on a single node, through the controller
@@ -881,6 +974,9 @@ impl Broker {
     pub async fn readiness(self: &Arc<Self>) -> Result<usize, String> {
         let Some(ctx) = self.cluster.clone() else { return Ok(0) };
         replica_in_sync(&ctx, &ctx.controller.raft, sediment_raft::METADATA_GROUP, "the metadata log").await?;
+        if !ctx.is_caught_up() {
+            return Err("not registered with the controller yet".into());
+        }
         let state = ctx.state();
         let mut hosted = Vec::new();
         for rec in state.topics.values() {

@@ -14,11 +14,13 @@
 
 pub mod broker;
 pub mod cluster;
+pub mod descriptors;
 pub mod error;
 pub mod group;
 pub mod handlers;
 pub mod isr;
 pub mod metadata;
+pub mod migrate;
 pub mod observe;
 pub mod partition;
 pub mod producer_state;

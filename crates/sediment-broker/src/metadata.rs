@@ -93,6 +93,11 @@ impl MetadataStore {
         Ok(start)
     }
 
+    /// Producer ids below this were handed out (or reserved) by this node.
+    pub fn producer_id_block_end(&self) -> i64 {
+        self.doc.producer_id_block_end
+    }
+
     pub fn topics(&self) -> impl Iterator<Item = &TopicRecord> {
         self.doc.topics.values()
     }

@@ -344,15 +344,37 @@ impl Partition {
             Ok(Appended::New(info))
         })?;
         if matches!(appended, Appended::New(_)) && self.policy == FsyncPolicy::Always {
-            if sediment_telemetry::traces_enabled() {
-                let mut parent = self.flush_parent.lock().unwrap_or_else(|e| e.into_inner());
-                if parent.is_empty() {
-                    *parent = TraceParent::current();
-                }
-            }
+            self.trace_next_fsync();
             self.flush_wanted.notify_one();
         }
         Ok(appended)
+    }
+
+    /// Makes the next fsync of this partition a span in the current request's trace (when
+    /// traces are exported): the first sampled request since the last fsync adopts it.
+    pub(crate) fn trace_next_fsync(&self) {
+        if sediment_telemetry::traces_enabled() {
+            let mut parent = self.flush_parent.lock().unwrap_or_else(|e| e.into_inner());
+            if parent.is_empty() {
+                *parent = TraceParent::current();
+            }
+        }
+    }
+
+    /// The span of one group-commit fsync up to `offset`: with traces exported, a child of the
+    /// request that asked for it first ([`trace_next_fsync`](Self::trace_next_fsync)), or none.
+    pub(crate) fn fsync_span(&self, offset: i64) -> tracing::Span {
+        let span = || tracing::info_span!(target: STORAGE_TARGET, "log.fsync", topic = %self.topic, partition = self.index, offset);
+        if !sediment_telemetry::traces_enabled() {
+            return span();
+        }
+        let parent = std::mem::take(&mut *self.flush_parent.lock().unwrap_or_else(|e| e.into_inner()));
+        if parent.is_empty() {
+            return tracing::Span::none();
+        }
+        let s = span();
+        parent.adopt(&s);
+        s
     }
 
     /// Bookkeeping after a batch of `len` bytes was appended: producer-state snapshots (on a
@@ -580,20 +602,7 @@ async fn flusher(weak: std::sync::Weak<Partition>, wanted: Arc<Notify>) {
             let Some(p) = weak.upgrade() else { return };
             let job = p.lock().begin_flush();
             let Some(job) = job else { break };
-            let fsync_span = || tracing::info_span!(target: STORAGE_TARGET, "log.fsync", topic = %p.topic, partition = p.index, offset = job.target_offset());
-            let span = if sediment_telemetry::traces_enabled() {
-                // Traced only as part of a sampled request's trace.
-                let parent = std::mem::take(&mut *p.flush_parent.lock().unwrap_or_else(|e| e.into_inner()));
-                if parent.is_empty() {
-                    tracing::Span::none()
-                } else {
-                    let span = fsync_span();
-                    parent.adopt(&span);
-                    span
-                }
-            } else {
-                fsync_span()
-            };
+            let span = p.fsync_span(job.target_offset());
             let started = Instant::now();
             let res = p.timed_fsync(tokio::task::spawn_blocking(move || job.run())).instrument(span).await;
             match res {

@@ -26,6 +26,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -52,6 +53,7 @@ use sediment_raft::quiesce::{QuietHandle, Quiescer};
 use sediment_raft::transport::{GroupId, Peers};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::partition::{FsyncPolicy, Inner, Partition, off_worker};
 use crate::producer_state::{BatchMeta, Verdict};
@@ -179,6 +181,95 @@ impl RaftIndex {
 
     fn last_log_id(&self) -> Option<LogId<u64>> {
         self.index.last().map(|(i, r)| log_id(r.term, i)).or(self.purged)
+    }
+}
+
+/// Written into a partition directory once [`RaftIndex::adopt`] gave its log Raft entries.
+const ADOPTED_FILE: &str = "raft.adopted";
+/// Where [`RaftIndex::adopt`] builds the entry index before moving it in.
+const ADOPTING_DIR: &str = "raft.adopting";
+/// Raft state files a half-done adoption may have left next to the log (never a pre-Raft
+/// log's own files).
+const RAFT_STATE_FILES: [&str; 5] = [VOTE_FILE, PURGED_FILE, COMMITTED_FILE, APPLIED_FILE, "raft.membership"];
+
+impl RaftIndex {
+    /// Gives a log written before its partition had a Raft group (a single-node data dir of an
+    /// earlier release) the Raft entries of a group of one: entry 0 is the group's founding
+    /// membership (`node_id` alone, as `initialize` would write it), then one entry per batch
+    /// on disk, in term 0, the leader epoch those batches carry (so OffsetForLeaderEpoch
+    /// answers for them as it did). At start openraft elects the single voter, whose first
+    /// entry commits them all; the segments are not rewritten.
+    ///
+    /// The index is built in a side directory, synced, moved in, and only then marked adopted:
+    /// a crash part-way leaves no entry [`RaftIndex::open`] would reconcile the log against, and
+    /// the next start builds it again. A log that cannot be read to its end is refused rather
+    /// than cut. Returns the entries written, or `None` if the directory was adopted before.
+    pub fn adopt(log: &PartitionLog, node_id: u64, raft_addr: &str) -> Result<Option<u64>, ReplicaOpenError> {
+        let dir = log.dir().to_path_buf();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReplicaOpenError::Io { path, source }
+        };
+        if dir.join(ADOPTED_FILE).exists() {
+            return Ok(None);
+        }
+        // what an interrupted adoption moved in already (a pre-Raft log has none of these)
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.ends_with(".ridx") || RAFT_STATE_FILES.contains(&name) {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+        }
+        let side = dir.join(ADOPTING_DIR);
+        match std::fs::remove_dir_all(&side) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&side)(e)),
+            _ => {}
+        }
+        std::fs::create_dir(&side).map_err(io(&side))?;
+        let mut index = EntryIndex::open(&side)?;
+        let floor = log.segments().first().map_or(log.log_start_offset(), |s| s.base_offset).min(log.log_start_offset());
+        let members: BTreeMap<u64, BasicNode> = [(node_id, BasicNode::new(raft_addr))].into();
+        let membership = Membership::new(vec![members.keys().copied().collect()], members);
+        let payload = encode(&membership).map_err(|e| io(&side)(std::io::Error::other(e)))?;
+        index.append(0, EntryRecord { base_offset: floor, term: 0, last_offset_delta: 0, kind: EntryKind::Membership }, Some(payload))?;
+        let leo = log.log_end_offset();
+        let (mut offset, mut next_index) = (floor, 1u64);
+        while offset < leo {
+            let bytes = log.read_retained(offset, 16 << 20, leo, true)?.execute()?;
+            let mut next = offset;
+            for (h, _) in BatchIter::new(&bytes) {
+                let rec = EntryRecord { base_offset: h.base_offset, term: 0, last_offset_delta: h.last_offset_delta, kind: EntryKind::Batch };
+                index.append(next_index, rec, None)?;
+                next_index += 1;
+                next = h.next_offset();
+            }
+            if next <= offset {
+                let reason = format!("no readable batch at offset {offset} (log end {leo}): the log cannot be adopted whole");
+                return Err(ReplicaOpenError::Io { path: dir, source: std::io::Error::other(reason) });
+            }
+            offset = next;
+        }
+        for f in index.sync_handles()? {
+            f.sync_all().map_err(io(&side))?;
+        }
+        drop(index);
+        let mut moved = Vec::new();
+        for entry in std::fs::read_dir(&side).map_err(io(&side))? {
+            let from = entry.map_err(io(&side))?.path();
+            let Some(name) = from.file_name() else { continue };
+            let to = dir.join(name);
+            // the membership file is written atomically through a temp name: only finished files
+            std::fs::rename(&from, &to).map_err(io(&to))?;
+            moved.push(to);
+        }
+        for f in &moved {
+            File::open(f).and_then(|f| f.sync_all()).map_err(io(f))?;
+        }
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        save_small(&dir, ADOPTED_FILE, &next_index, true).map_err(io(&dir.join(ADOPTED_FILE)))?;
+        std::fs::remove_dir_all(&side).map_err(io(&side))?;
+        Ok(Some(next_index))
     }
 }
 
@@ -441,11 +532,12 @@ async fn flusher(p: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<FlushReq>) {
             let mut inner = p.lock();
             let job = inner.log.begin_flush();
             let files = inner.raft.as_mut().map(|r| r.index.sync_handles()).transpose();
-            files.map(|f| (job, f.unwrap_or_default()))
+            let offset = job.as_ref().map_or_else(|| inner.log.log_end_offset(), |j| j.target_offset());
+            files.map(|f| (job, f.unwrap_or_default(), offset))
         };
         let started = Instant::now();
         let res = match prepared {
-            Ok((job, files)) => p
+            Ok((job, files, offset)) => p
                 .timed_fsync(tokio::task::spawn_blocking(move || -> std::io::Result<_> {
                     let done = job.map(|j| j.run()).transpose().map_err(std::io::Error::other)?;
                     for f in files {
@@ -453,6 +545,7 @@ async fn flusher(p: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<FlushReq>) {
                     }
                     Ok(done)
                 }))
+                .instrument(p.fsync_span(offset))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
             Err(e) => Err(std::io::Error::other(e.to_string())),
@@ -1064,6 +1157,24 @@ impl Replica {
         init_delay: Option<Duration>,
         recovery: Option<Arc<sediment_raft::network::Recovery>>,
     ) -> anyhow::Result<Arc<Replica>> {
+        // A group of one whose log is gone but whose vote survived (fsync = never, then a power
+        // cut): openraft would take it for initialized and wait forever for a membership nobody
+        // can send. Nobody else votes in a group of one: its vote goes and the group starts again.
+        if voters.len() == 1 && voters.contains_key(&node_id) {
+            let lost = {
+                let inner = p.lock();
+                inner.raft.as_ref().filter(|r| r.last_log_id().is_none()).map(|_| inner.log.dir().to_path_buf())
+            };
+            if let Some(dir) = lost.filter(|d| d.join(VOTE_FILE).exists()) {
+                tracing::warn!(topic = %p.topic, partition = p.index, "the Raft log of this group of one is gone but its vote is not; starting the group again");
+                for f in [VOTE_FILE, COMMITTED_FILE, APPLIED_FILE] {
+                    match std::fs::remove_file(dir.join(f)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+            }
+        }
         let proposals = Arc::new(Proposals::default());
         let log = ReplicaLog::new(p.clone(), proposals.clone());
         let sm = ReplicaSm::open(p.clone());
@@ -1072,8 +1183,19 @@ impl Replica {
             r.watch(&raft);
         }
         sediment_raft::network::spawn_election_watchdog(raft.clone(), recovery);
+        let resumed = raft.is_initialized().await?;
+        if resumed {
+            // openraft resumes a lone voter's leadership in its old term without committing
+            // anything, and the committed index it saved is only a hint that may lag the log,
+            // so the high watermark would stay below records acknowledged before the restart.
+            // One no-op entry, committed, commits the whole log before the partition serves.
+            let m = raft.metrics().borrow().clone();
+            if m.membership_config.membership().voter_ids().eq([node_id]) && m.current_leader == Some(node_id) {
+                raft.client_write(Proposal::default()).await?;
+            }
+        }
         // no voters: a replica added to a running group (reassignment) waits for its leader
-        if !voters.is_empty() && !raft.is_initialized().await? {
+        if !voters.is_empty() && !resumed {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
             match init_delay {
                 None => initialize(&raft, members).await?,

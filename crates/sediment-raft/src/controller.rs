@@ -436,6 +436,9 @@ impl Controller {
                 return m.current_leader.filter(|l| *l != me);
             }
             let members = m.membership_config.membership();
+            if !members.voter_ids().any(|v| v != me && alive(v)) {
+                return None; // nobody to hand it to (a group of one, or the others are down)
+            }
             let caught_up = m.replication.as_ref().and_then(|r| {
                 r.iter()
                     .filter(|(id, matched)| {

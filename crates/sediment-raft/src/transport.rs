@@ -365,6 +365,12 @@ impl Peers {
         Arc::new(Peers { clients: Mutex::default(), key })
     }
 
+    /// Whether peers prove membership with a cluster key (without one, a broker listens for no
+    /// peer: see `ClusterCtx::start`).
+    pub fn authenticated(&self) -> bool {
+        self.key.is_some()
+    }
+
     /// The client for `node` at `addr` (replaced if the address changed).
     pub fn client(&self, node: u64, addr: &str) -> Arc<PeerClient> {
         let mut m = self.clients.lock().unwrap_or_else(|e| e.into_inner());

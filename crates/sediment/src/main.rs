@@ -121,6 +121,8 @@ fn init_tracing_quiet() {
 }
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    // first: a SIGTERM during start-up (a broker waiting for its quorum) stops it gracefully
+    let mut stop = StopSignals::install()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tracing::info!(
         node_id = cfg.broker.node_id,
@@ -143,18 +145,36 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(admin = %admin_addr, "admin listener ready (/health, /ready, /metrics, /v1/cluster, /v1/topics)");
     let broker_cfg = cfg.broker.clone();
     let listen = broker_cfg.listen;
-    let clustered = cfg.peers.len() > 1;
-    // in a cluster every broker must name the same bucket: a partition's leader uploads, and
-    // any replica may lead later and read what an earlier leader uploaded
+    // One path for any size: a broker started without --peers is the lone voter of a cluster
+    // of one (its metadata and every partition are Raft groups whose commits need only it).
+    let mut cfg = cfg;
+    if cfg.peers.is_empty() {
+        cfg.peers.insert(cfg.broker.node_id, cfg.raft_listen.to_string());
+    }
+    let alone = cfg.peers.len() == 1 && cfg.peers.contains_key(&cfg.broker.node_id);
+    // every broker of a cluster names the same bucket: a partition's leader uploads, and any
+    // replica may lead later and read what an earlier leader uploaded
     let tier = tier::open(&cfg).await?;
-    let cluster = if clustered {
-        let raft_listener = TcpListener::bind(cfg.raft_listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} (raft): {e}", cfg.raft_listen))?;
-        tracing::info!(raft = %raft_listener.local_addr()?, peers = ?cfg.peers, "joining the cluster");
-        let meta_dir = cfg.broker.data_dir.join("meta").join("raft");
-        Some(sediment_broker::cluster::ClusterCtx::start(cfg.broker.node_id, &meta_dir, raft_listener, &cfg.peers, cfg.cluster_key.clone()).await?)
-    } else {
+    // a single-node data dir of an earlier release: its partitions get their Raft entries
+    // before any group opens them
+    let defaults = sediment_broker::topic_config::BrokerDefaults::new(&cfg.broker.topic_defaults).map_err(|e| anyhow::anyhow!("invalid broker topic defaults: {e}"))?;
+    let legacy = sediment_broker::migrate::pending(&cfg.broker.data_dir, cfg.broker.node_id, alone)?;
+    if let Some(legacy) = legacy.clone() {
+        let (dir, node, addr) = (cfg.broker.data_dir.clone(), cfg.broker.node_id, cfg.raft_listen.to_string());
+        let entries = tokio::task::spawn_blocking(move || sediment_broker::migrate::adopt_partitions(&dir, &legacy, node, &addr, &defaults)).await??;
+        tracing::info!(entries, "partition logs adopted; recording their topics in the controller");
+        failpoint("adopt-after-partitions");
+    }
+    // a lone voter without a cluster key listens for no peer (nobody may talk to it)
+    let raft_listener = if alone && cfg.cluster_key.is_none() {
         None
+    } else {
+        let l = TcpListener::bind(cfg.raft_listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} (raft): {e}", cfg.raft_listen))?;
+        tracing::info!(raft = %l.local_addr()?, peers = ?cfg.peers, "joining the cluster");
+        Some(l)
     };
+    let meta_dir = cfg.broker.data_dir.join("meta").join("raft");
+    let cluster = sediment_broker::cluster::ClusterCtx::start(cfg.broker.node_id, &meta_dir, raft_listener, &cfg.peers, cfg.cluster_key.clone()).await?;
     // Recovery can read whole segments: keep it off the async workers.
     let broker = tokio::task::spawn_blocking({
         let rx = shutdown_rx.clone();
@@ -162,15 +182,28 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let tier = tier.clone();
         move || {
             let _guard = handle.enter();
-            match cluster {
-                Some(ctx) => sediment_broker::Broker::open_cluster(broker_cfg, rx, ctx, tier),
-                None => sediment_broker::Broker::open_with_tier(broker_cfg, rx, tier),
-            }
+            sediment_broker::Broker::open_cluster(broker_cfg, rx, cluster, tier)
         }
     })
     .await??;
     admin.set_broker(broker.clone());
     sediment_broker::observe::register(&broker);
+    // as a Kafka broker does, serve clients once registered with the controller and caught up
+    // with its state (a cluster of one: milliseconds): before, Metadata would list no brokers,
+    // topics known before a restart would look missing, and CreateTopics could place no
+    // replica. Bounded, so a broker whose quorum is down still answers and says why.
+    let mut stopped = false;
+    if let Some(c) = &broker.cluster {
+        tokio::select! {
+            caught_up = c.wait_caught_up(REGISTRATION_WAIT) => if !caught_up {
+                tracing::warn!(waited_ms = REGISTRATION_WAIT.as_millis() as u64, "not registered with the controller yet; serving anyway (not ready until it is)");
+            },
+            _ = stop.recv() => stopped = true,
+        }
+    }
+    if let Some(legacy) = legacy.as_ref().filter(|_| !stopped) {
+        sediment_broker::migrate::adopt_metadata(&broker, legacy).await?;
+    }
     let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(listen = %listener.local_addr()?, advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port), "kafka listener ready");
     let server = tokio::spawn(sediment_broker::server::serve(broker.clone(), listener));
@@ -179,7 +212,9 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // never stops a second replica of a partition while the first is still copying it
     let readiness = tokio::spawn(become_ready(broker.clone(), admin.clone()));
 
-    wait_for_signal().await;
+    if !stopped {
+        stop.recv().await;
+    }
     readiness.abort();
     sediment_telemetry::set_ready(false);
     if broker.cluster.is_some() {
@@ -190,7 +225,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         tracing::info!(led = done.led, moved = done.moved, elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown: leaderships handed over");
         // the metadata leadership last, within what is left of the bound
         let left = CONTROLLED_SHUTDOWN_TIMEOUT.saturating_sub(started.elapsed()).max(Duration::from_secs(3));
-        let led_metadata = broker.cluster.as_ref().is_some_and(|c| c.controller.leader() == Some(c.node_id as u64));
+        let led_metadata = broker.cluster.as_ref().is_some_and(|c| c.controller.leader() == Some(c.node_id as u64) && c.controller.voters().len() > 1);
         if led_metadata {
             let started = std::time::Instant::now();
             match sediment_broker::cluster::hand_over_controller(&broker, left).await {
@@ -215,6 +250,18 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!("shutdown complete");
     Ok(())
 }
+
+/// Crash-test hook: when `SEDIMENT_FAILPOINT` names `point`, the process exits at once with
+/// code 86, as a crash there would leave the data dir (no shutdown, nothing flushed after it).
+fn failpoint(point: &str) {
+    if std::env::var("SEDIMENT_FAILPOINT").is_ok_and(|v| v == point) {
+        tracing::warn!(point, "failpoint reached; exiting");
+        std::process::exit(86);
+    }
+}
+
+/// Longest a starting broker waits for its registration before it opens the Kafka listener.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(10);
 
 /// Longest a stopping broker spends handing its leaderships over (the chart's grace period,
 /// 60 s, also covers the 30 s for in-flight requests that follows).
@@ -247,19 +294,23 @@ async fn become_ready(broker: std::sync::Arc<sediment_broker::Broker>, admin: st
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT, listened for from the start of `serve` (before, the default action
+/// would kill the process).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

@@ -277,6 +277,25 @@ class Broker:
             self.proc.wait(10)
             self.exit_codes.append(self.proc.returncode)
 
+    def run_to_exit(self, timeout: float = DEFAULT_START_TIMEOUT) -> tuple[int, str]:
+        """Starts the broker expecting it to exit by itself (a refused config, a failpoint)
+        and waits: (exit code, the log of this start). Kills it if it is still running at
+        `timeout` and fails."""
+        if self.running():
+            raise BrokerError(f"{self.name} already running")
+        self._spawn()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise BrokerError(f"{self.name} still running after {timeout}s\n{self.log_tail(40)}")
+        self.exit_codes.append(code)
+        return code, self.log_tail(200, since_last_start=True)
+
+    def log_count(self, needle: str) -> int:
+        """Lines of the whole log (every start) that contain `needle`."""
+        return sum(1 for line in self.log_text().splitlines() if needle in line)
+
     def restart(self, timeout: float = DEFAULT_START_TIMEOUT) -> "Broker":
         """Start again with the same data dir and ports (stop() or kill() first;
         a still-running broker is stopped gracefully)."""

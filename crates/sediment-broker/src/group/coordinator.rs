@@ -59,6 +59,9 @@ impl Clock for SystemClock {
 
 /// The coordinator: the shards, created when `__consumer_offsets` exists (at start) or is first
 /// needed (a group operation creates it).
+/// Longest a group's first request waits for `__consumer_offsets` to be created and led.
+const OFFSETS_TOPIC_WAIT: Duration = Duration::from_secs(10);
+
 pub struct GroupCoordinator {
     config: GroupConfig,
     clock: Arc<dyn Clock>,
@@ -151,6 +154,38 @@ impl GroupCoordinator {
         tracing::info!(partitions = shards.len(), records = loaded, elapsed_ms = started.elapsed().as_millis() as u64, "group coordinator loaded");
         let _ = self.shards.set(shards);
         Ok(self.shards.get())
+    }
+
+    /// Before a group's first request that may create its state (FindCoordinator, JoinGroup,
+    /// OffsetCommit): when `__consumer_offsets` does not exist yet, creates it and waits, at most
+    /// [`OFFSETS_TOPIC_WAIT`], until the group's partition has a leader and, led here, has
+    /// loaded its groups. The first consumer of a new cluster is then answered at once; Kafka
+    /// answers COORDINATOR_NOT_AVAILABLE meanwhile and clients retry after a backoff, which is
+    /// what a request still gets past the bound.
+    pub async fn await_offsets_topic(&self, broker: &Arc<Broker>, group: &str) {
+        if broker.topic(OFFSETS_TOPIC).is_some() {
+            return;
+        }
+        self.create_offsets_topic(broker);
+        let deadline = tokio::time::Instant::now() + OFFSETS_TOPIC_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(topic) = broker.topic(OFFSETS_TOPIC) {
+                let p = records::partition_for(group, topic.partition_count());
+                if self.led.read().unwrap_or_else(|e| e.into_inner()).contains_key(&p) {
+                    return;
+                }
+                let leader = match topic.partition(p).and_then(|x| x.replica()) {
+                    Some(r) => r.leader(),
+                    None => broker.cluster.as_ref().and_then(|c| {
+                        c.state().topics.get(OFFSETS_TOPIC).and_then(|rec| rec.leaders.get(p as usize)).filter(|l| l.0 >= 0).map(|l| l.0 as u64)
+                    }),
+                };
+                if leader.is_some_and(|l| l != broker.node_id() as u64) {
+                    return; // coordinated elsewhere: FindCoordinator names it
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Cluster mode: creates `__consumer_offsets` through the controller, once, in the

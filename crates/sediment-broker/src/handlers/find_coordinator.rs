@@ -1,8 +1,8 @@
-//! FindCoordinator. On a single node this node coordinates every group and every transactional
-//! id (key types 0 and 1); in a cluster a group's coordinator is the leader of its
-//! `__consumer_offsets` partition, and transactional ids are not served yet
-//! (COORDINATOR_NOT_AVAILABLE). Share groups (key type 2, v6) are not supported:
-//! INVALID_REQUEST, as a Kafka broker without share groups answers. v4+ batches keys.
+//! FindCoordinator. A group's coordinator (key type 0) is the leader of its
+//! `__consumer_offsets` partition. A transactional id (key type 1) is placed the same way; its
+//! coordinator answers InitProducerId with the refusal of a broker without transactions. Share
+//! groups (key type 2, v6) are not supported: INVALID_REQUEST, as a Kafka broker without share
+//! groups answers. v4+ batches keys.
 
 use std::sync::Arc;
 
@@ -24,11 +24,9 @@ fn coordinator(broker: &Arc<Broker>, key_type: i8, key: &str) -> Result<(i32, St
         2 => return Err((ErrorCode::InvalidRequest, "share groups are not supported by this broker".into())),
         other => return Err((ErrorCode::InvalidRequest, format!("unknown coordinator key type {other}"))),
     }
-    let this = (broker.node_id(), broker.config.advertised_host.clone(), broker.config.advertised_port as i32);
-    let Some(ctx) = &broker.cluster else { return Ok(this) };
-    if key_type == 1 {
-        return Err((ErrorCode::CoordinatorNotAvailable, "transactions are not available in multi-broker clusters yet".into()));
-    }
+    let Some(ctx) = &broker.cluster else {
+        return Ok((broker.node_id(), broker.config.advertised_host.clone(), broker.config.advertised_port as i32));
+    };
     let state = ctx.state();
     let Some(rec) = state.topics.get(OFFSETS_TOPIC) else {
         broker.groups.create_offsets_topic(broker);

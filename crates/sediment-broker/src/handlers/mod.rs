@@ -90,13 +90,26 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
         }
         // consumer groups (crate::group)
         RequestKind::FindCoordinator(r) => {
+            if (v < 1 || r.key_type <= 1)
+                && let Some(group) = if v < 4 { Some(r.key.as_str()) } else { r.coordinator_keys.first().map(|k| k.as_str()) }
+            {
+                broker.groups.await_offsets_topic(broker, group).await;
+            }
             Reply::Ready(ResponseKind::FindCoordinator(find_coordinator::handle(broker, r, v)))
         }
-        RequestKind::JoinGroup(r) => join_group::handle(broker, ctx, r, v),
+        RequestKind::JoinGroup(r) => {
+            broker.groups.await_offsets_topic(broker, r.group_id.as_str()).await;
+            join_group::handle(broker, ctx, r, v)
+        }
         RequestKind::SyncGroup(r) => sync_group::handle(broker, r, v),
         RequestKind::Heartbeat(r) => Reply::Ready(ResponseKind::Heartbeat(heartbeat::handle(broker, r, v))),
         RequestKind::LeaveGroup(r) => Reply::Ready(ResponseKind::LeaveGroup(leave_group::handle(broker, r, v))),
-        RequestKind::OffsetCommit(r) => offset_commit::handle(broker, r, v),
+        RequestKind::OffsetCommit(r) => {
+            if !r.topics.is_empty() {
+                broker.groups.await_offsets_topic(broker, r.group_id.as_str()).await;
+            }
+            offset_commit::handle(broker, r, v)
+        }
         RequestKind::OffsetFetch(r) => offset_fetch::handle(broker, r, v),
         RequestKind::ListGroups(r) => Reply::Ready(ResponseKind::ListGroups(list_groups::handle(broker, r, v))),
         RequestKind::DescribeGroups(r) => {

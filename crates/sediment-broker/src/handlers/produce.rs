@@ -151,6 +151,7 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
     if let Some(r) = replica {
         // ordered with this connection's other requests: the proposal is queued now
         let len = records.len() as u64;
+        partition.trace_next_fsync();
         return r.propose_now(buf.freeze()).map(|p| Appendage::Proposed(p, len, log_append_time.then_some(now))).map_err(|e| propose_error(e).into());
     }
     let appended = partition.append(&header, &mut buf, now).map_err(|e| match e {

@@ -25,6 +25,12 @@ pub async fn add(broker: Arc<Broker>, req: AddRaftVoterRequest, _version: i16) -
     let mut r = AddRaftVoterResponse::default();
     let outcome = async {
         let ctx = cluster_of(&broker, req.cluster_id.as_ref())?;
+        if !ctx.peers.authenticated() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "this broker runs alone without a cluster secret and listens for no peer: restart it with cluster_secret_file (or SEDIMENT_CLUSTER_SECRET) to add brokers",
+            ));
+        }
         let Some(l) = req.listeners.first() else {
             return Err(ApiError::new(ErrorCode::InvalidRequest, "no listener: the new broker's raft address is needed"));
         };
