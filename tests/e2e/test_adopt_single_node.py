@@ -1,6 +1,7 @@
-"""A data dir written by a single-node broker of the previous release (before a single broker
-became a Raft group of one) opens under the current one: adopted once at start, logged,
-idempotent, with nothing acknowledged lost.
+"""A data dir written by a single-node broker (the single-node path, as the previous release ran
+it) opens as a Raft group of one (`single_node_raft`): adopted once at start, logged,
+idempotent, with nothing acknowledged lost; and a dir that ran as a Raft group is never opened
+by the single-node path.
 
 The dir comes from fixtures/single_node_dir.tar.gz, written by that release's binary
 (fixtures/make_single_node_dir.py says how and what it holds)."""
@@ -18,6 +19,7 @@ from sediment_harness import kafka_wire
 from sediment_harness.clients import admin, consume_range, producer, watermarks
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "single_node_dir.tar.gz"
+RAFT_OF_ONE = {"SEDIMENT_SINGLE_NODE_RAFT": "true"}
 
 
 def _unpack(tmp_path: Path) -> tuple[Path, dict]:
@@ -72,7 +74,7 @@ def _check_everything_is_there(b, meta, end: int = 100) -> None:
 
 def test_a_single_node_dir_of_the_previous_release_is_adopted_once_and_loses_nothing(broker_factory, tmp_path):
     data, meta = _unpack(tmp_path)
-    b = broker_factory(data_dir=data, start=False)
+    b = broker_factory(data_dir=data, start=False, env=RAFT_OF_ONE)
     b.start()
     assert b.log_count("single-node data dir adopted") == 1, b.log_tail(40)
     adopted = b.log_count("partition adopted")
@@ -106,7 +108,7 @@ def test_an_adoption_cut_short_is_finished_by_the_next_start(broker_factory, tmp
     """SIGKILL right after the partition logs got their Raft entries (before the controller
     recorded the topics): the next start finishes it and nothing is lost."""
     data, meta = _unpack(tmp_path)
-    b = broker_factory(data_dir=data, start=False, env={"SEDIMENT_FAILPOINT": "adopt-after-partitions"})
+    b = broker_factory(data_dir=data, start=False, env={**RAFT_OF_ONE, "SEDIMENT_FAILPOINT": "adopt-after-partitions"})
     code, out = b.run_to_exit()
     assert code == 86 and "partition logs adopted" in out, out
     marker = json.loads((data / "meta" / "adopted.json").read_text())
@@ -124,3 +126,15 @@ def test_a_single_node_dir_refuses_to_join_a_cluster_before_it_is_adopted(broker
     code, out = b.run_to_exit()
     assert code == 1, out
     assert "start it once on its own (without --peers) to adopt them" in out
+
+
+def test_a_dir_that_ran_as_a_raft_group_is_not_opened_by_the_single_node_path(broker_factory, tmp_path):
+    """The single-node path would append without Raft entries, and the next Raft start would cut
+    what it appended: it refuses such a dir and names the setting."""
+    data, _ = _unpack(tmp_path)
+    b = broker_factory(data_dir=data, start=False, env=RAFT_OF_ONE)
+    b.start()
+    b.stop()
+    b.env.pop("SEDIMENT_SINGLE_NODE_RAFT")
+    code, out = b.run_to_exit()
+    assert code == 1 and "single_node_raft = true" in out, out

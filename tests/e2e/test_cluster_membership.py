@@ -138,9 +138,10 @@ def test_add_a_broker_move_replicas_to_it_and_remove_another(sediment_bin, clust
     wait_brokers([c.node(1), c.node(2), n4], {1, 2, 4})
 
 
-def test_a_lone_broker_without_a_cluster_secret_refuses_to_add_brokers(broker, sediment_bin):
-    """A broker started alone without a secret listens for no peer, so nobody could join it:
-    add-broker says so and what to change, instead of timing out."""
+def test_a_lone_broker_without_a_cluster_secret_refuses_to_add_brokers(broker_factory, sediment_bin):
+    """A broker running alone as a Raft group of one without a secret listens for no peer, so
+    nobody could join it: add-broker says so and what to change, instead of timing out."""
+    broker = broker_factory(env={"SEDIMENT_SINGLE_NODE_RAFT": "true"})
     rc, _, err = cli(sediment_bin, "cluster", "add-broker", "--bootstrap", broker.bootstrap, "--node-id", "2",
                      "--raft-address", "127.0.0.1:1", "--timeout", "5")
     assert rc == 1 and "without a cluster secret" in err, err

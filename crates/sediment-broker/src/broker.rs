@@ -451,6 +451,7 @@ impl Broker {
             ));
         }
         self.validate_configs(&configs)?;
+        crate::descriptors::check_room(partitions as u64)?;
         let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         if self.topic(name).is_some() {
             return Err(ApiError::new(ErrorCode::TopicAlreadyExists, format!("topic \"{name}\" already exists")));
@@ -517,6 +518,7 @@ impl Broker {
         };
         let current = topic.partitions.len() as i32;
         crate::broker::check_partition_growth(current, count)?;
+        crate::descriptors::check_room((count - current) as u64)?;
         if validate_only {
             return Ok(());
         }
@@ -699,9 +701,6 @@ pub(crate) fn check_partition_growth(current: i32, count: i32) -> Result<(), Api
     Ok(())
 }
 
-/// `<logs>/<topic>-<partition>`, Kafka's layout.
-/// A partition's directory under `logs`. Refuses any name that is not a valid topic name (and
-/// so could name a path outside `logs`), whoever supplied it.
 /// Removes a directory in the background, retrying for about a minute: right after its
 /// partition stopped, tasks may still hold its files, or the process may be out of descriptors
 /// (the reason a creation was undone). A restart removes what is left of a `-delete` dir.
@@ -721,6 +720,9 @@ async fn remove_dir_retrying(dir: PathBuf) {
     }
 }
 
+/// `<logs>/<topic>-<partition>`, Kafka's layout.
+/// A partition's directory under `logs`. Refuses any name that is not a valid topic name (and
+/// so could name a path outside `logs`), whoever supplied it.
 pub fn partition_dir(logs: &Path, topic: &str, partition: i32) -> std::io::Result<PathBuf> {
     validate_topic_name(topic).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     if partition < 0 {

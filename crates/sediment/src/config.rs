@@ -159,6 +159,10 @@ pub struct RawConfig {
     pub log_format: String,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
+    /// A broker without peers runs as the only voter of a Raft cluster of one (the code path
+    /// every cluster runs) instead of the single-node path. Off until group commit across
+    /// proposals makes small batches as fast there.
+    pub single_node_raft: bool,
     pub max_connections: usize,
     pub max_request_bytes: usize,
     /// Largest frame of any request but Produce.
@@ -230,6 +234,7 @@ impl Default for RawConfig {
             log_format: "text".into(),
             num_partitions: 1,
             auto_create_topics: true,
+            single_node_raft: false,
             max_connections: 10_000,
             max_request_bytes: sediment_protocol_max(),
             max_non_produce_request_bytes: sediment_broker::broker::DEFAULT_MAX_NON_PRODUCE_REQUEST_BYTES,
@@ -285,6 +290,7 @@ const KEYS: &[&str] = &[
     "log_format",
     "num_partitions",
     "auto_create_topics",
+    "single_node_raft",
     "max_connections",
     "max_request_bytes",
     "batch_validation",
@@ -316,6 +322,8 @@ pub struct ServeConfig {
     pub raft_listen: SocketAddr,
     pub object_store: ObjectStoreUrl,
     pub peers: BTreeMap<i32, String>,
+    /// Without peers: run as the only voter of a cluster of one.
+    pub single_node_raft: bool,
     /// Cluster mode: the key peers prove membership with.
     pub cluster_key: Option<sediment_raft::ClusterKey>,
     pub cache_dir: PathBuf,
@@ -639,6 +647,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
         raft_listen,
         object_store,
         peers,
+        single_node_raft: raw.single_node_raft,
         cluster_key,
         cache_dir,
         cache_size,

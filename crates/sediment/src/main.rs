@@ -145,36 +145,52 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(admin = %admin_addr, "admin listener ready (/health, /ready, /metrics, /v1/cluster, /v1/topics)");
     let broker_cfg = cfg.broker.clone();
     let listen = broker_cfg.listen;
-    // One path for any size: a broker started without --peers is the lone voter of a cluster
-    // of one (its metadata and every partition are Raft groups whose commits need only it).
+    // A cluster's broker (or, with `single_node_raft`, one started without --peers as the only
+    // voter of a cluster of one) runs the Raft path; otherwise the single-node path.
     let mut cfg = cfg;
-    if cfg.peers.is_empty() {
+    if cfg.peers.is_empty() && cfg.single_node_raft {
         cfg.peers.insert(cfg.broker.node_id, cfg.raft_listen.to_string());
     }
     let alone = cfg.peers.len() == 1 && cfg.peers.contains_key(&cfg.broker.node_id);
     // every broker of a cluster names the same bucket: a partition's leader uploads, and any
     // replica may lead later and read what an earlier leader uploaded
     let tier = tier::open(&cfg).await?;
-    // a single-node data dir of an earlier release: its partitions get their Raft entries
-    // before any group opens them
-    let defaults = sediment_broker::topic_config::BrokerDefaults::new(&cfg.broker.topic_defaults).map_err(|e| anyhow::anyhow!("invalid broker topic defaults: {e}"))?;
-    let legacy = sediment_broker::migrate::pending(&cfg.broker.data_dir, cfg.broker.node_id, alone)?;
-    if let Some(legacy) = legacy.clone() {
-        let (dir, node, addr) = (cfg.broker.data_dir.clone(), cfg.broker.node_id, cfg.raft_listen.to_string());
-        let entries = tokio::task::spawn_blocking(move || sediment_broker::migrate::adopt_partitions(&dir, &legacy, node, &addr, &defaults)).await??;
-        tracing::info!(entries, "partition logs adopted; recording their topics in the controller");
-        failpoint("adopt-after-partitions");
-    }
-    // a lone voter without a cluster key listens for no peer (nobody may talk to it)
-    let raft_listener = if alone && cfg.cluster_key.is_none() {
+    let cluster = if cfg.peers.is_empty() {
+        // a data dir that ran as a Raft group (a cluster member, or a broker of one): the
+        // single-node path would append without Raft entries, which the next Raft start cuts
+        let raft_dir = cfg.broker.data_dir.join("meta").join("raft");
+        if raft_dir.exists() {
+            anyhow::bail!(
+                "{} holds a Raft metadata log: start this broker with the peers it ran with, or with single_node_raft = true (SEDIMENT_SINGLE_NODE_RAFT=true) if it ran alone",
+                cfg.broker.data_dir.display()
+            );
+        }
         None
     } else {
-        let l = TcpListener::bind(cfg.raft_listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} (raft): {e}", cfg.raft_listen))?;
-        tracing::info!(raft = %l.local_addr()?, peers = ?cfg.peers, "joining the cluster");
-        Some(l)
+        // a single-node data dir of an earlier path: its partitions get their Raft entries
+        // before any group opens them
+        let defaults = sediment_broker::topic_config::BrokerDefaults::new(&cfg.broker.topic_defaults).map_err(|e| anyhow::anyhow!("invalid broker topic defaults: {e}"))?;
+        let legacy = sediment_broker::migrate::pending(&cfg.broker.data_dir, cfg.broker.node_id, alone)?;
+        if let Some(legacy) = legacy.clone() {
+            let (dir, node, addr) = (cfg.broker.data_dir.clone(), cfg.broker.node_id, cfg.raft_listen.to_string());
+            let entries = tokio::task::spawn_blocking(move || sediment_broker::migrate::adopt_partitions(&dir, &legacy, node, &addr, &defaults)).await??;
+            tracing::info!(entries, "partition logs adopted; recording their topics in the controller");
+            failpoint("adopt-after-partitions");
+        }
+        // a lone voter without a cluster key listens for no peer (nobody may talk to it)
+        let raft_listener = if alone && cfg.cluster_key.is_none() {
+            None
+        } else {
+            let l = TcpListener::bind(cfg.raft_listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {} (raft): {e}", cfg.raft_listen))?;
+            tracing::info!(raft = %l.local_addr()?, peers = ?cfg.peers, "joining the cluster");
+            Some(l)
+        };
+        let meta_dir = cfg.broker.data_dir.join("meta").join("raft");
+        let ctx = sediment_broker::cluster::ClusterCtx::start(cfg.broker.node_id, &meta_dir, raft_listener, &cfg.peers, cfg.cluster_key.clone()).await?;
+        Some((ctx, legacy))
     };
-    let meta_dir = cfg.broker.data_dir.join("meta").join("raft");
-    let cluster = sediment_broker::cluster::ClusterCtx::start(cfg.broker.node_id, &meta_dir, raft_listener, &cfg.peers, cfg.cluster_key.clone()).await?;
+    let legacy = cluster.as_ref().and_then(|(_, l)| l.clone());
+    let cluster = cluster.map(|(c, _)| c);
     // Recovery can read whole segments: keep it off the async workers.
     let broker = tokio::task::spawn_blocking({
         let rx = shutdown_rx.clone();
@@ -182,7 +198,10 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let tier = tier.clone();
         move || {
             let _guard = handle.enter();
-            sediment_broker::Broker::open_cluster(broker_cfg, rx, cluster, tier)
+            match cluster {
+                Some(ctx) => sediment_broker::Broker::open_cluster(broker_cfg, rx, ctx, tier),
+                None => sediment_broker::Broker::open_with_tier(broker_cfg, rx, tier),
+            }
         }
     })
     .await??;

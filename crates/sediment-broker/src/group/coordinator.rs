@@ -163,7 +163,8 @@ impl GroupCoordinator {
     /// answers COORDINATOR_NOT_AVAILABLE meanwhile and clients retry after a backoff, which is
     /// what a request still gets past the bound.
     pub async fn await_offsets_topic(&self, broker: &Arc<Broker>, group: &str) {
-        if broker.topic(OFFSETS_TOPIC).is_some() {
+        // the single-node path creates and loads its shards in the request itself
+        if broker.cluster.is_none() || broker.topic(OFFSETS_TOPIC).is_some() {
             return;
         }
         self.create_offsets_topic(broker);
