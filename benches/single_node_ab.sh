@@ -28,16 +28,17 @@ while True:
 print(f"{(time.monotonic() - t0) * 1000:.0f}"); c.close()
 PYEOF
 }
-serve() { env $1 $BIN serve --data-dir $2 --listen $K --admin-listen $A >> $2/log 2>&1 & echo $!; }
+# started in this shell (not in a command substitution), so `wait` reaps it before the next start
+serve() { env $1 $BIN serve --data-dir $2 --listen $K --admin-listen $A >> $2/log 2>&1 & pid=$!; }
 for round in $(seq 1 "$ROUNDS"); do
   for v in single-node raft-of-one; do
     envs="SEDIMENT_SINGLE_NODE_RAFT=false"; [ $v = raft-of-one ] && envs="SEDIMENT_SINGLE_NODE_RAFT=true"
-    d=$(mktemp -d /tmp/sediment-ab.XXXX); t=$(date +%s%N); pid=$(serve "$envs" $d); start=$(ready_ms $t)
+    d=$(mktemp -d /tmp/sediment-ab.XXXX); t=$(date +%s%N); serve "$envs" $d; start=$(ready_ms $t)
     a1=$(bench t1 --acks 1); aall=$(bench tall --acks all); rate=$(bench trate --acks all --rate 20000)
     small=$(bench tsmall --acks all --producers 4 --record-size 100 --batch-size 1024 --linger-ms 0)
     join=$(first_record_ms t1)
     kill $pid; wait $pid 2>/dev/null
-    t=$(date +%s%N); pid=$(serve "$envs" $d); restart=$(ready_ms $t); kill $pid; wait $pid 2>/dev/null
+    t=$(date +%s%N); serve "$envs" $d; restart=$(ready_ms $t); kill $pid; wait $pid 2>/dev/null
     echo "{\"round\": $round, \"variant\": \"$v\", \"start_ms\": $start, \"acks1\": [${a1// /, }], \"acksall\": [${aall// /, }], \"rate20k\": [${rate// /, }], \"small_acksall\": [${small// /, }], \"first_record_ms\": $join, \"restart_ms\": $restart}"
     rm -rf $d
   done
