@@ -66,11 +66,12 @@ finish() {
     exit $?
 }
 
-# ---------------------------------------------------------------- 1. kcat, promtool
+# ---------------------------------------------------------------- 1. kcat, promtool, ss
 t=$(date +%s)
 APT_WANT=()
 command -v kcat >/dev/null 2>&1 || APT_WANT+=(kcat)
 command -v promtool >/dev/null 2>&1 || APT_WANT+=(prometheus)   # promtool checks /metrics
+command -v ss >/dev/null 2>&1 || APT_WANT+=(iproute2)            # test_tiering counts the broker's S3 connections
 if [ ${#APT_WANT[@]} -gt 0 ]; then
     say "installing ${APT_WANT[*]} (apt-get)"
     SUDO=""
