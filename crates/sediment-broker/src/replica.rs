@@ -76,10 +76,11 @@ pub type DataRaft = openraft::Raft<DataTc>;
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Proposal {
     pub batch: Bytes,
-    /// Local only (never sent): non-zero on the leader's own proposals, naming who waits for
-    /// the append outcome. Replicated entries arrive with 0.
+    /// Local only (never sent): on the leader's own proposals, who waits for the append
+    /// outcome of each batch in `batch`, in order (0: nobody). Replicated entries arrive with
+    /// none.
     #[serde(skip)]
-    pub token: u64,
+    pub tokens: Vec<u64>,
     /// DeleteRecords: the new log start offset (the batch is empty).
     pub log_start: Option<i64>,
     /// Tiered storage: a change to the partition's remote segment list (the batch is empty).
@@ -91,7 +92,7 @@ impl Debug for Proposal {
         match (self.log_start, &self.remote) {
             (Some(o), _) => write!(f, "Proposal(log start {o})"),
             (None, Some(op)) => write!(f, "Proposal(remote {op:?})"),
-            (None, None) => write!(f, "Proposal({} bytes, token {})", self.batch.len(), self.token),
+            (None, None) => write!(f, "Proposal({} bytes, {} tokens)", self.batch.len(), self.tokens.len()),
         }
     }
 }
@@ -331,10 +332,31 @@ fn raft_of(inner: &mut Inner) -> Result<&mut RaftIndex, StorageError<u64>> {
 #[derive(Default)]
 pub struct Proposals {
     waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    /// Proposers waiting for their entry's commit, by token.
+    committing: Mutex<HashMap<u64, oneshot::Sender<Result<(), ProposeError>>>>,
     next: AtomicU64,
 }
 
 impl Proposals {
+    /// Answers the commit waiters of `tokens` (one entry's).
+    fn committed(&self, tokens: &[u64], r: Result<(), ProposeError>) {
+        let mut m = self.committing.lock().unwrap_or_else(|e| e.into_inner());
+        for t in tokens {
+            if let Some(tx) = m.remove(t) {
+                let _ = tx.send(r.clone());
+            }
+        }
+    }
+
+    /// Forgets `tokens`: their proposers see NotLeader.
+    fn fail(&self, tokens: &[u64]) {
+        let (mut w, mut c) = (self.waiting.lock().unwrap_or_else(|e| e.into_inner()), self.committing.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tokens {
+            w.remove(t);
+            c.remove(t);
+        }
+    }
+
     fn notify(&self, token: u64, o: Outcome) {
         if token == 0 {
             return;
@@ -392,46 +414,57 @@ impl ReplicaLog {
                 raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Noop), None).map_err(st_err)
             }
             EntryPayload::Normal(prop) => {
-                let header = BatchHeader::parse(&prop.batch).map_err(st_err)?;
-                if prop.token != 0 {
-                    // the leader's own proposal: the idempotence rules decide here, where
-                    // proposals are ordered
-                    let refused = match inner.producers.check(&header) {
-                        Verdict::Append => None,
-                        Verdict::Duplicate(meta) => Some(Outcome::Duplicate(meta)),
-                        Verdict::Reject(code, msg) => Some(Outcome::Refused(code, msg)),
-                    };
-                    if let Some(o) = refused {
-                        raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Noop), None).map_err(st_err)?;
-                        self.proposals.notify(prop.token, o);
-                        return Ok(());
-                    }
-                } else if header.base_offset != leo {
-                    return Err(st_err(format!(
-                        "replicated batch for offset {} arrived at log end {leo}: logs diverged",
-                        header.base_offset
-                    )));
-                }
+                // one or more batches: the leader's coalesced proposals (each with its token), or
+                // a replicated entry, whose batches land where the leader put them (checked)
+                let leader = !prop.tokens.is_empty();
                 // the proposal's buffer is unique here (the produce path's copy, or the decoded
                 // RPC), so this takes it over without copying
                 let mut buf = prop.batch.try_into_mut().unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
-                let info = inner.log.append(&mut buf, term as i32, now_ms).map_err(st_err)?;
-                if header.has_producer_id() {
-                    let mut assigned = header;
-                    assigned.base_offset = info.base_offset;
-                    inner.producers.record(&assigned, now_ms);
+                let (mut first, mut end, mut i) = (None::<i64>, leo, 0usize);
+                while !buf.is_empty() {
+                    let header = BatchHeader::parse(&buf).map_err(st_err)?;
+                    let mut one = buf.split_to(header.total_len().min(buf.len()));
+                    let token = prop.tokens.get(i).copied().unwrap_or(0);
+                    i += 1;
+                    if leader {
+                        // the idempotence rules decide here, where proposals are ordered
+                        match inner.producers.check(&header) {
+                            Verdict::Append => {}
+                            Verdict::Duplicate(meta) => {
+                                self.proposals.notify(token, Outcome::Duplicate(meta));
+                                continue;
+                            }
+                            Verdict::Reject(code, msg) => {
+                                self.proposals.notify(token, Outcome::Refused(code, msg));
+                                continue;
+                            }
+                        }
+                    } else if header.base_offset != inner.log.log_end_offset() {
+                        return Err(st_err(format!(
+                            "replicated batch for offset {} arrived at log end {}: logs diverged",
+                            header.base_offset,
+                            inner.log.log_end_offset()
+                        )));
+                    }
+                    let info = inner.log.append(&mut one, term as i32, now_ms).map_err(st_err)?;
+                    if header.has_producer_id() {
+                        let mut assigned = header;
+                        assigned.base_offset = info.base_offset;
+                        inner.producers.record(&assigned, now_ms);
+                    }
+                    first.get_or_insert(info.base_offset);
+                    end = info.last_offset + 1;
+                    self.p.after_append(inner, one.len());
+                    self.proposals.notify(token, Outcome::Appended(info));
                 }
-                let rec = EntryRecord {
-                    base_offset: info.base_offset,
-                    term,
-                    last_offset_delta: header.last_offset_delta,
-                    kind: EntryKind::Batch,
+                let Some(base) = first else {
+                    // every batch refused: the entry keeps its index and holds no records
+                    return raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Noop), None).map_err(st_err);
                 };
+                let rec = EntryRecord { base_offset: base, term, last_offset_delta: (end - base - 1).min(i32::MAX as i64) as i32, kind: EntryKind::Batch };
                 let r = raft_of(inner)?;
                 r.index.append(idx, rec, None).map_err(st_err)?;
-                r.note_epoch(term, info.base_offset);
-                self.p.after_append(inner, buf.len());
-                self.proposals.notify(prop.token, Outcome::Appended(info));
+                r.note_epoch(term, base);
                 Ok(())
             }
         }
@@ -480,31 +513,47 @@ impl ReplicaLog {
                     if bytes >= max_bytes && !out.is_empty() {
                         break;
                     }
-                    if pending.is_empty() {
-                        let from = next_read.unwrap_or(r.base_offset).max(r.base_offset);
-                        let plan = {
-                            let inner = self.p.lock();
-                            inner.log.read_retained(from, (max_bytes - bytes.min(max_bytes)).max(1), i64::MAX, true).map_err(read_err)?
-                        };
-                        let data = plan.execute().map_err(read_err)?;
-                        let mut pos = 0;
-                        for (h, b) in BatchIter::new(&data) {
-                            pending.push(data.slice(pos..pos + b.len()));
-                            pos += b.len();
-                            next_read = Some(h.next_offset());
+                    // every batch of the entry (a leader may coalesce several into one)
+                    let end = r.next_offset();
+                    let mut parts: Vec<Bytes> = Vec::new();
+                    let mut reached = r.base_offset;
+                    while reached < end {
+                        if pending.is_empty() {
+                            let from = next_read.unwrap_or(reached).max(reached);
+                            let plan = {
+                                let inner = self.p.lock();
+                                inner.log.read_retained(from, (max_bytes - bytes.min(max_bytes)).max(1), i64::MAX, true).map_err(read_err)?
+                            };
+                            let data = plan.execute().map_err(read_err)?;
+                            let mut pos = 0;
+                            for (h, b) in BatchIter::new(&data) {
+                                pending.push(data.slice(pos..pos + b.len()));
+                                pos += b.len();
+                                next_read = Some(h.next_offset());
+                            }
+                            pending.reverse();
                         }
-                        pending.reverse();
+                        let Some(batch) = pending.pop() else { break };
+                        let h = BatchHeader::parse(&batch).map_err(read_err)?;
+                        if h.base_offset != reached {
+                            return Err(read_err(format!("entry {i} needs offset {reached} but the log has {}", h.base_offset)));
+                        }
+                        reached = h.next_offset();
+                        parts.push(batch);
                     }
-                    let Some(batch) = pending.pop() else {
+                    if reached < end {
                         // truncated under us: return what we have (the caller retries)
                         break;
-                    };
-                    let h = BatchHeader::parse(&batch).map_err(read_err)?;
-                    if h.base_offset != r.base_offset {
-                        return Err(read_err(format!("entry {i} names offset {} but the log has {}", r.base_offset, h.base_offset)));
                     }
+                    let batch = if parts.len() == 1 {
+                        parts.pop().unwrap_or_default()
+                    } else {
+                        let mut all = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+                        parts.iter().for_each(|p| all.extend_from_slice(p));
+                        all.freeze()
+                    };
                     bytes += batch.len();
-                    EntryPayload::Normal(Proposal { batch, token: 0, log_start: None, remote: None })
+                    EntryPayload::Normal(Proposal { batch, tokens: Vec::new(), log_start: None, remote: None })
                 }
             };
             out.push(Entry { log_id: id, payload });
@@ -525,6 +574,9 @@ async fn flusher(p: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<FlushReq>) {
         if p.policy == FsyncPolicy::Never {
             for cb in batch.drain(..) {
                 cb.log_io_completed(Ok(()));
+            }
+            if let Some(r) = p.replica() {
+                r.flushed();
             }
             continue;
         }
@@ -558,6 +610,9 @@ async fn flusher(p: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<FlushReq>) {
                 }
                 for cb in batch.drain(..) {
                     cb.log_io_completed(Ok(()));
+                }
+                if let Some(r) = p.replica() {
+                    r.flushed();
                 }
             }
             Err(e) => {
@@ -1029,7 +1084,23 @@ pub struct Replica {
     leading_since: Mutex<Option<Instant>>,
     /// Where this leader's log ended over the last lag bound (for its ISR).
     progress: crate::isr::Progress,
+    /// Proposals waiting for the entry in flight to reach the disk (group commit).
+    queue: Mutex<ProposalQueue>,
 }
+
+#[derive(Default)]
+struct ProposalQueue {
+    items: Vec<(Bytes, u64)>,
+    bytes: usize,
+    /// When the last entry was handed to openraft, until a flush pass completes.
+    in_flight_since: Option<Instant>,
+}
+
+/// Largest entry proposals are coalesced into.
+const MAX_COALESCED_BYTES: usize = 4 << 20;
+/// An entry in flight this long without a flush pass (a stopped group) no longer holds back the
+/// queue.
+const IN_FLIGHT_STALE: Duration = Duration::from_millis(100);
 
 /// Added to a new leader's vote lease before it campaigns for another voter: its vote was
 /// cast a moment before it learnt that it leads.
@@ -1057,13 +1128,19 @@ pub struct Proposed {
     token: u64,
     proposals: Arc<Proposals>,
     appended: oneshot::Receiver<Outcome>,
-    committed: Option<oneshot::Receiver<openraft::raft::ClientWriteResult<DataTc>>>,
+    committed: Option<oneshot::Receiver<Result<(), ProposeError>>>,
 }
 
 impl Drop for Proposed {
     fn drop(&mut self) {
         self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.token);
+        self.proposals.committing.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.token);
     }
+}
+
+/// A commit waiter whose sender went: leadership moved before the entry committed.
+fn commit_outcome(r: Result<Result<(), ProposeError>, oneshot::error::RecvError>) -> Result<(), ProposeError> {
+    r.unwrap_or(Err(ProposeError::NotLeader(None)))
 }
 
 fn committed_err(r: Result<openraft::raft::ClientWriteResult<DataTc>, oneshot::error::RecvError>) -> Result<(), ProposeError> {
@@ -1087,7 +1164,7 @@ impl Proposed {
             o = &mut self.appended => o.map_err(|_| ProposeError::NotLeader(None)),
             c = committed => {
                 self.committed = None;
-                committed_err(c)?;
+                commit_outcome(c)?;
                 // committed implies appended: the outcome is already there
                 (&mut self.appended).await.map_err(|_| ProposeError::NotLeader(None))
             }
@@ -1098,7 +1175,7 @@ impl Proposed {
     /// batch this is the commit of its no-op entry, which follows the original batch.
     pub async fn committed(mut self) -> Result<(), ProposeError> {
         match self.committed.take() {
-            Some(c) => committed_err(c.await),
+            Some(c) => commit_outcome(c.await),
             None => Ok(()),
         }
     }
@@ -1225,6 +1302,7 @@ impl Replica {
             transferring: std::sync::atomic::AtomicBool::new(false),
             leading_since: Mutex::new(None),
             progress: crate::isr::Progress::default(),
+            queue: Mutex::new(ProposalQueue::default()),
         });
         let _ = p.replica.set(replica.clone());
         // the Kafka leader epoch follows the Raft term
@@ -1314,14 +1392,72 @@ impl Replica {
         }
         let token = self.proposals.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
+        let (ctx, crx) = oneshot::channel();
         self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(token, tx);
-        let mut proposed = Proposed { token, proposals: self.proposals.clone(), appended: rx, committed: None };
-        match self.raft.client_write_ff(Proposal { batch, token, log_start: None, remote: None }).await {
-            Ok(c) => {
-                proposed.committed = Some(c);
-                Ok(proposed)
+        self.proposals.committing.lock().unwrap_or_else(|e| e.into_inner()).insert(token, ctx);
+        let proposed = Proposed { token, proposals: self.proposals.clone(), appended: rx, committed: Some(crx) };
+        // Group commit: openraft appends and fsyncs one entry at a time, so what arrives while
+        // an entry of ours is on its way to disk goes into the next one, together.
+        // taken and handed over under the queue's lock: entries keep the proposals' order
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.bytes += batch.len();
+        q.items.push((batch, token));
+        let stale = q.in_flight_since.is_some_and(|t| t.elapsed() > IN_FLIGHT_STALE);
+        // Only a group of one coalesces: a follower of an earlier release reads one batch per
+        // entry, so in a cluster that waits for a version every broker agrees on.
+        if q.in_flight_since.is_none() || stale || q.bytes >= MAX_COALESCED_BYTES || !self.alone() {
+            self.submit(&mut q)?;
+        }
+        drop(q);
+        Ok(proposed)
+    }
+
+    /// Whether this replica is its group's only member (no voter or learner to replicate to).
+    fn alone(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).eq([self.node_id])
+    }
+
+    /// Hands the queued proposals to openraft as one entry (under the queue's lock: handing
+    /// over is an unbounded channel send); their proposers hear of its commit.
+    fn submit(&self, q: &mut ProposalQueue) -> Result<(), ProposeError> {
+        use futures::FutureExt;
+        q.in_flight_since = Some(Instant::now());
+        q.bytes = 0;
+        let mut items = std::mem::take(&mut q.items);
+        let tokens: Vec<u64> = items.iter().map(|(_, t)| *t).collect();
+        let batch = if items.len() == 1 {
+            items.pop().map(|(b, _)| b).unwrap_or_default()
+        } else {
+            let mut all = bytes::BytesMut::with_capacity(items.iter().map(|(b, _)| b.len()).sum());
+            items.iter().for_each(|(b, _)| all.extend_from_slice(b));
+            all.freeze()
+        };
+        let handed = self.raft.client_write_ff(Proposal { batch, tokens: tokens.clone(), log_start: None, remote: None }).now_or_never();
+        match handed.unwrap_or_else(|| Err(openraft::error::Fatal::Stopped)) {
+            Ok(rx) => {
+                let proposals = self.proposals.clone();
+                tokio::spawn(async move {
+                    let r = committed_err(rx.await);
+                    proposals.committed(&tokens, r);
+                });
+                Ok(())
             }
-            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+            Err(e) => {
+                q.in_flight_since = None;
+                self.proposals.fail(&tokens);
+                Err(ProposeError::Stopped(e.to_string()))
+            }
+        }
+    }
+
+    /// The partition's flusher finished a pass: openraft takes its next entry now, so what
+    /// queued meanwhile goes as one.
+    pub(crate) fn flushed(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.items.is_empty() {
+            q.in_flight_since = None;
+        } else {
+            let _ = self.submit(&mut q);
         }
     }
 
