@@ -52,6 +52,16 @@ pub fn leader_applied_own_term(m: &openraft::RaftMetrics<u64, openraft::BasicNod
     m.state == openraft::ServerState::Leader && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
 }
 
+/// Set when this broker begins its controlled shutdown: from then on it refuses to campaign
+/// when a leader asks it to (a preferred-leader rebalance would otherwise hand back the very
+/// leaderships it is handing away). Process-wide: the broker, not a group, is leaving.
+static LEAVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// This broker is shutting down: it takes no leadership from now on (see [`LEAVING`]).
+pub fn set_leaving() {
+    LEAVING.store(true, std::sync::atomic::Ordering::Release);
+}
+
 /// Leadership transfer: asks voter `to` at `addr` to campaign now in `group`, as its leader
 /// `leader` at `term` ([`KIND_CAMPAIGN`]). `Ok(true)` when it followed that leader at that term
 /// and started an election; `Ok(false)` when it did not follow it (it then does nothing).
@@ -569,7 +579,7 @@ where
                 }
                 KIND_CAMPAIGN => {
                     let req: Campaign = decode(&payload)?;
-                    let follows = {
+                    let follows = !LEAVING.load(std::sync::atomic::Ordering::Acquire) && {
                         let m = raft.metrics();
                         let m = m.borrow();
                         m.state == openraft::ServerState::Follower && m.current_leader == Some(req.leader) && m.current_term == req.term

@@ -237,7 +237,9 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     readiness.abort();
     sediment_telemetry::set_ready(false);
     if broker.cluster.is_some() {
-        // still serving: producers follow each partition to its new leader meanwhile
+        // still serving: producers follow each partition to its new leader meanwhile; and
+        // taking no leadership back (a preferred-leader rebalance would ask)
+        sediment_raft::network::set_leaving();
         tracing::info!("shutdown requested; handing over the partitions led here");
         let started = std::time::Instant::now();
         let done = sediment_broker::cluster::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_TIMEOUT).await;
