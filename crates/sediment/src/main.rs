@@ -145,6 +145,11 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(admin = %admin_addr, "admin listener ready (/health, /ready, /metrics, /v1/cluster, /v1/topics)");
     let broker_cfg = cfg.broker.clone();
     let listen = broker_cfg.listen;
+    // The Kafka port is bound now and accepted on once the broker can answer: a port taken by
+    // someone else fails the start at once, and nobody can take it while the broker recovers
+    // its logs or waits for its controller (clients that connect meanwhile wait in the backlog,
+    // as with a Kafka broker that has not enabled request processing yet).
+    let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     // A cluster's broker (or, with `single_node_raft`, one started without --peers as the only
     // voter of a cluster of one) runs the Raft path; otherwise the single-node path.
     let mut cfg = cfg;
@@ -223,7 +228,6 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     if let Some(legacy) = legacy.as_ref().filter(|_| !stopped) {
         sediment_broker::migrate::adopt_metadata(&broker, legacy).await?;
     }
-    let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(listen = %listener.local_addr()?, advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port), "kafka listener ready");
     let server = tokio::spawn(sediment_broker::server::serve(broker.clone(), listener));
     // one broker is ready once it serves; in a cluster only once it has applied the metadata
@@ -281,7 +285,7 @@ fn failpoint(point: &str) {
     }
 }
 
-/// Longest a starting broker waits for its registration before it opens the Kafka listener.
+/// Longest a starting broker waits for its registration before it accepts on the Kafka listener.
 const REGISTRATION_WAIT: Duration = Duration::from_secs(10);
 
 /// Longest a stopping broker spends handing its leaderships over (the chart's grace period,

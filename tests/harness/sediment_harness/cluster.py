@@ -7,6 +7,7 @@ the combined bootstrap string and "who leads this partition" from Metadata.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,12 +32,18 @@ class Cluster:
         # every broker of a cluster shares the secret it proves on the Raft port
         env = {"SEDIMENT_CLUSTER_SECRET": CLUSTER_SECRET, **(env or {})}
         self._bin, self._env, self._extra_args = bin, env, list(extra_args)
+        self._data_dirs = list(data_dirs) if data_dirs else None
+        self.nodes: list[Broker] = []
+        self._place(size)
+
+    def _place(self, size: int) -> None:
+        """Fresh ports for `size` nodes, each with the --peers list naming them all."""
         ports = [Broker.allocate_ports() for _ in range(size)]
         peers = ",".join(f"{i + 1}=127.0.0.1:{p['raft']}" for i, p in enumerate(ports))
-        self.nodes: list[Broker] = [
-            Broker(self.workdir / f"node{i + 1}", bin=bin, node_id=i + 1, ports=p, name=f"node-{i + 1}",
-                   object_store=self.object_store, env=env, extra_args=["--peers", peers, *extra_args],
-                   data_dir=data_dirs[i] if data_dirs else None)
+        self.nodes = [
+            Broker(self.workdir / f"node{i + 1}", bin=self._bin, node_id=i + 1, ports=p, name=f"node-{i + 1}",
+                   object_store=self.object_store, env=self._env, extra_args=["--peers", peers, *self._extra_args],
+                   data_dir=self._data_dirs[i] if self._data_dirs else None)
             for i, p in enumerate(ports)
         ]
 
@@ -56,10 +63,26 @@ class Cluster:
     def start(self, timeout: float = 60.0) -> "Cluster":
         """Start every node, then wait until each answers and the cluster
         has registered all of them (Metadata lists every broker)."""
-        for n in self.nodes:
-            n._spawn()
-        for n in self.nodes:
-            n._wait_ready(timeout)
+        # A port is free when picked but another process may take it before the broker binds
+        # it: on the very first start of a cluster on fresh dirs, such a bind race is retried
+        # with fresh ports for every node (the ports are in every node's --peers).
+        first = all(n.starts == 0 for n in self.nodes) and self._data_dirs is None
+        for attempt in range(3 if first else 1):
+            for n in self.nodes:
+                n._spawn()
+            try:
+                for n in self.nodes:
+                    n._wait_ready(timeout)
+            except BrokerError:
+                lost = [n for n in self.nodes if not n.running() and n._looks_like_bind_error()]
+                if not lost or attempt + 1 == (3 if first else 1):
+                    raise
+                for n in self.nodes:
+                    n.kill()
+                    shutil.rmtree(n.data_dir, ignore_errors=True)
+                self._place(len(self.nodes))
+                continue
+            break
         self.wait_for_brokers(len(self.nodes), timeout)
         return self
 
