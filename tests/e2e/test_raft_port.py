@@ -107,3 +107,61 @@ def test_a_broker_with_the_wrong_secret_cannot_join(cluster_factory, topic_name)
     assert c.nodes[2].running()
     logs = c.nodes[0].log_text() + c.nodes[1].log_text()
     assert "did not prove cluster membership" in logs
+
+
+def test_two_clusters_sharing_a_secret_refuse_each_other(cluster_factory, topic_name):
+    """The harness gives every cluster the same secret, as a copied config would. Broker 1 of
+    cluster A restarts on the Raft address broker 1 of cluster B had (an address reused after B1
+    went away): B's leader keeps sending to that address, and A1 refuses every connection because
+    the two know different cluster ids. A's data and membership stay as they were."""
+    a = cluster_factory(3)
+    b = cluster_factory(3)
+    create_topic(a.bootstrap, topic_name, 1, replication_factor=3)
+    p = producer(a.bootstrap)
+    for i in range(100):
+        p.produce(topic_name, value=b"%d" % i)
+    assert p.flush(30) == 0
+    a_id, b_id = a.metadata().cluster_id, b.metadata().cluster_id
+    assert a_id and b_id and a_id != b_id
+
+    b1, a1 = b.node(1), a.node(1)
+    b1.stop()
+    a1.stop()
+    a1.ports["raft"] = b1.ports["raft"]
+    a1.start()
+    deadline = time.monotonic() + 30
+    while "belongs to another cluster" not in a1.log_tail(2000, since_last_start=True):
+        assert time.monotonic() < deadline, "B's brokers were not refused at B1's old address"
+        time.sleep(0.2)
+    # the dialling side learns why
+    b_logs = b.node(2).log_text() + b.node(3).log_text()
+    deadline = time.monotonic() + 15
+    while "cluster id mismatch" not in b_logs:
+        assert time.monotonic() < deadline, "B's brokers did not log the mismatch"
+        time.sleep(0.2)
+        b_logs = b.node(2).log_text() + b.node(3).log_text()
+
+    # A is untouched: its id, its three brokers, every record; B serves on its two others
+    assert a.metadata(via=a.node(2)).cluster_id == a_id
+    assert sorted(x[0] for x in a.metadata(via=a.node(2)).brokers) == [1, 2, 3]
+    got = consume_range(a.node(2).bootstrap, topic_name, {0: (0, 100)})
+    assert [m.value() for m in got[0]] == [b"%d" % i for i in range(100)]
+    assert b.metadata(via=b.node(2)).cluster_id == b_id
+    create_topic(b.node(2).bootstrap, topic_name + "-b", 1, replication_factor=2)
+
+
+def test_a_cluster_whose_port_was_taken_starts_on_fresh_ports(cluster_factory):
+    """The harness: a port picked for a node and taken by someone else before the node binds it
+    (another test's broker, under pytest-xdist) fails that node's first start; the cluster starts
+    again on fresh ports for every node."""
+    c = cluster_factory(3, start=False)
+    taken = c.node(2).ports["kafka"]
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", taken))
+    squatter.listen()
+    try:
+        c.start()
+    finally:
+        squatter.close()
+    assert c.node(2).ports["kafka"] != taken
+    assert sorted(x[0] for x in c.metadata().brokers) == [1, 2, 3]

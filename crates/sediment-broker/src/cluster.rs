@@ -69,6 +69,25 @@ impl ClusterCtx {
         }
         let started_ms = crate::broker::now_ms();
         let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry, disk_lost).await?;
+        // peers compare cluster ids once this broker knows its own (see sediment_raft::transport):
+        // a restarted broker knows it from its log before its listener opens
+        let mut states = controller.subscribe();
+        let known = states.borrow().cluster_id.clone();
+        if !known.is_empty() {
+            peers.set_cluster_id(&known);
+        }
+        let ids = peers.clone();
+        tokio::spawn(async move {
+            loop {
+                let id = states.borrow_and_update().cluster_id.clone();
+                if !id.is_empty() {
+                    ids.set_cluster_id(&id);
+                }
+                if states.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
         let quiescer = Quiescer::start(node_id as u64, &voters, peers.clone(), &registry, QuiesceConfig::default());
         quiescer.watch(Arc::new(controller.raft.clone()));
         if let Some(listener) = raft_listener {

@@ -34,10 +34,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The shortest secret accepted (bytes).
 pub const MIN_SECRET_LEN: usize = 16;
 
-/// The cluster secret every broker of a cluster shares.
+/// The cluster secret every broker of a cluster shares, and the id of the cluster this broker
+/// belongs to once it knows it (shared by every clone: set once, seen by both the listener and
+/// the dialling side). Two clusters that share a secret by mistake still refuse each other's
+/// brokers: see [`crate::transport`]'s identity exchange.
 #[derive(Clone)]
 pub struct ClusterKey {
     secret: std::sync::Arc<[u8]>,
+    cluster_id: std::sync::Arc<std::sync::RwLock<String>>,
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -66,7 +70,22 @@ impl ClusterKey {
         if s.len() < MIN_SECRET_LEN {
             return Err(format!("the cluster secret must be at least {MIN_SECRET_LEN} bytes, got {}", s.len()));
         }
-        Ok(ClusterKey { secret: s.into() })
+        Ok(ClusterKey { secret: s.into(), cluster_id: Default::default() })
+    }
+
+    /// The id of this broker's cluster; empty until its metadata names one.
+    pub fn cluster_id(&self) -> String {
+        self.cluster_id.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records this broker's cluster id; whether it changed.
+    pub fn set_cluster_id(&self, id: &str) -> bool {
+        let mut cur = self.cluster_id.write().unwrap_or_else(|e| e.into_inner());
+        if *cur == id {
+            return false;
+        }
+        *cur = id.to_string();
+        true
     }
 
     fn mac(&self, label: &[u8], client: &[u8], server: &[u8]) -> Hmac<Sha256> {

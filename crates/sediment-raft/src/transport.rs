@@ -29,6 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Largest frame either side accepts (a Raft append of many batches stays well below).
 pub const MAX_FRAME: usize = 256 << 20;
 
+/// What a frame's buffer starts at and grows by (doubling up to the announced length).
+const FRAME_READ_STEP: usize = 1 << 20;
+
 /// Peer connections the listener holds at once (handshakes in progress included).
 pub const MAX_PEER_CONNECTIONS: usize = 256;
 
@@ -37,6 +40,17 @@ pub const MAX_PEER_CONNECTIONS: usize = 256;
 pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub use crate::auth::ClusterKey;
+
+/// The identity exchange (see [`PeerClient::check_identity`]) travels as a request to the
+/// metadata group of a kind no group handles, so a peer of an earlier release answers it with
+/// an error instead of dropping the connection.
+const IDENTITY_GROUP: GroupId = 0;
+const KIND_IDENTITY: u8 = 0xFE;
+/// How a refusal of the exchange starts (the dialling side tells it from an older peer's
+/// "no such request").
+const IDENTITY_MISMATCH: &str = "cluster id mismatch:";
+/// Longest cluster id compared (Kafka's are 22 characters).
+const MAX_CLUSTER_ID: usize = 64;
 
 /// Identifies a Raft group on the wire. 0 is the metadata (controller) group.
 pub type GroupId = u64;
@@ -106,7 +120,7 @@ pub async fn serve_with(listener: TcpListener, dispatch: Arc<dyn Dispatch>, mut 
                 return;
             }
             tokio::select! {
-                r = serve_conn(stream, d) => if let Err(e) = r {
+                r = serve_conn(stream, d, key) => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "raft peer connection closed");
                 },
                 _ = stop.wait_for(|s| *s) => {}
@@ -115,7 +129,7 @@ pub async fn serve_with(listener: TcpListener, dispatch: Arc<dyn Dispatch>, mut 
     }
 }
 
-async fn serve_conn(stream: TcpStream, dispatch: Arc<dyn Dispatch>) -> std::io::Result<()> {
+async fn serve_conn(stream: TcpStream, dispatch: Arc<dyn Dispatch>, key: Option<ClusterKey>) -> std::io::Result<()> {
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let writer = tokio::spawn(write_loop(wr, rx));
@@ -132,6 +146,18 @@ async fn serve_conn(stream: TcpStream, dispatch: Arc<dyn Dispatch>) -> std::io::
             }
             let group = body.get_u64();
             let kind = body.get_u8();
+            if group == IDENTITY_GROUP && kind == KIND_IDENTITY {
+                let ours = key.as_ref().map(ClusterKey::cluster_id).unwrap_or_default();
+                let theirs = String::from_utf8_lossy(&body[..body.len().min(MAX_CLUSTER_ID)]).into_owned();
+                if body.len() > MAX_CLUSTER_ID || clash(&ours, &theirs) {
+                    let why = format!("{IDENTITY_MISMATCH} this broker belongs to cluster {ours}, the dialling one to {theirs}");
+                    tracing::warn!(cluster_id = %ours, peer_cluster_id = %theirs, "raft peer refused: it belongs to another cluster (same secret, different cluster id)");
+                    let _ = tx.send(response_frame(corr, 1, why.as_bytes()));
+                    return Ok(());
+                }
+                let _ = tx.send(response_frame(corr, 0, ours.as_bytes()));
+                continue;
+            }
             let tx = tx.clone();
             // Each request runs on its own task: a slow group (an fsync) must not hold up the
             // heartbeats of the others sharing this connection.
@@ -141,12 +167,7 @@ async fn serve_conn(stream: TcpStream, dispatch: Arc<dyn Dispatch>) -> std::io::
                     Ok(p) => (0u8, p),
                     Err(m) => (1u8, Bytes::from(m.into_bytes())),
                 };
-                let mut f = BytesMut::with_capacity(13 + payload.len());
-                f.put_u32((9 + payload.len()) as u32);
-                f.put_u64(corr);
-                f.put_u8(status);
-                f.put_slice(&payload);
-                let _ = tx.send(f.freeze());
+                let _ = tx.send(response_frame(corr, status, &payload));
             });
         }
     }
@@ -154,6 +175,15 @@ async fn serve_conn(stream: TcpStream, dispatch: Arc<dyn Dispatch>) -> std::io::
     drop(tx);
     let _ = writer.await;
     result
+}
+
+fn response_frame(corr: u64, status: u8, payload: &[u8]) -> Bytes {
+    let mut f = BytesMut::with_capacity(13 + payload.len());
+    f.put_u32((9 + payload.len()) as u32);
+    f.put_u64(corr);
+    f.put_u8(status);
+    f.put_slice(payload);
+    f.freeze()
 }
 
 /// Reads one frame: `None` at a clean end of stream.
@@ -168,8 +198,19 @@ async fn read_frame<R: AsyncReadExt + Unpin>(rd: &mut R) -> std::io::Result<Opti
     if !(8..=MAX_FRAME).contains(&len) {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("raft frame of {len} bytes")));
     }
-    let mut buf = BytesMut::zeroed(len);
-    rd.read_exact(&mut buf).await?;
+    // memory follows the bytes that arrive, not the length a peer announces: a peer that
+    // announces 256 MiB and sends nothing holds at most the first step
+    let mut buf = BytesMut::with_capacity(len.min(FRAME_READ_STEP));
+    while buf.len() < len {
+        if buf.capacity() == buf.len() {
+            buf.reserve((len - buf.len()).min(buf.len().max(FRAME_READ_STEP)));
+        }
+        let want = len - buf.len();
+        let n = (&mut *rd).take(want as u64).read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
     let mut buf = buf.freeze();
     let corr = buf.get_u64();
     Ok(Some((corr, buf)))
@@ -298,6 +339,12 @@ impl PeerClient {
             }
         });
         let conn = Arc::new(Conn { tx, pending, dead });
+        if let Some(k) = &self.key
+            && let Err(e) = self.check_identity(&conn, k).await
+        {
+            conn.dead.store(true, Ordering::Release);
+            return Err(e);
+        }
         *guard = Some(conn.clone());
         Ok(conn)
     }
@@ -306,33 +353,79 @@ impl PeerClient {
     pub async fn call(&self, group: GroupId, kind: u8, payload: &[u8], timeout: Duration) -> Result<Bytes, CallError> {
         let work = async {
             let conn = self.connection().await?;
-            let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            conn.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(corr, tx);
-            if conn.dead.load(Ordering::Acquire) {
-                conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&corr);
-                return Err(self.unreachable("connection broke"));
-            }
-            let mut f = BytesMut::with_capacity(21 + payload.len());
-            f.put_u32((17 + payload.len()) as u32);
-            f.put_u64(corr);
-            f.put_u64(group);
-            f.put_u8(kind);
-            f.put_slice(payload);
-            if conn.tx.send(f.freeze()).is_err() {
-                conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&corr);
-                return Err(self.unreachable("connection writer stopped"));
-            }
-            let guard = PendingGuard { pending: &conn.pending, corr };
-            let r = rx.await.unwrap_or_else(|_| Err(self.unreachable("connection dropped")));
-            drop(guard);
-            r
+            self.call_on(&conn, group, kind, payload).await
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout { addr: self.addr.clone(), timeout }),
         }
     }
+}
+
+impl PeerClient {
+    async fn call_on(&self, conn: &Conn, group: GroupId, kind: u8, payload: &[u8]) -> Result<Bytes, CallError> {
+        let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(corr, tx);
+        if conn.dead.load(Ordering::Acquire) {
+            conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&corr);
+            return Err(self.unreachable("connection broke"));
+        }
+        let mut f = BytesMut::with_capacity(21 + payload.len());
+        f.put_u32((17 + payload.len()) as u32);
+        f.put_u64(corr);
+        f.put_u64(group);
+        f.put_u8(kind);
+        f.put_slice(payload);
+        if conn.tx.send(f.freeze()).is_err() {
+            conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&corr);
+            return Err(self.unreachable("connection writer stopped"));
+        }
+        let guard = PendingGuard { pending: &conn.pending, corr };
+        let r = rx.await.unwrap_or_else(|_| Err(self.unreachable("connection dropped")));
+        drop(guard);
+        r
+    }
+
+    /// The identity exchange on a new authenticated connection: this broker's cluster id goes
+    /// out, the peer's comes back, and the connection is dropped if both are known and differ.
+    /// A peer of an earlier release answers that group 0 has no such request: it is taken as
+    /// it is (nothing to compare), so a rolling upgrade keeps its connections.
+    async fn check_identity(&self, conn: &Conn, key: &ClusterKey) -> Result<(), CallError> {
+        let ours = key.cluster_id();
+        let answer = tokio::time::timeout(crate::auth::HANDSHAKE_TIMEOUT, self.call_on(conn, IDENTITY_GROUP, KIND_IDENTITY, ours.as_bytes()))
+            .await
+            .map_err(|_| self.unreachable("peer did not answer the cluster id exchange"))?;
+        match answer {
+            Ok(theirs) => {
+                let theirs = String::from_utf8_lossy(&theirs);
+                if clash(&ours, &theirs) {
+                    return Err(self.unreachable(format!("{IDENTITY_MISMATCH} the peer belongs to cluster {theirs}, this broker to {ours}")));
+                }
+                Ok(())
+            }
+            Err(CallError::Remote { message, .. }) if message.starts_with(IDENTITY_MISMATCH) => Err(self.unreachable(message)),
+            Err(CallError::Remote { message, .. }) => {
+                tracing::debug!(peer = %self.addr, %message, "peer predates the cluster id exchange; not compared");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the current connection (the next call dials again, and checks the peer again).
+    pub fn reconnect(&self) {
+        if let Ok(g) = self.conn.try_lock()
+            && let Some(c) = g.as_ref()
+        {
+            c.dead.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Two cluster ids that name different clusters (an empty one is not known yet).
+fn clash(a: &str, b: &str) -> bool {
+    !a.is_empty() && !b.is_empty() && a != b
 }
 
 /// Removes a waiter whose call was abandoned (timeout), so the map does not grow.
@@ -369,6 +462,18 @@ impl Peers {
     /// peer: see `ClusterCtx::start`).
     pub fn authenticated(&self) -> bool {
         self.key.is_some()
+    }
+
+    /// Records this broker's cluster id (once its metadata names one). Connections made before
+    /// are dialled again, so every peer gets compared with it.
+    pub fn set_cluster_id(&self, id: &str) {
+        if let Some(k) = &self.key
+            && k.set_cluster_id(id)
+        {
+            for c in self.clients.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                c.reconnect();
+            }
+        }
     }
 
     /// The client for `node` at `addr` (replaced if the address changed).
@@ -452,6 +557,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn frames_larger_than_a_read_step_arrive_whole_and_short_ones_fail() {
+        let body: Vec<u8> = (0..(3 * FRAME_READ_STEP + 17)).map(|i| (i % 251) as u8).collect();
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&((8 + body.len()) as u32).to_be_bytes());
+        wire.extend_from_slice(&42u64.to_be_bytes());
+        wire.extend_from_slice(&body);
+        // delivered in small pieces, as TCP does
+        let (mut a, mut b) = tokio::io::duplex(64 << 10);
+        let writer = tokio::spawn(async move {
+            a.write_all(&wire).await.unwrap();
+            a
+        });
+        let (corr, got) = read_frame(&mut b).await.unwrap().unwrap();
+        assert_eq!(corr, 42);
+        assert_eq!(&got[..], &body[..]);
+        // announces 256 MiB, sends a few bytes and goes away: an error, not a hang or a panic
+        let mut a = writer.await.unwrap();
+        a.write_all(&(MAX_FRAME as u32).to_be_bytes()).await.unwrap();
+        a.write_all(&[1u8; 100]).await.unwrap();
+        drop(a);
+        let e = read_frame(&mut b).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
     async fn multiplexes_groups_on_one_connection() {
         let l = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
@@ -510,6 +640,60 @@ mod tests {
         let impostor = PeerClient::with_key(addr, Some(ClusterKey::new("another secret of some length").unwrap()));
         let e = impostor.call(4, 1, b"hi", Duration::from_secs(2)).await.unwrap_err();
         assert!(matches!(e, CallError::Unreachable { ref reason, .. } if reason.contains("cluster secret")), "{e}");
+    }
+
+    #[tokio::test]
+    async fn two_clusters_sharing_a_secret_refuse_each_other() {
+        const SECRET: &str = "a cluster secret of some length";
+        let theirs = ClusterKey::new(SECRET).unwrap();
+        let l = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve_with(l, Arc::new(Echo), stop, Some(theirs.clone())));
+        let keyed = |id: &str| {
+            let k = ClusterKey::new(SECRET).unwrap();
+            k.set_cluster_id(id);
+            PeerClient::with_key(addr.clone(), Some(k))
+        };
+        // neither side knows its cluster yet (a new cluster forming): nothing to compare
+        assert!(keyed("").call(4, 1, b"hi", Duration::from_secs(2)).await.is_ok());
+        assert!(keyed("cluster-a").call(4, 1, b"hi", Duration::from_secs(2)).await.is_ok());
+        theirs.set_cluster_id("cluster-b");
+        // a broker of another cluster: refused, and it learns why
+        let e = keyed("cluster-a").call(4, 1, b"hi", Duration::from_secs(2)).await.unwrap_err();
+        assert!(matches!(e, CallError::Unreachable { ref reason, .. } if reason.contains("cluster id mismatch") && reason.contains("cluster-b")), "{e}");
+        // a member, and a new broker that does not know its cluster yet
+        assert_eq!(&keyed("cluster-b").call(4, 1, b"hi", Duration::from_secs(2)).await.unwrap()[8..], b"hi");
+        assert!(keyed("").call(4, 1, b"hi", Duration::from_secs(2)).await.is_ok());
+        // a connection made before this side knew its id is dialled again once it does
+        let peers = Peers::with_key(Some(ClusterKey::new(SECRET).unwrap()));
+        let c = peers.client(2, &addr);
+        assert!(c.call(4, 1, b"hi", Duration::from_secs(2)).await.is_ok());
+        peers.set_cluster_id("cluster-a");
+        let e = c.call(4, 1, b"hi", Duration::from_secs(2)).await.unwrap_err();
+        assert!(matches!(e, CallError::Unreachable { ref reason, .. } if reason.contains("cluster id mismatch")), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_an_earlier_release_is_not_compared() {
+        // the listener of a release without the exchange: proves itself, then answers every
+        // request to a group it does not host with an error
+        const SECRET: &str = "a cluster secret of some length";
+        let l = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut stream, _) = l.accept().await.unwrap();
+            ClusterKey::new(SECRET).unwrap().server_handshake(&mut stream).await.unwrap();
+            while let Ok(Some((corr, mut body))) = read_frame(&mut stream).await {
+                let group = body.get_u64();
+                let reply = if group == 0 { response_frame(corr, 1, b"group 0 is not hosted here") } else { response_frame(corr, 0, b"ok") };
+                stream.write_all(&reply).await.unwrap();
+            }
+        });
+        let k = ClusterKey::new(SECRET).unwrap();
+        k.set_cluster_id("cluster-a");
+        let c = PeerClient::with_key(addr, Some(k));
+        assert_eq!(&c.call(4, 1, b"hi", Duration::from_secs(2)).await.unwrap()[..], b"ok");
     }
 
     #[tokio::test]

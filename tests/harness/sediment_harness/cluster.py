@@ -40,6 +40,12 @@ class Cluster:
         """Fresh ports for `size` nodes, each with the --peers list naming them all."""
         ports = [Broker.allocate_ports() for _ in range(size)]
         peers = ",".join(f"{i + 1}=127.0.0.1:{p['raft']}" for i, p in enumerate(ports))
+        if self.nodes:
+            # the same Broker objects (whoever holds them sees the new ports)
+            for n, p in zip(self.nodes, ports):
+                n.ports = p
+                n.extra_args[n.extra_args.index("--peers") + 1] = peers
+            return
         self.nodes = [
             Broker(self.workdir / f"node{i + 1}", bin=self._bin, node_id=i + 1, ports=p, name=f"node-{i + 1}",
                    object_store=self.object_store, env=self._env, extra_args=["--peers", peers, *self._extra_args],
