@@ -67,7 +67,7 @@ impl ClusterCtx {
         if disk_lost {
             tracing::info!(dir = %meta_dir.display(), "no metadata log on disk: a new broker, or one back on an empty disk; it votes once caught up");
         }
-        let started_ms = crate::broker::now_ms();
+        let started_ms = sediment_log::clock::now_ms();
         let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry, disk_lost).await?;
         // peers compare cluster ids once this broker knows its own (see sediment_raft::transport):
         // a restarted broker knows it from its log before its listener opens
@@ -754,9 +754,7 @@ impl Broker {
         };
         crate::broker::validate_topic_name(name).map_err(|m| ApiError::new(ErrorCode::InvalidTopicException, m))?;
         let partitions = if partitions == -1 { self.config.num_partitions } else { partitions };
-        if !(1..=100_000).contains(&partitions) {
-            return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("number of partitions must be between 1 and 100000, got {partitions}")));
-        }
+        crate::topic_rules::check_partition_count(partitions)?;
         self.validate_configs(&configs)?;
         let state = c.state();
         let brokers = state.brokers.len();
@@ -784,7 +782,7 @@ impl Broker {
             replication_factor: rf,
             config: configs,
             placement_start: placement_start(),
-            created_ms: crate::broker::now_ms(),
+            created_ms: sediment_log::clock::now_ms(),
         };
         c.write(cmd).await?;
         applied_locally("topic creation", || self.topic(name).is_some_and(|t| t.id == id)).await?;
@@ -816,7 +814,7 @@ impl Broker {
             return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
         };
         let current = rec.partitions();
-        crate::broker::check_partition_growth(current, count)?;
+        crate::topic_rules::check_partition_growth(current, count)?;
         let rf = rec.assignments.first().map_or(1, |r| r.len()) as u64;
         crate::descriptors::check_room(((count - current).max(0) as u64 * rf).div_ceil(c.state().brokers.len().max(1) as u64))?;
         if validate_only {

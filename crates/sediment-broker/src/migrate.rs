@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use sediment_log::PartitionLog;
 use sediment_raft::{MetaCommand, MetaError, MetaResponse};
 
-use crate::broker::{Broker, now_ms, partition_dir};
+use crate::broker::{Broker, partition_dir};
+use sediment_log::clock::now_ms;
 use crate::metadata::{MetadataStore, TopicRecord};
 use crate::replica::RaftIndex;
 use crate::topic_config::BrokerDefaults;

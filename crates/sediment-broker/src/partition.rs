@@ -763,7 +763,7 @@ impl sediment_tier::LocalLog for Partition {
             return;
         }
         // local.retention.* may now let the uploaded segments go
-        match self.apply_local_retention(crate::broker::now_ms()) {
+        match self.apply_local_retention(sediment_log::clock::now_ms()) {
             Ok(out) if out.segments_deleted > 0 => {
                 tracing::debug!(topic = %self.topic, partition = self.index, segments = out.segments_deleted, bytes = out.bytes_deleted, "local retention after upload");
             }

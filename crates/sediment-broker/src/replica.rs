@@ -704,7 +704,7 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
         I: IntoIterator<Item = Entry<DataTc>> + Send,
         I::IntoIter: Send,
     {
-        let now = crate::broker::now_ms();
+        let now = sediment_log::clock::now_ms();
         // off the runtime's workers (a stalled disk must not stop the runtime)
         off_worker(|| {
             let mut inner = self.p.lock();
@@ -752,7 +752,7 @@ impl ReplicaLog {
         r.index.purge(log_id.index).map_err(st_err)?;
         drop(inner);
         // the entries are gone from Raft's view: retention may now delete their segments
-        match self.p.apply_local_retention(crate::broker::now_ms()) {
+        match self.p.apply_local_retention(sediment_log::clock::now_ms()) {
             Ok(out) if out.segments_deleted > 0 => {
                 tracing::info!(topic = %self.p.topic, partition = self.p.index, segments = out.segments_deleted, bytes = out.bytes_deleted, "retention deleted segments");
             }

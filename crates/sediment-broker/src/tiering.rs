@@ -14,7 +14,7 @@ use std::time::Duration;
 use sediment_tier::{MetricsSink, OpKind, RemoteLog, RemotePolicy, RetentionPolicy, Tier, TopicMeta};
 use uuid::Uuid;
 
-use crate::broker::now_ms;
+use sediment_log::clock::now_ms;
 use crate::partition::Partition;
 use crate::topic_config::{BrokerDefaults, TopicConfig};
 
@@ -218,7 +218,7 @@ mod tests {
             let values: Vec<Vec<u8>> = (0..4).map(|r| format!("{i}-{r}-{}", "v".repeat(300)).into_bytes()).collect();
             let mut b = batch_from_values(&values, 1_700_000_000_000 + i * 10);
             let h = sediment_protocol::batch::BatchHeader::parse(&b).unwrap();
-            p.append(&h, &mut b, crate::broker::now_ms()).unwrap();
+            p.append(&h, &mut b, sediment_log::clock::now_ms()).unwrap();
             batches.push(b);
         }
         p.flush_now().unwrap();

@@ -1,6 +1,7 @@
 //! What a client may do to a topic, decided in one place for every path (single node and
-//! cluster alike): the internal `__consumer_offsets` topic is the broker's own, and topic names
-//! that differ only in `.` versus `_` collide (Kafka's metric names cannot tell them apart).
+//! cluster alike): the internal `__consumer_offsets` topic is the broker's own, topic names
+//! that differ only in `.` versus `_` collide (Kafka's metric names cannot tell them apart),
+//! and a topic has between 1 and [`MAX_PARTITIONS_PER_TOPIC`] partitions and only grows.
 //!
 //! The broker itself creates and compacts its internal topic through its own methods; these
 //! rules guard the client-facing handlers.
@@ -9,6 +10,37 @@ use sediment_protocol::ErrorCode;
 
 use crate::error::ApiError;
 use crate::group::OFFSETS_TOPIC;
+
+/// The most partitions a topic may have (the controller's state machine refuses more too).
+pub use sediment_raft::cluster::MAX_PARTITIONS_PER_TOPIC;
+
+/// A new topic's partition count (after the broker's default replaced -1).
+pub fn check_partition_count(partitions: i32) -> Result<(), ApiError> {
+    if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPartitions,
+            format!("number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"),
+        ));
+    }
+    Ok(())
+}
+
+/// CreatePartitions may only grow a topic, up to [`MAX_PARTITIONS_PER_TOPIC`].
+pub fn check_partition_growth(current: i32, count: i32) -> Result<(), ApiError> {
+    if count <= current {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPartitions,
+            format!("topic currently has {current} partitions, which is higher than or equal to the requested {count}"),
+        ));
+    }
+    if count > MAX_PARTITIONS_PER_TOPIC {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPartitions,
+            format!("{count} partitions is more than a topic may have ({MAX_PARTITIONS_PER_TOPIC})"),
+        ));
+    }
+    Ok(())
+}
 
 /// Whether `name` is one of the broker's internal topics.
 pub fn is_internal(name: &str) -> bool {
@@ -79,6 +111,21 @@ pub fn check_collision<'a>(name: &str, existing: impl IntoIterator<Item = &'a st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_counts_and_growth() {
+        for ok in [1, 3, MAX_PARTITIONS_PER_TOPIC] {
+            assert!(check_partition_count(ok).is_ok(), "{ok}");
+        }
+        for bad in [0, -1, -7, MAX_PARTITIONS_PER_TOPIC + 1, i32::MAX] {
+            assert_eq!(check_partition_count(bad).unwrap_err().code, ErrorCode::InvalidPartitions, "{bad}");
+        }
+        assert!(check_partition_growth(3, 4).is_ok());
+        assert!(check_partition_growth(3, MAX_PARTITIONS_PER_TOPIC).is_ok());
+        for (current, count) in [(3, 3), (3, 2), (3, -1), (3, MAX_PARTITIONS_PER_TOPIC + 1)] {
+            assert_eq!(check_partition_growth(current, count).unwrap_err().code, ErrorCode::InvalidPartitions, "{current} -> {count}");
+        }
+    }
 
     #[test]
     fn every_client_change_to_the_offsets_topic_is_refused_with_kafkas_code() {

@@ -317,7 +317,7 @@ async fn a_follower_behind_the_leaders_retention_restarts_at_its_log_start() {
     assert_eq!(hw, 30 + 400 * 3);
     wait_hw(&nodes, hw).await;
     // a retention pass, as the broker runs it: nothing goes before the Raft log lets go of it
-    let now = sediment_broker::broker::now_ms();
+    let now = sediment_log::clock::now_ms();
     for n in nodes.iter().filter(|n| n.part.is_some()) {
         let out = n.p().apply_local_retention(now).unwrap();
         assert_eq!(out.segments_deleted, 0, "node {} deleted segments the Raft log still holds", n.id);
@@ -409,7 +409,7 @@ async fn delete_records_raises_the_log_start_on_every_replica() {
     assert_eq!(nodes[li].p().with_log(|l| l.segments()[0].base_offset), 0);
 
     // a retention pass, as the broker runs it, deletes the segments wholly below the log start
-    let now = sediment_broker::broker::now_ms();
+    let now = sediment_log::clock::now_ms();
     for n in nodes.iter().filter(|n| n.part.is_some()) {
         let target = n.p().retention_wanted(now).expect("segments below the log start are due");
         assert!(target > 0 && target <= 301, "node {}: retention target {target}", n.id);

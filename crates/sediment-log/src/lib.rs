@@ -65,6 +65,7 @@
 //! # Ok::<(), sediment_log::LogError>(())
 //! ```
 
+pub mod clock;
 mod config;
 mod error;
 mod files;

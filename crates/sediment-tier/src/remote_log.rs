@@ -525,12 +525,7 @@ fn log_read_error(p: &PartitionRef, offset: i64, e: &TierError) {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use sediment_log::clock::now_ms;
 
 /// The uploader of one partition: uploads sealed segments in order, backs off while the bucket
 /// fails, mirrors the manifest, applies remote retention, deletes what left the manifest.

@@ -42,20 +42,7 @@ const SNAPSHOT_BATCH_BYTES: usize = 512 * 1024;
 /// Bytes read per step when loading a shard.
 const LOAD_READ_BYTES: usize = 4 << 20;
 
-/// Wall-clock time in milliseconds; injected so tests can drive time.
-pub trait Clock: Send + Sync + 'static {
-    fn now_ms(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        crate::broker::now_ms()
-    }
-}
+pub use sediment_log::clock::{Clock, SystemClock};
 
 /// The coordinator: the shards, created when `__consumer_offsets` exists (at start) or is first
 /// needed (a group operation creates it).

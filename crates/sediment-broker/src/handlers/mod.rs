@@ -196,7 +196,7 @@ mod tests {
                     td.name = TopicName(sb("t"));
                 }
                 let mut pd = produce_request::PartitionProduceData::default();
-                pd.records = Some(bytes::Bytes::from(sediment_protocol::batch::testing::batch_with_records(2, crate::broker::now_ms())));
+                pd.records = Some(bytes::Bytes::from(sediment_protocol::batch::testing::batch_with_records(2, sediment_log::clock::now_ms())));
                 td.partition_data.push(pd);
                 r.topic_data.push(td);
                 RequestKind::Produce(r)

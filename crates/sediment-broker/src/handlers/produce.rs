@@ -13,7 +13,8 @@ use sediment_protocol::ErrorCode;
 use sediment_protocol::batch;
 
 use super::{Reply, sb};
-use crate::broker::{Broker, Topic, now_ms};
+use crate::broker::{Broker, Topic};
+use sediment_log::clock::now_ms;
 use crate::error::ApiError;
 use crate::partition::{AppendError, Appended, Partition, WaitError};
 use crate::replica::{Outcome as Proposal, ProposeError, Proposed};
