@@ -261,12 +261,18 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
     let _ = shutdown_tx.send(true);
+    let phase = std::time::Instant::now();
     if tokio::time::timeout(Duration::from_secs(30), server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within 30s; closing anyway");
     }
+    tracing::info!(elapsed_ms = phase.elapsed().as_millis() as u64, "shutdown: requests finished");
+    let phase = std::time::Instant::now();
     broker.stop_replicas().await;
+    tracing::info!(elapsed_ms = phase.elapsed().as_millis() as u64, "shutdown: raft groups stopped");
+    let phase = std::time::Instant::now();
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.flush_all()).await?;
+    tracing::info!(elapsed_ms = phase.elapsed().as_millis() as u64, "shutdown: partitions flushed");
     if let Some(t) = &tier {
         t.close().await;
     }
