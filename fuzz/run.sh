@@ -11,7 +11,9 @@
 # or did not build.
 #
 # Environment:
-#   FUZZ_SECONDS            seconds per target (default 20)
+#   FUZZ_SECONDS            seconds per target (default 20; with FUZZ_RUNS, the cap: 7200)
+#   FUZZ_RUNS               executions per target instead of a time (the soak before an
+#                           issue closes: FUZZ_RUNS=10000000 bash fuzz/run.sh)
 #   FUZZ_UNIT_TIMEOUT       seconds one input may take before it counts as a hang (default 30)
 #   FUZZ_RSS_LIMIT_MB       memory a target may use before it counts as a failure (default 2048)
 #   FUZZ_MALLOC_LIMIT_MB    largest single allocation allowed (default 160): a small input that
@@ -27,7 +29,8 @@ set -uo pipefail
 
 FUZZ_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$FUZZ_DIR")
-SECS=${FUZZ_SECONDS:-20}
+RUNS=${FUZZ_RUNS:-}
+if [ -n "$RUNS" ]; then SECS=${FUZZ_SECONDS:-7200}; else SECS=${FUZZ_SECONDS:-20}; fi
 UNIT_TIMEOUT=${FUZZ_UNIT_TIMEOUT:-30}
 RSS_LIMIT_MB=${FUZZ_RSS_LIMIT_MB:-2048}
 MALLOC_LIMIT_MB=${FUZZ_MALLOC_LIMIT_MB:-160}
@@ -110,11 +113,11 @@ for t in "${TARGETS[@]}"; do
     if [ -d "$FUZZ_DIR/corpus/$t" ]; then
         cp -R "$FUZZ_DIR/corpus/$t/." "$work/corpus/"
     fi
-    echo "==> $t (${SECS}s, max_len ${MAX_LEN[$t]})"
+    echo "==> $t (${RUNS:+$RUNS runs, at most }${SECS}s, max_len ${MAX_LEN[$t]})"
     start=$(date +%s)
     # libFuzzer stops itself after max_total_time; the outer timeout only catches a wedge
     SEDIMENT_FUZZ_SCRATCH=$scratch timeout --kill-after=10 $(( SECS + UNIT_TIMEOUT + 60 )) "$bin" \
-        -max_total_time="$SECS" \
+        -max_total_time="$SECS" ${RUNS:+-runs="$RUNS"} \
         -max_len="${MAX_LEN[$t]}" \
         -rss_limit_mb="$RSS_LIMIT_MB" \
         -malloc_limit_mb="$MALLOC_LIMIT_MB" \
