@@ -67,14 +67,14 @@ PRODUCERS = {"confluent": _produce_confluent, "kafka-python": _produce_kafka_pyt
 
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("client", list(PRODUCERS))
-def test_codec_round_trip(broker, topic_name, client, codec):
-    create_topic(broker.bootstrap, topic_name, 1)
-    offsets = PRODUCERS[client](broker.bootstrap, topic_name, codec)
+def test_codec_round_trip(kafka, topic_name, client, codec):
+    create_topic(kafka.bootstrap, topic_name, 1)
+    offsets = PRODUCERS[client](kafka.bootstrap, topic_name, codec)
     assert offsets == list(range(N))
-    assert watermarks(broker.bootstrap, topic_name, 0) == (0, N)
+    assert watermarks(kafka.bootstrap, topic_name, 0) == (0, N)
 
     # on the wire: every batch keeps the producer's codec and a valid CRC
-    with kw.Connection.to(broker.bootstrap) as c:
+    with kw.Connection.to(kafka.leader_bootstrap(topic_name, 0)) as c:
         batches = kw.fetch_batches(c, topic_name, 0, 0, N)
     assert batches, "no batches fetched"
     assert all(b.crc_ok for b in batches), "served batch with a bad CRC-32C"
@@ -94,7 +94,7 @@ def test_codec_round_trip(broker, topic_name, client, codec):
         assert nxt.base_offset == prev.last_offset + 1, "gap or overlap between batches"
 
     # librdkafka reads them
-    msgs = consume_range(broker.bootstrap, topic_name, {0: (0, N)})[0]
+    msgs = consume_range(kafka.bootstrap, topic_name, {0: (0, N)})[0]
     assert [m.offset() for m in msgs] == list(range(N))
     for i, m in enumerate(msgs):
         assert m.key() == b"c%05d" % i
@@ -102,7 +102,7 @@ def test_codec_round_trip(broker, topic_name, client, codec):
 
     # kafka-python reads them
     from kafka import KafkaConsumer, TopicPartition as KTP
-    cons = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
+    cons = KafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None, enable_auto_commit=False,
                          auto_offset_reset="earliest", consumer_timeout_ms=20000, check_crcs=True)
     cons.assign([KTP(topic_name, 0)])
     got = []
@@ -115,7 +115,7 @@ def test_codec_round_trip(broker, topic_name, client, codec):
 
     # kcat (librdkafka 2.0.2) reads them
     kcat = shutil.which("kcat")
-    r = subprocess.run([kcat, "-b", broker.bootstrap, "-C", "-t", topic_name, "-o", "beginning", "-e",
+    r = subprocess.run([kcat, "-b", kafka.bootstrap, "-C", "-t", topic_name, "-o", "beginning", "-e",
                         "-J", "-q"], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode()
     recs = [json.loads(l) for l in r.stdout.decode().splitlines() if l.strip()]

@@ -59,9 +59,9 @@ def _check_entries(cfg):
             assert e.value is not None, f"{name}: no value"
 
 
-def test_describe_topic_defaults(broker, topic_name):
-    a = admin(broker.bootstrap)
-    create_topic(broker.bootstrap, topic_name, 1, client=a)
+def test_describe_topic_defaults(kafka, topic_name):
+    a = admin(kafka.bootstrap)
+    create_topic(kafka.bootstrap, topic_name, 1, client=a)
     cfg = _topic(a, topic_name)
     _check_entries(cfg)
     for name in TOPIC_CONFIGS:
@@ -73,16 +73,16 @@ def test_describe_topic_defaults(broker, topic_name):
     assert cfg["cleanup.policy"].value == "delete", "Kafka's default cleanup.policy"
 
 
-def test_create_with_config_then_incremental_alter(broker, topic_name):
-    a = admin(broker.bootstrap)
-    create_topic(broker.bootstrap, topic_name, 1, config={"retention.ms": "3600000"}, client=a)
+def test_create_with_config_then_incremental_alter(kafka, topic_name):
+    a = admin(kafka.bootstrap)
+    create_topic(kafka.bootstrap, topic_name, 1, config={"retention.ms": "3600000"}, client=a)
     defaults = _topic(a, f"{topic_name}")
     assert defaults["retention.ms"].value == "3600000"
     assert _src(defaults["retention.ms"]) == DYNAMIC_TOPIC
     assert not defaults["retention.ms"].is_default
 
     other = f"{topic_name}-plain"
-    create_topic(broker.bootstrap, other, 1, client=a)
+    create_topic(kafka.bootstrap, other, 1, client=a)
     default_retention = _topic(a, other)["retention.ms"].value
     default_segment_ms = _topic(a, other)["segment.ms"].value
 
@@ -102,10 +102,10 @@ def test_create_with_config_then_incremental_alter(broker, topic_name):
     assert _topic(a, other)["segment.ms"].value == default_segment_ms
 
 
-def test_alter_configs_replaces_the_whole_set(broker, topic_name):
+def test_alter_configs_replaces_the_whole_set(kafka, topic_name):
     """Legacy AlterConfigs sets exactly the given configs; the rest revert to defaults."""
-    a = admin(broker.bootstrap)
-    create_topic(broker.bootstrap, topic_name, 1, config={"retention.ms": "3600000", "segment.ms": "7200000"},
+    a = admin(kafka.bootstrap)
+    create_topic(kafka.bootstrap, topic_name, 1, config={"retention.ms": "3600000", "segment.ms": "7200000"},
                  client=a)
     res = ConfigResource(ConfigResource.Type.TOPIC, topic_name, set_config={"retention.bytes": "123456789"})
     a.alter_configs([res], request_timeout=15)[res].result(30)
@@ -122,9 +122,9 @@ def test_alter_configs_replaces_the_whole_set(broker, topic_name):
     (("segment.bytes", "1048575"), KafkaError.INVALID_CONFIG),
     (("cleanup.policy", "shred"), KafkaError.INVALID_CONFIG),
 ], ids=["unknown-key", "not-a-number", "negative-segment", "segment-below-1MiB", "bad-policy"])
-def test_invalid_alter_is_rejected_and_changes_nothing(broker, topic_name, entry, expected):
-    a = admin(broker.bootstrap)
-    create_topic(broker.bootstrap, topic_name, 1, client=a)
+def test_invalid_alter_is_rejected_and_changes_nothing(kafka, topic_name, entry, expected):
+    a = admin(kafka.bootstrap)
+    create_topic(kafka.bootstrap, topic_name, 1, client=a)
     before = {k: v.value for k, v in _topic(a, topic_name).items()}
     with pytest.raises(KafkaException) as ei:
         # one bad entry next to a good one: the whole request fails
@@ -134,8 +134,8 @@ def test_invalid_alter_is_rejected_and_changes_nothing(broker, topic_name, entry
     assert after == before, "a rejected alter must not apply any part of it"
 
 
-def test_alter_unknown_topic(broker, topic_name):
-    a = admin(broker.bootstrap)
+def test_alter_unknown_topic(kafka, topic_name):
+    a = admin(kafka.bootstrap)
     with pytest.raises(KafkaException) as ei:
         _incremental(a, f"{topic_name}-missing", _set("retention.ms", "1000"))
     assert ei.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
@@ -145,8 +145,8 @@ def test_alter_unknown_topic(broker, topic_name):
     assert ei.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
-def test_describe_broker_configs(broker):
-    a = admin(broker.bootstrap)
+def test_describe_broker_configs(kafka):
+    a = admin(kafka.bootstrap)
     cfg = _describe(a, ConfigResource.Type.BROKER, "1")
     _check_entries(cfg)
     assert cfg["num.partitions"].value == "1"

@@ -112,48 +112,48 @@ def test_list_offsets_max_timestamp(broker, topic_name):
     assert (res.offset, res.timestamp) == (1, T0 + 900)
 
 
-def test_latest_is_high_watermark(broker, topic_name):
+def test_latest_is_high_watermark(kafka, topic_name):
     """latest = the next offset to be written, not the last batch's base offset + 1."""
-    create_topic(broker.bootstrap, topic_name, 2)
-    p = producer(broker.bootstrap, **{"linger.ms": 200})
+    create_topic(kafka.bootstrap, topic_name, 2)
+    p = producer(kafka.bootstrap, **{"linger.ms": 200})
     for i in range(10):  # one batch of 10 records
         p.produce(topic_name, value=b"x%d" % i, partition=0)
     assert p.flush(30) == 0
-    a = admin(broker.bootstrap)
+    a = admin(kafka.bootstrap)
     assert _list_offset(a, topic_name, 0, OffsetSpec.latest()).offset == 10
     assert _list_offset(a, topic_name, 0, OffsetSpec.earliest()).offset == 0
-    assert watermarks(broker.bootstrap, topic_name, 0) == (0, 10)
+    assert watermarks(kafka.bootstrap, topic_name, 0) == (0, 10)
     # empty partition: earliest == latest == 0
     assert _list_offset(a, topic_name, 1, OffsetSpec.latest()).offset == 0
     assert _list_offset(a, topic_name, 1, OffsetSpec.earliest()).offset == 0
     # the raw Fetch high watermark agrees
-    with kw.Connection.to(broker.bootstrap) as c:
+    with kw.Connection.to(kafka.leader_bootstrap(topic_name, 0)) as c:
         resp = kw.fetch(c, 12, topic_name, [(0, 0)], max_wait_ms=0)
     assert resp.partitions[0].high_watermark == 10
     assert resp.partitions[0].log_start_offset == 0
 
 
-def test_delete_records_moves_earliest(broker, topic_name):
-    create_topic(broker.bootstrap, topic_name, 1)
-    p = producer(broker.bootstrap, **{"linger.ms": 0})
+def test_delete_records_moves_earliest(kafka, topic_name):
+    create_topic(kafka.bootstrap, topic_name, 1)
+    p = producer(kafka.bootstrap, **{"linger.ms": 0})
     for i in range(100):
         p.produce(topic_name, key=b"%d" % i, value=b"v%d" % i, partition=0)
         if i % 10 == 9:
             p.flush(30)
     assert p.flush(30) == 0
-    a = admin(broker.bootstrap)
+    a = admin(kafka.bootstrap)
 
     def delete(off):
         tp = TopicPartition(topic_name, 0, off)
         return a.delete_records([tp], operation_timeout=30, request_timeout=30)[tp].result(30)
 
     assert delete(45).low_watermark == 45  # inside a batch
-    assert watermarks(broker.bootstrap, topic_name, 0) == (45, 100)
+    assert watermarks(kafka.bootstrap, topic_name, 0) == (45, 100)
     assert _list_offset(a, topic_name, 0, OffsetSpec.earliest()).offset == 45
     assert _list_offset(a, topic_name, 0, OffsetSpec.latest()).offset == 100
 
     # consuming from the beginning starts at the new log start offset
-    c = consumer(broker.bootstrap)
+    c = consumer(kafka.bootstrap)
     try:
         c.assign([TopicPartition(topic_name, 0, OFFSET_BEGINNING)])
         first = None
@@ -165,11 +165,11 @@ def test_delete_records_moves_earliest(broker, topic_name):
         assert first is not None and first.offset() == 45 and first.value() == b"v45"
     finally:
         c.close()
-    msgs = consume_range(broker.bootstrap, topic_name, {0: (45, 100)})[0]
+    msgs = consume_range(kafka.bootstrap, topic_name, {0: (45, 100)})[0]
     assert [m.value() for m in msgs] == [b"v%d" % i for i in range(45, 100)]
 
     # a fetch below the log start offset is OFFSET_OUT_OF_RANGE
-    with kw.Connection.to(broker.bootstrap) as conn:
+    with kw.Connection.to(kafka.leader_bootstrap(topic_name, 0)) as conn:
         resp = kw.fetch(conn, 12, topic_name, [(0, 10)], max_wait_ms=0)
         assert resp.partitions[0].error_code == kw.OFFSET_OUT_OF_RANGE
         assert resp.partitions[0].log_start_offset == 45
@@ -182,14 +182,14 @@ def test_delete_records_moves_earliest(broker, topic_name):
     assert ei.value.args[0].code() == KafkaError.OFFSET_OUT_OF_RANGE
     # -1 means "up to the high watermark"
     assert delete(-1).low_watermark == 100
-    assert watermarks(broker.bootstrap, topic_name, 0) == (100, 100)
+    assert watermarks(kafka.bootstrap, topic_name, 0) == (100, 100)
 
     # new records continue the offset sequence
     acked = []
     p.produce(topic_name, value=b"after", partition=0, on_delivery=lambda e, m: acked.append((e, m.offset())))
     assert p.flush(30) == 0
     assert acked == [(None, 100)]
-    assert watermarks(broker.bootstrap, topic_name, 0) == (100, 101)
+    assert watermarks(kafka.bootstrap, topic_name, 0) == (100, 101)
 
 
 def test_max_timestamp_found_in_the_bucket(broker_factory, topic_name):

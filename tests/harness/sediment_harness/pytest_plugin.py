@@ -12,6 +12,9 @@ Fixtures:
                      fails the test
     broker           one started single-node broker
     cluster_factory  make(size, **kwargs) -> started Cluster; stopped and checked as above
+    kafka            one broker, then three (the test runs once with each): .bootstrap for
+                     clients, .leader_bootstrap(topic, partition) for raw-wire requests that
+                     must reach the partition's leader
     disks            make(count) -> LazyDisks (tests/lazyfs): power cuts and stalled paths;
                      unmounted at teardown
 
@@ -137,3 +140,31 @@ def disks(tmp_path):
     yield make
     for d in made:
         d.unmount()
+
+
+class KafkaTarget:
+    """What a suite that should hold for one broker and for a cluster talks to."""
+
+    def __init__(self, broker=None, cluster=None):
+        self.broker, self.cluster = broker, cluster
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap if self.broker else self.cluster.bootstrap
+
+    def leader_bootstrap(self, topic: str, partition: int = 0) -> str:
+        if self.broker:
+            return self.broker.bootstrap
+        return self.cluster.node(self.cluster.leader(topic, partition)).bootstrap
+
+    def __repr__(self) -> str:
+        return f"<KafkaTarget {self.broker or self.cluster}>"
+
+
+@pytest.fixture(params=["one-broker", "three-brokers"])
+def kafka(request, broker_factory, cluster_factory) -> KafkaTarget:
+    """One broker, then a three-broker cluster: suites whose behaviour must not depend on the
+    cluster's size (produce/consume, configs, offsets, DeleteRecords, compression) run on both."""
+    if request.param == "one-broker":
+        return KafkaTarget(broker=broker_factory())
+    return KafkaTarget(cluster=cluster_factory(3))
