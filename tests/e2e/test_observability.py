@@ -546,39 +546,37 @@ def test_dashboard_queries_only_metrics_that_exist(broker, topic_name):
 
 
 def test_otlp_grpc_export(broker_factory, topic_name):
-    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc: spans and metrics reach an OTLP/gRPC receiver."""
-    grpc = pytest.importorskip("grpc")
-    from concurrent import futures
+    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc: spans and metrics reach an OTLP/gRPC receiver (run in
+    its own process: see otlp_grpc_sink.py)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
 
-    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-
+    if importlib.util.find_spec("grpc") is None:
+        pytest.skip("grpcio is not installed")
+    sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("otlp_grpc_sink.py"))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     got = {"spans": [], "metrics": set()}
     cond = threading.Condition()
 
-    class Traces(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, req, ctx):
+    def read():
+        for line in sink.stdout:
+            m = json.loads(line)
             with cond:
-                got["spans"] += [(s.name, _attrs(s.attributes)) for rs in req.resource_spans
-                                 for ss in rs.scope_spans for s in ss.spans]
+                if "span" in m:
+                    got["spans"].append((m["span"], m["attrs"]))
+                elif "metric" in m:
+                    got["metrics"].add(m["metric"])
+                elif "port" in m:
+                    got["port"] = m["port"]
                 cond.notify_all()
-            return trace_service_pb2.ExportTraceServiceResponse()
 
-    class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-        def Export(self, req, ctx):
-            with cond:
-                got["metrics"] |= {m.name for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-                cond.notify_all()
-            return metrics_service_pb2.ExportMetricsServiceResponse()
-
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    threading.Thread(target=read, daemon=True).start()
     try:
+        with cond:
+            assert cond.wait_for(lambda: "port" in got, timeout=30), "the gRPC receiver did not start"
         b = broker_factory(env={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{got['port']}",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_METRIC_EXPORT_INTERVAL": "500",
@@ -595,4 +593,8 @@ def test_otlp_grpc_export(broker_factory, topic_name):
                 cond.wait(min(left, 0.2))
         b.stop()
     finally:
-        server.stop(0)
+        sink.stdin.close()
+        try:
+            sink.wait(10)
+        except subprocess.TimeoutExpired:
+            sink.kill()
