@@ -489,7 +489,7 @@ impl Broker {
         }
         let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         let Some(topic) = self.topic(name) else {
-            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+            return Err(ApiError::unknown_topic(name));
         };
         meta.update(|t| t.remove(name)).map_err(|e| ApiError::new(ErrorCode::KafkaStorageError, e.to_string()))?;
         self.uninstall(&topic);
@@ -507,7 +507,7 @@ impl Broker {
         }
         let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         let Some(topic) = self.topic(name) else {
-            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+            return Err(ApiError::unknown_topic(name));
         };
         let current = topic.partitions.len() as i32;
         crate::topic_rules::check_partition_growth(current, count)?;
@@ -539,7 +539,7 @@ impl Broker {
         self.validate_configs(&overrides)?;
         let mut meta = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         let Some(topic) = self.topic(name) else {
-            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+            return Err(ApiError::unknown_topic(name));
         };
         if validate_only {
             return Ok(());

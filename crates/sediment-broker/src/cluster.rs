@@ -17,7 +17,7 @@ use sediment_protocol::ErrorCode;
 use sediment_raft::cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
 use sediment_raft::network::Registry;
 use sediment_raft::transport::{self, Peers};
-use sediment_raft::{Controller, MembershipChange, MembershipError, QuiesceConfig, Quiescer, WriteError};
+use sediment_raft::{Controller, MembershipChange, MembershipError, QuiesceConfig, Quiescer};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -145,24 +145,13 @@ impl ClusterCtx {
         match r {
             Ok(MetaResponse::Refused(e)) => Err(meta_error(e)),
             Ok(r) => Ok(r),
-            Err(e @ WriteError::NoLeader(_)) => Err(ApiError::new(ErrorCode::RequestTimedOut, e.to_string())),
-            Err(e) => Err(ApiError::new(ErrorCode::UnknownServerError, e.to_string())),
+            Err(e) => Err(ApiError::from(&e)),
         }
     }
 }
 
 fn meta_error(e: MetaError) -> ApiError {
-    let code = match &e {
-        MetaError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
-        MetaError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
-        MetaError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
-        MetaError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
-        MetaError::BrokerHostsReplicas { .. } => ErrorCode::InvalidRequest,
-        MetaError::InvalidReassignment(_) => ErrorCode::InvalidReplicaAssignment,
-        MetaError::InvalidTopic(_) => ErrorCode::InvalidTopicException,
-        MetaError::ProducerIdsExhausted => ErrorCode::UnknownServerError,
-    };
-    ApiError::new(code, e.to_string())
+    ApiError::from(&e)
 }
 
 impl ClusterCtx {
@@ -193,12 +182,7 @@ impl ClusterCtx {
 }
 
 fn membership_error(e: MembershipError) -> ApiError {
-    let code = match &e {
-        MembershipError::Timeout(_) => ErrorCode::RequestTimedOut,
-        MembershipError::AlreadyMember(_) => ErrorCode::DuplicateVoter,
-        MembershipError::Refused(_) => ErrorCode::InvalidRequest,
-    };
-    ApiError::new(code, e.to_string())
+    ApiError::from(&e)
 }
 
 /// Registers this broker (and proposes a cluster id, first writer wins), retrying in the
@@ -813,7 +797,7 @@ impl Broker {
             return self.delete_topic(name);
         };
         let Some(rec) = c.state().topics.get(name).cloned() else {
-            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+            return Err(ApiError::unknown_topic(name));
         };
         c.write(MetaCommand::DeleteTopic { name: name.into() }).await?;
         applied_locally("topic deletion", || self.topic(name).is_none_or(|t| t.id != rec.id)).await?;
@@ -826,7 +810,7 @@ impl Broker {
             return self.create_partitions(name, count, validate_only);
         };
         let Some(rec) = c.state().topics.get(name).cloned() else {
-            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+            return Err(ApiError::unknown_topic(name));
         };
         let current = rec.partitions();
         crate::topic_rules::check_partition_growth(current, count)?;
@@ -899,7 +883,7 @@ impl Broker {
         };
         self.validate_configs(&overrides)?;
         if !c.state().topics.contains_key(name) {
-            return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+            return Err(ApiError::unknown_topic(name));
         }
         if validate_only {
             return Ok(());

@@ -34,7 +34,7 @@ struct Entry {
 fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, ApiError> {
     let topic = broker
         .topic(name)
-        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")))?;
+        .ok_or_else(|| ApiError::unknown_topic(name))?;
     Ok(topic
         .config
         .resolve_all(&broker.defaults)
@@ -165,7 +165,7 @@ fn check_topic_resource(broker: &Broker, resource_type: i8, name: &str) -> Resul
     match resource_type {
         RESOURCE_TOPIC => {
             if broker.topic(name).is_none() {
-                return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+                return Err(ApiError::unknown_topic(name));
             }
             Ok(())
         }
@@ -271,7 +271,7 @@ pub async fn incremental_alter(broker: Arc<Broker>, req: IncrementalAlterConfigs
         let planned = check_topic_resource(&broker, res.resource_type, &name).and_then(|()| {
             let topic = broker
                 .topic(&name)
-                .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")))?;
+                .ok_or_else(|| ApiError::unknown_topic(&name))?;
             let ops: Vec<(String, i8, Option<String>)> =
                 res.configs.iter().map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))).collect();
             let next = apply_ops(&topic.config.overrides, |k| topic.config.get(k, &broker.defaults), &ops)?;

@@ -181,8 +181,7 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
 }
 
 fn propose_error(e: ProposeError) -> ApiError {
-    // either way the client should refresh its metadata and find the leader
-    ApiError::new(ErrorCode::NotLeaderOrFollower, e.to_string())
+    ApiError::from(&e)
 }
 
 /// Waits for a proposal's append (and, for acks=all, its commit) and builds the answer.
@@ -268,9 +267,9 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
         for pd in &td.partition_data {
             let result = match &topic {
                 None if version >= 13 => Err(ApiError::new(ErrorCode::UnknownTopicId, format!("unknown topic id {}", td.topic_id)).into()),
-                None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{}\" does not exist", td.name.0)).into()),
+                None => Err(ApiError::unknown_topic(&td.name.0).into()),
                 Some(t) => match t.partition(pd.index) {
-                    None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("partition {} of \"{}\" does not exist", pd.index, t.name)).into()),
+                    None => Err(ApiError::unknown_partition(&t.name, pd.index).into()),
                     Some(p) => append_one(broker, t, p, pd.records.as_ref(), acks).map(|a| (a, p.clone())),
                 },
             };

@@ -55,7 +55,7 @@ pub async fn alter(broker: Arc<Broker>, req: AlterPartitionReassignmentsRequest,
                     };
                 }
                 let Some(rec) = rec else {
-                    return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("topic \"{name}\" does not exist")));
+                    return Err(ApiError::unknown_topic(&name));
                 };
                 let Some(current) = rec.assignments.get(p.partition_index.max(0) as usize).filter(|_| p.partition_index >= 0) else {
                     return Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("{name} has no partition {}", p.partition_index)));
