@@ -17,17 +17,22 @@ from sediment_harness.powerloss import power_cut
 PARTS = 3
 
 
-def _single(disks, broker_factory, tmp_path, fsync):
+# a lone broker's two paths: the single-node log, and a Raft group of one per partition
+PATHS = {"single-node": "false", "raft-of-one": "true"}
+
+
+def _single(disks, broker_factory, tmp_path, fsync, path="single-node"):
     (disk,) = disks(1)
     b = broker_factory(data_dir=disk.path / "data", object_store=f"file://{tmp_path / 'bucket'}",
-                       env={"SEDIMENT_FSYNC": fsync})
+                       env={"SEDIMENT_FSYNC": fsync, "SEDIMENT_SINGLE_NODE_RAFT": PATHS[path]})
     return b, disk
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_one_broker_keeps_every_acked_record_through_power_loss(disks, broker_factory, tmp_path, topic_name):
-    b, disk = _single(disks, broker_factory, tmp_path, "always")
+@pytest.mark.parametrize("path", list(PATHS))
+def test_one_broker_keeps_every_acked_record_through_power_loss(disks, broker_factory, tmp_path, topic_name, path):
+    b, disk = _single(disks, broker_factory, tmp_path, "always", path)
     create_topic(b.bootstrap, topic_name, PARTS)
     acks, seq, cuts = AckLog(), 0, []
     for round_ in range(3):
@@ -40,9 +45,10 @@ def test_one_broker_keeps_every_acked_record_through_power_loss(disks, broker_fa
 
 
 @pytest.mark.timeout(300)
-def test_one_broker_without_fsync_loses_acked_records_in_power_loss(disks, broker_factory, tmp_path, topic_name):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_one_broker_without_fsync_loses_acked_records_in_power_loss(disks, broker_factory, tmp_path, topic_name, path):
     """The negative control: the harness sees what a kill cannot."""
-    b, disk = _single(disks, broker_factory, tmp_path, "never")
+    b, disk = _single(disks, broker_factory, tmp_path, "never", path)
     create_topic(b.bootstrap, topic_name, PARTS)
     acks = AckLog()
     produce_until_crash(b.bootstrap, topic_name, PARTS, 0, acks, run_for=1.0,
