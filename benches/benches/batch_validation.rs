@@ -41,11 +41,7 @@ fn bench(c: &mut Criterion) {
 
 fn config() -> Criterion {
     let (samples, warm_up, measure) = quick_settings();
-    Criterion::default()
-        .sample_size(samples)
-        .warm_up_time(warm_up)
-        .measurement_time(measure)
-        .without_plots()
+    Criterion::default().sample_size(samples).warm_up_time(warm_up).measurement_time(measure).without_plots()
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

@@ -47,7 +47,8 @@ fn rebalance(groups: &mut Groups, ids: &[String], meta: u8, now: i64) -> i32 {
         }
     }
     let assignments: Vec<(String, Bytes)> = ids.iter().map(|m| (m.clone(), Bytes::from_static(b"assignment"))).collect();
-    let fx = groups.sync("g", SyncRequest { member_id: leader, instance_id: None, generation, protocol_type: None, protocol_name: None, assignments }, 999, now);
+    let fx =
+        groups.sync("g", SyncRequest { member_id: leader, instance_id: None, generation, protocol_type: None, protocol_name: None, assignments }, 999, now);
     for e in fx {
         if let Effect::Persist { group, token, .. } = e {
             groups.persisted(&group, token, None, now);

@@ -15,37 +15,13 @@ const ENTRIES: u32 = 1 << 18;
 const SEGMENT_BYTES: usize = 128 << 20;
 
 fn raw(c: &mut Criterion) {
-    let offsets: Vec<OffsetEntry> = (0..ENTRIES)
-        .map(|i| OffsetEntry {
-            relative_offset: i * 4 + 3,
-            position: i * 4096,
-        })
-        .collect();
-    let times: Vec<TimeEntry> = (0..ENTRIES)
-        .map(|i| TimeEntry {
-            timestamp: 1_700_000_000_000 + i as i64 * 10,
-            relative_offset: i * 4 + 3,
-        })
-        .collect();
+    let offsets: Vec<OffsetEntry> = (0..ENTRIES).map(|i| OffsetEntry { relative_offset: i * 4 + 3, position: i * 4096 }).collect();
+    let times: Vec<TimeEntry> = (0..ENTRIES).map(|i| TimeEntry { timestamp: 1_700_000_000_000 + i as i64 * 10, relative_offset: i * 4 + 3 }).collect();
     let mut g = c.benchmark_group("index_lookup");
     let mut rng = Lcg(1);
-    g.bench_function("offset_index_256k_entries", |b| {
-        b.iter(|| {
-            lookup_offset(
-                black_box(&offsets),
-                rng.next_below(ENTRIES as u64 * 4) as u32,
-            )
-        })
-    });
+    g.bench_function("offset_index_256k_entries", |b| b.iter(|| lookup_offset(black_box(&offsets), rng.next_below(ENTRIES as u64 * 4) as u32)));
     let mut rng = Lcg(2);
-    g.bench_function("time_index_256k_entries", |b| {
-        b.iter(|| {
-            lookup_time(
-                black_box(&times),
-                1_700_000_000_000 + rng.next_below(ENTRIES as u64 * 10) as i64,
-            )
-        })
-    });
+    g.bench_function("time_index_256k_entries", |b| b.iter(|| lookup_time(black_box(&times), 1_700_000_000_000 + rng.next_below(ENTRIES as u64 * 10) as i64)));
     g.finish();
 }
 
@@ -57,8 +33,7 @@ fn big_sealed_segment() -> (tempfile::TempDir, PartitionLog, i64) {
     let values = vec![vec![b'x'; 1000]];
     let mut i = 0i64;
     while log.size_bytes() < SEGMENT_BYTES as u64 {
-        let mut b =
-            sediment_protocol::batch::testing::batch_from_values(&values, 1_000_000 + i * 10);
+        let mut b = sediment_protocol::batch::testing::batch_from_values(&values, 1_000_000 + i * 10);
         log.append(&mut b, 0, 0).expect("append");
         i += 1;
     }
@@ -74,18 +49,12 @@ fn log_level(c: &mut Criterion) {
     let mut g = c.benchmark_group("index_lookup");
     let mut rng = Lcg(3);
     g.bench_function("plan_read_random_offset_128MiB_segment", |b| {
-        b.iter(|| {
-            log.read(rng.next_below(end as u64) as i64, 1 << 20, end, true)
-                .expect("plan")
-                .is_empty()
-        })
+        b.iter(|| log.read(rng.next_below(end as u64) as i64, 1 << 20, end, true).expect("plan").is_empty())
     });
     let mut rng = Lcg(4);
     g.bench_function("read_one_batch_random_offset_128MiB_segment", |b| {
         b.iter(|| {
-            let plan = log
-                .read(rng.next_below(end as u64) as i64, 1, end, true)
-                .expect("plan");
+            let plan = log.read(rng.next_below(end as u64) as i64, 1, end, true).expect("plan");
             plan.execute().expect("read").len()
         })
     });
@@ -94,9 +63,7 @@ fn log_level(c: &mut Criterion) {
     g.bench_function("find_batch_by_timestamp_128MiB_segment", |b| {
         b.iter(|| {
             let ts = 1_000_000 + rng.next_below(span) as i64;
-            log.find_batch_by_timestamp(black_box(ts))
-                .expect("search")
-                .map(|b| b.len())
+            log.find_batch_by_timestamp(black_box(ts)).expect("search").map(|b| b.len())
         })
     });
     g.finish();
@@ -104,11 +71,7 @@ fn log_level(c: &mut Criterion) {
 
 fn config() -> Criterion {
     let (samples, warm_up, measure) = quick_settings();
-    Criterion::default()
-        .sample_size(samples)
-        .warm_up_time(warm_up)
-        .measurement_time(measure)
-        .without_plots()
+    Criterion::default().sample_size(samples).warm_up_time(warm_up).measurement_time(measure).without_plots()
 }
 
 criterion_group! { name = benches; config = config(); targets = raw, log_level }

@@ -33,15 +33,11 @@ fn bench(c: &mut Criterion) {
         let batch = batch_of_size(size);
         g.throughput(Throughput::Bytes(batch.len() as u64));
         let name = format!("{}KiB", size >> 10);
-        g.bench_with_input(BenchmarkId::new("no_fsync", &name), &batch, |b, batch| {
-            b.iter_custom(|iters| run(iters, batch, None))
-        });
+        g.bench_with_input(BenchmarkId::new("no_fsync", &name), &batch, |b, batch| b.iter_custom(|iters| run(iters, batch, None)));
         for every in [16u64, 256] {
-            g.bench_with_input(
-                BenchmarkId::new(format!("flush_every_{every}"), &name),
-                &batch,
-                |b, batch| b.iter_custom(|iters| run(iters, batch, Some(every))),
-            );
+            g.bench_with_input(BenchmarkId::new(format!("flush_every_{every}"), &name), &batch, |b, batch| {
+                b.iter_custom(|iters| run(iters, batch, Some(every)))
+            });
         }
     }
     g.finish();
@@ -49,11 +45,7 @@ fn bench(c: &mut Criterion) {
 
 fn config() -> Criterion {
     let (samples, warm_up, measure) = quick_settings();
-    Criterion::default()
-        .sample_size(samples)
-        .warm_up_time(warm_up)
-        .measurement_time(measure)
-        .without_plots()
+    Criterion::default().sample_size(samples).warm_up_time(warm_up).measurement_time(measure).without_plots()
 }
 
 criterion_group! { name = benches; config = config(); targets = bench }

@@ -22,9 +22,7 @@ pub fn quick_settings() -> (usize, Duration, Duration) {
 pub fn batch_of_size(size: usize) -> Vec<u8> {
     let record = 1024.min(size.saturating_sub(80)).max(1);
     let count = (size / (record + 16)).max(1);
-    let values: Vec<Vec<u8>> = (0..count)
-        .map(|i| vec![b'a' + (i % 26) as u8; record])
-        .collect();
+    let values: Vec<Vec<u8>> = (0..count).map(|i| vec![b'a' + (i % 26) as u8; record]).collect();
     sediment_protocol::batch::testing::batch_from_values(&values, 1_700_000_000_000)
 }
 
@@ -54,10 +52,7 @@ pub struct Lcg(pub u64);
 
 impl Lcg {
     pub fn next_below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % n.max(1)
     }
 }
@@ -69,11 +64,7 @@ mod tests {
         for size in [1 << 10, 64 << 10, 1 << 20] {
             let b = super::batch_of_size(size);
             sediment_protocol::batch::validate_produce_records(&b, usize::MAX, Default::default()).expect("valid");
-            assert!(
-                b.len() as f64 > size as f64 * 0.8 && b.len() as f64 <= size as f64 * 1.1,
-                "{size}: {}",
-                b.len()
-            );
+            assert!(b.len() as f64 > size as f64 * 0.8 && b.len() as f64 <= size as f64 * 1.1, "{size}: {}", b.len());
         }
     }
 

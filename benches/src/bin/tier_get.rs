@@ -17,9 +17,7 @@ use sediment_tier::StoreUrl;
 use sediment_tier::segment_object::{FOOTER_LEN, Footer};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main]
@@ -33,21 +31,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut objects: Vec<(object_store::path::Path, u64)> = store
         .list(Some(&object_store::path::Path::from(under.as_str())))
-        .try_filter_map(|o| async move {
-            Ok(o.location
-                .as_ref()
-                .ends_with(".seg")
-                .then_some((o.location, o.size)))
-        })
+        .try_filter_map(|o| async move { Ok(o.location.as_ref().ends_with(".seg").then_some((o.location, o.size))) })
         .try_collect()
         .await?;
     objects.sort();
     // each object's .log length from its footer (one small GET each, not timed)
     let mut ranges = Vec::new();
     for (key, size) in &objects {
-        let tail = store
-            .get_range(key, size - FOOTER_LEN as u64..*size)
-            .await?;
+        let tail = store.get_range(key, size - FOOTER_LEN as u64..*size).await?;
         let f = Footer::decode(&tail)?;
         let mut pos = 0;
         while pos < f.log_len {

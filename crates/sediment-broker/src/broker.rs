@@ -214,7 +214,12 @@ impl Broker {
     /// by [`crate::cluster::follow`]), partitions are replicated by their Raft groups.
     /// A cluster member; with a `tier`, its replicated partitions tier too (the leader uploads,
     /// every replica applies the remote segment list its partition's Raft log commits).
-    pub fn open_cluster(config: BrokerConfig, shutdown: watch::Receiver<bool>, ctx: Arc<crate::cluster::ClusterCtx>, tier: Option<Arc<sediment_tier::Tier>>) -> Result<Arc<Broker>, StartError> {
+    pub fn open_cluster(
+        config: BrokerConfig,
+        shutdown: watch::Receiver<bool>,
+        ctx: Arc<crate::cluster::ClusterCtx>,
+        tier: Option<Arc<sediment_tier::Tier>>,
+    ) -> Result<Arc<Broker>, StartError> {
         Self::open_inner(config, shutdown, tier, Some(ctx))
     }
 
@@ -417,10 +422,7 @@ impl Broker {
             && let Ok(n) = v.parse::<i64>()
             && n < self.config.min_segment_bytes as i64
         {
-            return Err(ApiError::new(
-                ErrorCode::InvalidConfig,
-                format!("segment.bytes {n} is below the minimum of {} bytes", self.config.min_segment_bytes),
-            ));
+            return Err(ApiError::new(ErrorCode::InvalidConfig, format!("segment.bytes {n} is below the minimum of {} bytes", self.config.min_segment_bytes)));
         }
         Ok(())
     }

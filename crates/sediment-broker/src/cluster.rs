@@ -13,12 +13,12 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures::StreamExt;
 use sediment_protocol::ErrorCode;
 use sediment_raft::cluster::{BrokerRecord, ClusterState, MetaCommand, MetaError, MetaResponse, TopicRecord};
 use sediment_raft::network::Registry;
 use sediment_raft::transport::{self, Peers};
 use sediment_raft::{Controller, MembershipChange, MembershipError, QuiesceConfig, Quiescer};
-use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -159,10 +159,7 @@ impl ClusterCtx {
     /// `--peers` naming this cluster) a member of the metadata group. Returns once it caught up
     /// and votes; it then registers itself, and new topics place replicas on it.
     pub async fn add_broker(&self, id: i32, raft_addr: String, timeout: Duration) -> Result<(), ApiError> {
-        self.controller
-            .change_membership(MembershipChange::Add { id: id as u64, addr: raft_addr }, timeout)
-            .await
-            .map_err(membership_error)?;
+        self.controller.change_membership(MembershipChange::Add { id: id as u64, addr: raft_addr }, timeout).await.map_err(membership_error)?;
         self.quiescer.set_peers(&self.controller.voters());
         Ok(())
     }
@@ -759,10 +756,7 @@ impl Broker {
         let brokers = state.brokers.len();
         let rf = if replication_factor == -1 { DEFAULT_REPLICATION_FACTOR.min(brokers.max(1) as i16) } else { replication_factor };
         if rf < 1 || rf as usize > brokers {
-            return Err(ApiError::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!("replication factor {rf} is larger than the {brokers} registered brokers"),
-            ));
+            return Err(ApiError::new(ErrorCode::InvalidReplicationFactor, format!("replication factor {rf} is larger than the {brokers} registered brokers")));
         }
         if state.topics.contains_key(name) {
             return Err(ApiError::new(ErrorCode::TopicAlreadyExists, format!("topic \"{name}\" already exists")));
@@ -843,10 +837,7 @@ impl Broker {
         c.write(MetaCommand::DeleteTopic { name: name.into() }).await?;
         applied_locally("topic deletion", || self.topic(name).is_none_or(|t| t.id != id)).await?;
         self.discard_partitions(name, Vec::new(), partitions - 1);
-        Err(ApiError::new(
-            ErrorCode::KafkaStorageError,
-            format!("cannot open partition {name}-{index} on broker {}; the topic was not created", c.node_id),
-        ))
+        Err(ApiError::new(ErrorCode::KafkaStorageError, format!("cannot open partition {name}-{index} on broker {}; the topic was not created", c.node_id)))
     }
 
     /// Waits, at most [`LEADER_WAIT`], until each of `partitions` of topic `name` has a leader
@@ -872,12 +863,7 @@ impl Broker {
 
     /// Replaces a topic's config overrides: locally on a single node, through the controller
     /// in a cluster.
-    pub async fn set_topic_config_any(
-        self: &Arc<Self>,
-        name: &str,
-        overrides: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<(), ApiError> {
+    pub async fn set_topic_config_any(self: &Arc<Self>, name: &str, overrides: BTreeMap<String, String>, validate_only: bool) -> Result<(), ApiError> {
         let Some(c) = self.cluster.clone() else {
             return self.set_topic_config(name, overrides, validate_only);
         };

@@ -67,10 +67,7 @@ pub struct View<'a> {
 pub fn in_sync(view: &View<'_>, matched: impl IntoIterator<Item = (u64, u64)>, alive: impl Fn(u64) -> bool) -> Vec<u64> {
     matched
         .into_iter()
-        .filter(|&(id, index)| {
-            id == view.leader
-                || (alive(id) && if view.current.contains(&id) { index >= view.bound } else { index >= view.committed })
-        })
+        .filter(|&(id, index)| id == view.leader || (alive(id) && if view.current.contains(&id) { index >= view.bound } else { index >= view.committed }))
         .map(|(id, _)| id)
         .collect()
 }

@@ -62,18 +62,14 @@ impl MetadataStore {
         let path = dir.join("metadata.json");
         if path.exists() {
             let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-            let doc: Document = serde_json::from_str(&text)
-                .map_err(|e| MetadataError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+            let doc: Document = serde_json::from_str(&text).map_err(|e| MetadataError::Corrupt { path: path.clone(), reason: e.to_string() })?;
             if doc.node_id != node_id {
                 return Err(MetadataError::NodeMismatch { expected: node_id, found: doc.node_id });
             }
             return Ok(MetadataStore { path, doc });
         }
         let cluster_id = base64_uuid(Uuid::new_v4());
-        let store = MetadataStore {
-            path,
-            doc: Document { format: 1, cluster_id, node_id, topics: BTreeMap::new(), producer_id_block_end: 0 },
-        };
+        let store = MetadataStore { path, doc: Document { format: 1, cluster_id, node_id, topics: BTreeMap::new(), producer_id_block_end: 0 } };
         store.persist()?;
         Ok(store)
     }
@@ -103,10 +99,7 @@ impl MetadataStore {
     }
 
     /// Applies `change` to the topic map and persists; on a persist failure the change is undone.
-    pub fn update<R>(
-        &mut self,
-        change: impl FnOnce(&mut BTreeMap<String, TopicRecord>) -> R,
-    ) -> Result<R, MetadataError> {
+    pub fn update<R>(&mut self, change: impl FnOnce(&mut BTreeMap<String, TopicRecord>) -> R) -> Result<R, MetadataError> {
         let before = self.doc.topics.clone();
         let r = change(&mut self.doc.topics);
         if let Err(e) = self.persist() {
@@ -119,8 +112,7 @@ impl MetadataStore {
     fn persist(&self) -> Result<(), MetadataError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(&self.doc)
-            .map_err(|e| MetadataError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
+        let text = serde_json::to_vec_pretty(&self.doc).map_err(|e| MetadataError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
         {
             let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
             f.write_all(&text).map_err(io_err(&tmp))?;
@@ -163,10 +155,7 @@ mod tests {
         let id = {
             let mut m = MetadataStore::open(dir.path(), 1).unwrap();
             m.update(|t| {
-                t.insert(
-                    "a".into(),
-                    TopicRecord { name: "a".into(), id: Uuid::new_v4(), partitions: 3, config: TopicConfig::default(), created_ms: 0 },
-                )
+                t.insert("a".into(), TopicRecord { name: "a".into(), id: Uuid::new_v4(), partitions: 3, config: TopicConfig::default(), created_ms: 0 })
             })
             .unwrap();
             m.cluster_id().to_string()

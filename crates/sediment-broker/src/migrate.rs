@@ -17,15 +17,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sediment_log::PartitionLog;
 use sediment_raft::{MetaCommand, MetaError, MetaResponse};
+use serde::{Deserialize, Serialize};
 
 use crate::broker::{Broker, partition_dir};
-use sediment_log::clock::now_ms;
 use crate::metadata::{MetadataStore, TopicRecord};
 use crate::replica::RaftIndex;
 use crate::topic_config::BrokerDefaults;
+use sediment_log::clock::now_ms;
 
 /// `meta/` file naming an adoption in progress (or finished, with `done`).
 const MARKER: &str = "adopted.json";
@@ -100,7 +100,11 @@ pub fn pending(data_dir: &Path, node_id: i32, alone: bool) -> Result<Option<Lega
 pub fn adopt_partitions(data_dir: &Path, legacy: &Legacy, node_id: i32, raft_addr: &str, defaults: &BrokerDefaults) -> Result<u64, AdoptError> {
     let started_ms = read_marker(&legacy.meta_dir)?.map_or_else(now_ms, |m| m.started_ms);
     write_marker(&legacy.meta_dir, &Marker { started_ms, done: false, topics: legacy.topics.len(), partitions: legacy.partitions() })?;
-    tracing::info!(topics = legacy.topics.len(), partitions = legacy.partitions(), "adopting a single-node data dir of an earlier release: each partition becomes a Raft group of one");
+    tracing::info!(
+        topics = legacy.topics.len(),
+        partitions = legacy.partitions(),
+        "adopting a single-node data dir of an earlier release: each partition becomes a Raft group of one"
+    );
     // the metadata log starts now, on a disk that lost nothing: without its directory the
     // controller would take this start for one on an empty disk (replicas abstaining from
     // elections until caught up, see `ClusterCtx::disk_lost`)

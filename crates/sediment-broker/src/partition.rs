@@ -166,13 +166,7 @@ pub enum WaitError {
 
 impl Partition {
     /// Opens (recovering) the partition log in `dir` and starts its flusher.
-    pub fn open(
-        topic: &str,
-        index: i32,
-        dir: std::path::PathBuf,
-        config: LogConfig,
-        policy: FsyncPolicy,
-    ) -> Result<Arc<Partition>, LogError> {
+    pub fn open(topic: &str, index: i32, dir: std::path::PathBuf, config: LogConfig, policy: FsyncPolicy) -> Result<Arc<Partition>, LogError> {
         let log = PartitionLog::open(dir, config)?;
         let hw = match policy {
             FsyncPolicy::Always => log.flushed_offset(),
@@ -201,14 +195,7 @@ impl Partition {
         Ok(Self::assemble(topic, index, log, Some(raft), policy, hw))
     }
 
-    fn assemble(
-        topic: &str,
-        index: i32,
-        log: PartitionLog,
-        raft: Option<crate::replica::RaftIndex>,
-        policy: FsyncPolicy,
-        hw: i64,
-    ) -> Arc<Partition> {
+    fn assemble(topic: &str, index: i32, log: PartitionLog, raft: Option<crate::replica::RaftIndex>, policy: FsyncPolicy, hw: i64) -> Arc<Partition> {
         let producers = load_producer_state(&log, topic, index);
         let active_base_at_snapshot = log.active_base_offset();
         let log = Inner { log, producers, bytes_since_snapshot: 0, active_base_at_snapshot, raft };
@@ -386,9 +373,7 @@ impl Partition {
         let active_base = inner.log.active_base_offset();
         let rolled = active_base != inner.active_base_at_snapshot;
         if rolled || inner.bytes_since_snapshot >= SNAPSHOT_EVERY_BYTES {
-            if rolled
-                && let Some(r) = self.remote.get()
-            {
+            if rolled && let Some(r) = self.remote.get() {
                 r.notify(); // a segment was sealed: the uploader has work
             }
             inner.active_base_at_snapshot = active_base;

@@ -128,11 +128,8 @@ impl ProducerStateTable {
             last_offset: h.last_offset(),
             max_timestamp: h.max_timestamp,
         };
-        let entry = self.producers.entry(h.producer_id).or_insert_with(|| ProducerEntry {
-            epoch: h.producer_epoch,
-            batches: VecDeque::new(),
-            last_update_ms: now_ms,
-        });
+        let entry =
+            self.producers.entry(h.producer_id).or_insert_with(|| ProducerEntry { epoch: h.producer_epoch, batches: VecDeque::new(), last_update_ms: now_ms });
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
@@ -212,13 +209,7 @@ impl ProducerStateTable {
             let nb = r.u8()?;
             let mut batches = VecDeque::with_capacity(nb as usize);
             for _ in 0..nb {
-                batches.push_back(BatchMeta {
-                    first_seq: r.i32()?,
-                    last_seq: r.i32()?,
-                    base_offset: r.i64()?,
-                    last_offset: r.i64()?,
-                    max_timestamp: r.i64()?,
-                });
+                batches.push_back(BatchMeta { first_seq: r.i32()?, last_seq: r.i32()?, base_offset: r.i64()?, last_offset: r.i64()?, max_timestamp: r.i64()? });
             }
             producers.insert(id, ProducerEntry { epoch, batches, last_update_ms });
         }

@@ -26,8 +26,8 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::fmt::Debug;
+use std::fs::File;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
@@ -39,9 +39,8 @@ use bytes::Bytes;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, CommittedLeaderId, Config, Entry, EntryPayload, LogId, LogState, Membership, RaftLogReader,
-    RaftSnapshotBuilder, ServerState, SnapshotMeta, SnapshotPolicy, StorageError, StorageIOError, StoredMembership,
-    Vote,
+    BasicNode, CommittedLeaderId, Config, Entry, EntryPayload, LogId, LogState, Membership, RaftLogReader, RaftSnapshotBuilder, ServerState, SnapshotMeta,
+    SnapshotPolicy, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use sediment_log::{AppendInfo, LogError, PartitionLog};
 use sediment_protocol::ErrorCode;
@@ -49,7 +48,7 @@ use sediment_protocol::batch::{BatchHeader, BatchIter};
 use sediment_raft::entry_index::{EntryIndex, EntryKind, EntryRecord, IndexError};
 use sediment_raft::log_store::{load_small, save_small};
 use sediment_raft::network::{NetworkFactory, RaftHandler, Registry, decode, encode};
-use sediment_raft::quiesce::{QuietHandle, Quiescer};
+use sediment_raft::quiesce::{Quiescer, QuietHandle};
 use sediment_raft::transport::{GroupId, Peers};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -147,9 +146,8 @@ impl RaftIndex {
             tracing::warn!(dir = %dir.display(), from = cut, to = log.log_end_offset(), "cutting batches no Raft entry names");
             log.truncate_to(cut)?;
         }
-        let purged = load_small::<Option<LogId<u64>>>(&dir.join(PURGED_FILE))
-            .map_err(|source| ReplicaOpenError::Io { path: dir.join(PURGED_FILE), source })?
-            .flatten();
+        let purged =
+            load_small::<Option<LogId<u64>>>(&dir.join(PURGED_FILE)).map_err(|source| ReplicaOpenError::Io { path: dir.join(PURGED_FILE), source })?.flatten();
         if let Some(p) = purged {
             index.set_floor(p.index);
         }
@@ -402,17 +400,14 @@ impl ReplicaLog {
                 let payload = encode(&m).map_err(st_err)?;
                 raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Membership), Some(payload)).map_err(st_err)
             }
-            EntryPayload::Normal(Proposal { log_start: Some(offset), .. }) => raft_of(inner)?
-                .index
-                .append(idx, meta_rec(EntryKind::LogStart), Some(offset.to_be_bytes().to_vec()))
-                .map_err(st_err),
+            EntryPayload::Normal(Proposal { log_start: Some(offset), .. }) => {
+                raft_of(inner)?.index.append(idx, meta_rec(EntryKind::LogStart), Some(offset.to_be_bytes().to_vec())).map_err(st_err)
+            }
             EntryPayload::Normal(Proposal { remote: Some(op), .. }) => {
                 let payload = encode(&op).map_err(st_err)?;
                 raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Remote), Some(payload)).map_err(st_err)
             }
-            EntryPayload::Normal(prop) if prop.batch.is_empty() => {
-                raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Noop), None).map_err(st_err)
-            }
+            EntryPayload::Normal(prop) if prop.batch.is_empty() => raft_of(inner)?.index.append(idx, meta_rec(EntryKind::Noop), None).map_err(st_err),
             EntryPayload::Normal(prop) => {
                 // one or more batches: the leader's coalesced proposals (each with its token), or
                 // a replicated entry, whose batches land where the leader put them (checked)
@@ -642,10 +637,7 @@ fn range_bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
 }
 
 impl RaftLogReader<DataTc> for ReplicaLog {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry<DataTc>>, StorageError<u64>> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<Entry<DataTc>>, StorageError<u64>> {
         let (start, end) = range_bounds(&range);
         self.read_entries(start, end, usize::MAX)
     }
@@ -665,13 +657,7 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
     }
 
     async fn get_log_reader(&mut self) -> ReplicaLog {
-        ReplicaLog {
-            p: self.p.clone(),
-            proposals: self.proposals.clone(),
-            flush_tx: self.flush_tx.clone(),
-            light: false,
-            committed_saved: None,
-        }
+        ReplicaLog { p: self.p.clone(), proposals: self.proposals.clone(), flush_tx: self.flush_tx.clone(), light: false, committed_saved: None }
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
@@ -790,9 +776,8 @@ struct SnapshotDataV1 {
 }
 
 fn decode_snapshot(data: &[u8]) -> Result<SnapshotData, String> {
-    decode::<SnapshotData>(data).or_else(|_| {
-        decode::<SnapshotDataV1>(data).map(|v| SnapshotData { next_offset: v.next_offset, manifest: v.manifest, producers: None })
-    })
+    decode::<SnapshotData>(data)
+        .or_else(|_| decode::<SnapshotDataV1>(data).map(|v| SnapshotData { next_offset: v.next_offset, manifest: v.manifest, producers: None }))
 }
 
 struct SmState {
@@ -827,13 +812,7 @@ impl ReplicaSm {
         };
         ReplicaSm {
             p,
-            st: Arc::new(tokio::sync::Mutex::new(SmState {
-                applied,
-                membership: cp.membership,
-                snapshot: None,
-                checkpointed: Instant::now(),
-                seq: 0,
-            })),
+            st: Arc::new(tokio::sync::Mutex::new(SmState { applied, membership: cp.membership, snapshot: None, checkpointed: Instant::now(), seq: 0 })),
         }
     }
 
@@ -946,7 +925,9 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
                 // tiered storage: an upload or remote retention, committed by the leader
                 EntryPayload::Normal(Proposal { remote: Some(op), .. }) => match self.p.remote() {
                     Some(remote) => self.apply_remote(remote, op.clone()).await?,
-                    None => tracing::warn!(topic = %self.p.topic, partition = self.p.index, "remote segment entry on a partition without tiered storage; ignored"),
+                    None => {
+                        tracing::warn!(topic = %self.p.topic, partition = self.p.index, "remote segment entry on a partition without tiered storage; ignored")
+                    }
                 },
                 _ => {}
             }
@@ -1599,11 +1580,7 @@ impl Replica {
                 return Err(TransferError::Refused(to, "it does not follow this leader at this term".into()));
             }
             // done once the target leads, not when this broker steps down
-            if sediment_raft::network::led_by(&self.raft, to, term, Duration::from_secs(3)).await {
-                Ok(())
-            } else {
-                Err(TransferError::Timeout)
-            }
+            if sediment_raft::network::led_by(&self.raft, to, term, Duration::from_secs(3)).await { Ok(()) } else { Err(TransferError::Timeout) }
         }
         .await;
         self.transferring.store(false, Ordering::Release);
@@ -1631,10 +1608,8 @@ impl Replica {
             return;
         }
         let mut m = self.raft.metrics();
-        let built = matches!(
-            tokio::time::timeout(Duration::from_secs(30), m.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= point.index))).await,
-            Ok(Ok(_))
-        );
+        let built =
+            matches!(tokio::time::timeout(Duration::from_secs(30), m.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= point.index))).await, Ok(Ok(_)));
         if !built {
             tracing::warn!(topic = %p.topic, partition = p.index, index = point.index, "no snapshot at the retention point; the log keeps its start");
             return;

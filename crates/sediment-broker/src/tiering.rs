@@ -14,9 +14,9 @@ use std::time::Duration;
 use sediment_tier::{MetricsSink, OpKind, RemoteLog, RemotePolicy, RetentionPolicy, Tier, TopicMeta};
 use uuid::Uuid;
 
-use sediment_log::clock::now_ms;
 use crate::partition::Partition;
 use crate::topic_config::{BrokerDefaults, TopicConfig};
+use sediment_log::clock::now_ms;
 
 /// Internal topics are never tiered.
 pub fn is_internal(topic: &str) -> bool {
@@ -40,7 +40,16 @@ pub fn policy(topic: &str, config: &TopicConfig, d: &BrokerDefaults) -> RemotePo
 /// Gives a partition of a tiered-capable topic its remote side. `fresh`: the partition was just
 /// created, so there is nothing of it in the bucket to recover.
 #[allow(clippy::too_many_arguments)]
-pub fn attach(tier: &Arc<Tier>, topic: &str, id: &Uuid, p: &Arc<Partition>, dir: std::path::PathBuf, fresh: bool, config: &TopicConfig, d: &BrokerDefaults) -> Result<(), sediment_tier::TierError> {
+pub fn attach(
+    tier: &Arc<Tier>,
+    topic: &str,
+    id: &Uuid,
+    p: &Arc<Partition>,
+    dir: std::path::PathBuf,
+    fresh: bool,
+    config: &TopicConfig,
+    d: &BrokerDefaults,
+) -> Result<(), sediment_tier::TierError> {
     if is_internal(topic) {
         return Ok(());
     }
@@ -54,7 +63,13 @@ pub fn attach(tier: &Arc<Tier>, topic: &str, id: &Uuid, p: &Arc<Partition>, dir:
 
 /// Applies a topic's changed configs to the partitions this broker hosts: local log settings,
 /// whether they tier, and their remote side's policy.
-pub fn reconfigure<'a>(tier: Option<&Arc<Tier>>, name: &str, config: &TopicConfig, d: &BrokerDefaults, partitions: impl IntoIterator<Item = &'a Arc<Partition>>) {
+pub fn reconfigure<'a>(
+    tier: Option<&Arc<Tier>>,
+    name: &str,
+    config: &TopicConfig,
+    d: &BrokerDefaults,
+    partitions: impl IntoIterator<Item = &'a Arc<Partition>>,
+) {
     let tiered = is_tiered(tier, name, config, d);
     let log_config = config.log_config_for(d, tiered);
     let policy = policy(name, config, d);
@@ -202,7 +217,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fetch_and_list_offsets_read_through_the_bucket() {
         let dir = tempfile::tempdir().unwrap();
-        let tier_cfg = sediment_tier::TierConfig { upload_poll_interval: Duration::from_millis(20), mirror_interval: Duration::from_millis(50), ..Default::default() };
+        let tier_cfg =
+            sediment_tier::TierConfig { upload_poll_interval: Duration::from_millis(20), mirror_interval: Duration::from_millis(50), ..Default::default() };
         let tier = Tier::from_url(&sediment_tier::StoreUrl::Memory, tier_cfg, None).await.unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let broker = Broker::open_with_tier(BrokerConfig::for_tests(dir.path()), rx, Some(tier.clone())).unwrap();

@@ -72,9 +72,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "Retention policy for old segments. Only \"delete\" is supported; log compaction is not implemented yet.",
         validate: |v| match v.trim() {
             "delete" => Ok(()),
-            other if other.split(',').any(|p| p.trim() == "compact") => {
-                Err("cleanup.policy=compact is not supported by this broker yet".into())
-            }
+            other if other.split(',').any(|p| p.trim() == "compact") => Err("cleanup.policy=compact is not supported by this broker yet".into()),
             other => Err(format!("invalid cleanup.policy \"{other}\"")),
         },
     },
@@ -294,22 +292,12 @@ impl TopicConfig {
         if let Some(v) = self.overrides.get(name) {
             return v.clone();
         }
-        defaults
-            .values
-            .get(name)
-            .cloned()
-            .or_else(|| def(name).map(|d| d.default.to_string()))
-            .unwrap_or_default()
+        defaults.values.get(name).cloned().or_else(|| def(name).map(|d| d.default.to_string())).unwrap_or_default()
     }
 
     fn get_i64(&self, name: &str, defaults: &BrokerDefaults) -> i64 {
         // Values were validated on the way in; fall back to the built-in default otherwise.
-        self.get(name, defaults)
-            .trim()
-            .parse()
-            .ok()
-            .or_else(|| def(name).and_then(|d| d.default.parse().ok()))
-            .unwrap_or(0)
+        self.get(name, defaults).trim().parse().ok().or_else(|| def(name).and_then(|d| d.default.parse().ok())).unwrap_or(0)
     }
 
     pub fn max_message_bytes(&self, d: &BrokerDefaults) -> usize {

@@ -34,10 +34,7 @@ pub fn check_partition_growth(current: i32, count: i32) -> Result<(), ApiError> 
         ));
     }
     if count > MAX_PARTITIONS_PER_TOPIC {
-        return Err(ApiError::new(
-            ErrorCode::InvalidPartitions,
-            format!("{count} partitions is more than a topic may have ({MAX_PARTITIONS_PER_TOPIC})"),
-        ));
+        return Err(ApiError::new(ErrorCode::InvalidPartitions, format!("{count} partitions is more than a topic may have ({MAX_PARTITIONS_PER_TOPIC})")));
     }
     Ok(())
 }

@@ -36,7 +36,10 @@ fn sediment_deps(manifest: &str) -> BTreeSet<String> {
             in_deps = t == "[dependencies]";
             continue;
         }
-        if in_deps && let Some(name) = t.split(['.', '=', ' ']).next() && name.starts_with("sediment") {
+        if in_deps
+            && let Some(name) = t.split(['.', '=', ' ']).next()
+            && name.starts_with("sediment")
+        {
             out.insert(name.to_string());
         }
     }

@@ -107,8 +107,7 @@ fn free_addr() -> std::net::SocketAddr {
 async fn leaders(nodes: &[&Node], within: Duration) -> Vec<usize> {
     let deadline = Instant::now() + within;
     loop {
-        let found: Vec<Option<usize>> =
-            (0..GROUPS as usize).map(|g| nodes.iter().position(|n| n.replicas[g].is_leader())).collect();
+        let found: Vec<Option<usize>> = (0..GROUPS as usize).map(|g| nodes.iter().position(|n| n.replicas[g].is_leader())).collect();
         if found.iter().all(Option::is_some) {
             return found.into_iter().map(Option::unwrap).collect();
         }

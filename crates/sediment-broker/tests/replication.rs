@@ -287,7 +287,6 @@ async fn idempotent_retries_become_no_ops_with_the_original_offsets() {
     }
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_leaders_retention_restarts_at_its_log_start() {
     let tmp = tempfile::tempdir().unwrap();

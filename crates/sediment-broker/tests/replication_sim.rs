@@ -29,10 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
-};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, Config, RaftNetwork, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -134,15 +131,13 @@ impl RaftNetwork<DataTc> for SimClient {
         _o: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
         let Some(h) = self.there().await else { return Err(lost()) };
-        let Some(r): Option<Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>> = call(&h, KIND_SNAPSHOT, &rpc).await else { return Err(lost()) };
+        let Some(r): Option<Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>> = call(&h, KIND_SNAPSHOT, &rpc).await else {
+            return Err(lost());
+        };
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.to, e)))
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<u64>,
-        _o: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    async fn vote(&mut self, rpc: VoteRequest<u64>, _o: RPCOption) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         let Some(h) = self.there().await else { return Err(lost()) };
         let Some(r): Option<Result<VoteResponse<u64>, RaftError<u64>>> = call(&h, KIND_VOTE, &rpc).await else { return Err(lost()) };
         if !self.back().await {
@@ -185,15 +180,9 @@ impl Disk {
 
 fn sim_config() -> Arc<Config> {
     Arc::new(
-        Config {
-            heartbeat_interval: 100,
-            election_timeout_min: 600,
-            election_timeout_max: 1200,
-            snapshot_policy: SnapshotPolicy::Never,
-            ..Config::default()
-        }
-        .validate()
-        .unwrap(),
+        Config { heartbeat_interval: 100, election_timeout_min: 600, election_timeout_max: 1200, snapshot_policy: SnapshotPolicy::Never, ..Config::default() }
+            .validate()
+            .unwrap(),
     )
 }
 

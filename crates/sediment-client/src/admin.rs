@@ -9,21 +9,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::add_raft_voter_request::Listener;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
-use kafka_protocol::messages::add_raft_voter_request::Listener;
 use kafka_protocol::messages::{
-    AddRaftVoterRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, RemoveRaftVoterRequest, TopicName,
+    AddRaftVoterRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    RemoveRaftVoterRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use crate::conn::{Client, Connection};
-use crate::consumer::{list_offsets, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use crate::consumer::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, list_offsets};
 use crate::error::{Error, Result};
 
 /// ConfigResource type of a topic.
@@ -260,14 +260,14 @@ impl Admin {
     pub async fn reassign(&self, topic: &str, targets: &[(i32, Vec<i32>)]) -> Result<()> {
         use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
         use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
-        let req = AlterPartitionReassignmentsRequest::default().with_timeout_ms(60_000).with_topics(vec![ReassignableTopic::default()
-            .with_name(TopicName(name_bytes(topic)))
-            .with_partitions(
+        let req = AlterPartitionReassignmentsRequest::default().with_timeout_ms(60_000).with_topics(vec![
+            ReassignableTopic::default().with_name(TopicName(name_bytes(topic))).with_partitions(
                 targets
                     .iter()
                     .map(|(p, r)| ReassignablePartition::default().with_partition_index(*p).with_replicas(Some(r.iter().map(|b| BrokerId(*b)).collect())))
                     .collect(),
-            )]);
+            ),
+        ]);
         let conn = self.client.bootstrap_connection().await?;
         let resp = conn.send_at(&req, 0, Duration::from_secs(70)).await?;
         if resp.error_code != 0 {
@@ -332,17 +332,15 @@ impl Admin {
             return Err(Error::Invalid("topic name must not be empty".into()));
         }
         let req = CreateTopicsRequest::default()
-            .with_topics(vec![CreatableTopic::default()
-                .with_name(TopicName(name_bytes(&topic.name)))
-                .with_num_partitions(topic.partitions)
-                .with_replication_factor(topic.replication_factor)
-                .with_configs(
-                    topic
-                        .configs
-                        .iter()
-                        .map(|(k, v)| CreatableTopicConfig::default().with_name(name_bytes(k)).with_value(Some(name_bytes(v))))
-                        .collect(),
-                )])
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(TopicName(name_bytes(&topic.name)))
+                    .with_num_partitions(topic.partitions)
+                    .with_replication_factor(topic.replication_factor)
+                    .with_configs(
+                        topic.configs.iter().map(|(k, v)| CreatableTopicConfig::default().with_name(name_bytes(k)).with_value(Some(name_bytes(v)))).collect(),
+                    ),
+            ])
             .with_timeout_ms(30_000)
             .with_validate_only(validate_only);
         let name = topic.name.as_str();
@@ -360,18 +358,9 @@ impl Admin {
                         return Err(Error::Invalid(format!("topic \"{name}\" already exists")));
                     }
                     if r.error_code != 0 {
-                        return Err(Error::broker(
-                            format!("cannot create topic \"{name}\""),
-                            r.error_code,
-                            r.error_message.as_deref(),
-                        ));
+                        return Err(Error::broker(format!("cannot create topic \"{name}\""), r.error_code, r.error_message.as_deref()));
                     }
-                    Ok(CreatedTopic {
-                        name: name.to_owned(),
-                        id: r.topic_id,
-                        partitions: r.num_partitions,
-                        replication_factor: r.replication_factor,
-                    })
+                    Ok(CreatedTopic { name: name.to_owned(), id: r.topic_id, partitions: r.num_partitions, replication_factor: r.replication_factor })
                 }
             })
             .await?;
@@ -386,11 +375,7 @@ impl Admin {
                 Ok(info) if !info.partitions.is_empty() && info.partitions.iter().all(|p| p.leader >= 0) => {
                     return Ok(());
                 }
-                Ok(_) => Error::broker(
-                    format!("topic \"{topic}\" has partitions without a leader"),
-                    ResponseError::LeaderNotAvailable.code(),
-                    None,
-                ),
+                Ok(_) => Error::broker(format!("topic \"{topic}\" has partitions without a leader"), ResponseError::LeaderNotAvailable.code(), None),
                 Err(e) if matches!(e, Error::UnknownTopic(_)) || e.is_retriable() => e,
                 Err(e) => return Err(e),
             };
@@ -420,11 +405,7 @@ impl Admin {
                     return Err(Error::UnknownTopic(name.to_owned()));
                 }
                 if r.error_code != 0 {
-                    return Err(Error::broker(
-                        format!("cannot delete topic \"{name}\""),
-                        r.error_code,
-                        r.error_message.as_deref(),
-                    ));
+                    return Err(Error::broker(format!("cannot delete topic \"{name}\""), r.error_code, r.error_message.as_deref()));
                 }
                 Ok(())
             }
@@ -439,14 +420,7 @@ impl Admin {
             .topics
             .iter()
             .filter(|t| t.error_code == 0)
-            .filter_map(|t| {
-                Some(TopicListing {
-                    name: t.name.as_ref()?.to_string(),
-                    id: t.topic_id,
-                    partitions: t.partitions.len(),
-                    internal: t.is_internal,
-                })
-            })
+            .filter_map(|t| Some(TopicListing { name: t.name.as_ref()?.to_string(), id: t.topic_id, partitions: t.partitions.len(), internal: t.is_internal }))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -482,10 +456,9 @@ impl Admin {
     /// Every config of a topic with its value, source and default flag.
     pub async fn describe_configs(&self, name: &str) -> Result<Vec<ConfigEntry>> {
         let req = DescribeConfigsRequest::default()
-            .with_resources(vec![DescribeConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
-                .with_resource_name(name_bytes(name))
-                .with_configuration_keys(None)])
+            .with_resources(vec![
+                DescribeConfigsResource::default().with_resource_type(RESOURCE_TOPIC).with_resource_name(name_bytes(name)).with_configuration_keys(None),
+            ])
             .with_include_synonyms(false)
             .with_include_documentation(false);
         let conn = self.client.bootstrap_connection().await?;
@@ -499,11 +472,7 @@ impl Admin {
             return Err(Error::UnknownTopic(name.to_owned()));
         }
         if r.error_code != 0 {
-            return Err(Error::broker(
-                format!("cannot describe configs of topic \"{name}\""),
-                r.error_code,
-                r.error_message.as_deref(),
-            ));
+            return Err(Error::broker(format!("cannot describe configs of topic \"{name}\""), r.error_code, r.error_message.as_deref()));
         }
         let mut out: Vec<ConfigEntry> = r
             .configs
@@ -532,21 +501,12 @@ impl Admin {
         let configs = ops
             .iter()
             .map(|op| match op {
-                AlterOp::Set(k, v) => AlterableConfig::default()
-                    .with_name(name_bytes(k))
-                    .with_config_operation(OP_SET)
-                    .with_value(Some(name_bytes(v))),
-                AlterOp::Delete(k) => AlterableConfig::default()
-                    .with_name(name_bytes(k))
-                    .with_config_operation(OP_DELETE)
-                    .with_value(None),
+                AlterOp::Set(k, v) => AlterableConfig::default().with_name(name_bytes(k)).with_config_operation(OP_SET).with_value(Some(name_bytes(v))),
+                AlterOp::Delete(k) => AlterableConfig::default().with_name(name_bytes(k)).with_config_operation(OP_DELETE).with_value(None),
             })
             .collect();
         let req = IncrementalAlterConfigsRequest::default()
-            .with_resources(vec![AlterConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
-                .with_resource_name(name_bytes(name))
-                .with_configs(configs)])
+            .with_resources(vec![AlterConfigsResource::default().with_resource_type(RESOURCE_TOPIC).with_resource_name(name_bytes(name)).with_configs(configs)])
             .with_validate_only(validate_only);
         let conn = self.client.bootstrap_connection().await?;
         let resp = conn.send(&req).await?;
@@ -554,18 +514,12 @@ impl Admin {
             .responses
             .into_iter()
             .find(|r| &*r.resource_name == name)
-            .ok_or_else(|| {
-                Error::protocol(conn.addr(), format!("IncrementalAlterConfigs response lacks topic \"{name}\""))
-            })?;
+            .ok_or_else(|| Error::protocol(conn.addr(), format!("IncrementalAlterConfigs response lacks topic \"{name}\"")))?;
         if r.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(Error::UnknownTopic(name.to_owned()));
         }
         if r.error_code != 0 {
-            return Err(Error::broker(
-                format!("cannot alter configs of topic \"{name}\""),
-                r.error_code,
-                r.error_message.as_deref(),
-            ));
+            return Err(Error::broker(format!("cannot alter configs of topic \"{name}\""), r.error_code, r.error_message.as_deref()));
         }
         Ok(())
     }

@@ -97,12 +97,7 @@ impl LatencySummary {
         if h.is_empty() {
             return LatencySummary::default();
         }
-        LatencySummary {
-            p50: h.value_at_quantile(0.50),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
+        LatencySummary { p50: h.value_at_quantile(0.50), p99: h.value_at_quantile(0.99), p999: h.value_at_quantile(0.999), max: h.max() }
     }
 }
 
@@ -207,10 +202,7 @@ impl BenchReport {
         );
         if c.mode != BenchMode::ConsumeOnly {
             let (rps, mibps) = self.produce_rates();
-            s += &format!(
-                "produced {} records: {:.0} records/s, {:.2} MiB/s",
-                self.produced_records, rps, mibps
-            );
+            s += &format!("produced {} records: {:.0} records/s, {:.2} MiB/s", self.produced_records, rps, mibps);
             if self.produce_errors > 0 {
                 s += &format!(" ({} failed", self.produce_errors);
                 if let Some(e) = &self.first_error {
@@ -218,17 +210,11 @@ impl BenchReport {
                 }
                 s += ")";
             }
-            s += &format!(
-                "\nproduce latency (us): p50 {} p99 {} p999 {} max {}\n",
-                self.latency.p50, self.latency.p99, self.latency.p999, self.latency.max
-            );
+            s += &format!("\nproduce latency (us): p50 {} p99 {} p999 {} max {}\n", self.latency.p50, self.latency.p99, self.latency.p999, self.latency.max);
         }
         if c.mode != BenchMode::ProduceOnly {
             let (rps, mibps) = self.consume_rates();
-            s += &format!(
-                "consumed {} records: {:.0} records/s, {:.2} MiB/s\n",
-                self.consumed_records, rps, mibps
-            );
+            s += &format!("consumed {} records: {:.0} records/s, {:.2} MiB/s\n", self.consumed_records, rps, mibps);
         }
         s
     }
@@ -293,21 +279,13 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     match client.refresh_topic(&config.topic).await {
         Ok(info) => {
             if info.num_partitions() != config.partitions {
-                eprintln!(
-                    "topic \"{}\" exists with {} partitions; using it as is",
-                    config.topic,
-                    info.num_partitions()
-                );
+                eprintln!("topic \"{}\" exists with {} partitions; using it as is", config.topic, info.num_partitions());
                 config.partitions = info.num_partitions();
             }
         }
         Err(Error::UnknownTopic(_)) if config.mode != BenchMode::ConsumeOnly => {
-            let topic = NewTopic {
-                name: config.topic.clone(),
-                partitions: config.partitions,
-                replication_factor: config.replication_factor,
-                configs: Vec::new(),
-            };
+            let topic =
+                NewTopic { name: config.topic.clone(), partitions: config.partitions, replication_factor: config.replication_factor, configs: Vec::new() };
             admin.create_topic(&topic, false).await?;
         }
         Err(e) => return Err(e.into()),
@@ -351,17 +329,11 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
         producers_done: AtomicBool::new(false),
         first_error: Mutex::new(None),
     });
-    let consumer_tasks: Vec<_> = consumers
-        .into_iter()
-        .map(|consumer| tokio::spawn(consume_loop(consumer, stats.clone(), consume_target.clone(), config.clone())))
-        .collect();
-    let histograms: Vec<Arc<Mutex<Histogram<u64>>>> =
-        producer_clients.iter().map(|_| Arc::new(Mutex::new(new_histogram()))).collect();
-    let producer_tasks: Vec<_> = producer_clients
-        .into_iter()
-        .zip(&histograms)
-        .map(|(client, h)| tokio::spawn(produce_loop(client, config.clone(), stats.clone(), h.clone())))
-        .collect();
+    let consumer_tasks: Vec<_> =
+        consumers.into_iter().map(|consumer| tokio::spawn(consume_loop(consumer, stats.clone(), consume_target.clone(), config.clone()))).collect();
+    let histograms: Vec<Arc<Mutex<Histogram<u64>>>> = producer_clients.iter().map(|_| Arc::new(Mutex::new(new_histogram()))).collect();
+    let producer_tasks: Vec<_> =
+        producer_clients.into_iter().zip(&histograms).map(|(client, h)| tokio::spawn(produce_loop(client, config.clone(), stats.clone(), h.clone()))).collect();
 
     let progress = config.progress.then(|| spawn_progress(stats.clone(), config.mode));
     let mut first_task_error: Option<anyhow::Error> = None;
@@ -419,12 +391,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<BenchReport> {
     })
 }
 
-async fn produce_loop(
-    client: Arc<Client>,
-    config: BenchConfig,
-    stats: Arc<Stats>,
-    histogram: Arc<Mutex<Histogram<u64>>>,
-) -> anyhow::Result<()> {
+async fn produce_loop(client: Arc<Client>, config: BenchConfig, stats: Arc<Stats>, histogram: Arc<Mutex<Histogram<u64>>>) -> anyhow::Result<()> {
     let cb_stats = stats.clone();
     let callback: BatchCallback = Arc::new(move |d: &BatchDelivery<'_>| {
         let now = cb_stats.since_start_ns();
@@ -498,12 +465,7 @@ async fn produce_loop(
     Ok(())
 }
 
-async fn consume_loop(
-    mut consumer: Consumer,
-    stats: Arc<Stats>,
-    target: Arc<AtomicU64>,
-    config: BenchConfig,
-) -> anyhow::Result<()> {
+async fn consume_loop(mut consumer: Consumer, stats: Arc<Stats>, target: Arc<AtomicU64>, config: BenchConfig) -> anyhow::Result<()> {
     let mut records = Vec::new();
     let hard_end = stats.start + config.duration + Duration::from_secs(30);
     let mut idle_since = Instant::now();
@@ -513,10 +475,7 @@ async fn consume_loop(
         let now = Instant::now();
         if n > 0 {
             idle_since = now;
-            let bytes: usize = records
-                .iter()
-                .map(|r| r.value.as_ref().map_or(0, Bytes::len) + r.key.as_ref().map_or(0, Bytes::len))
-                .sum();
+            let bytes: usize = records.iter().map(|r| r.value.as_ref().map_or(0, Bytes::len) + r.key.as_ref().map_or(0, Bytes::len)).sum();
             stats.consumed.fetch_add(n as u64, Ordering::AcqRel);
             stats.consumed_bytes.fetch_add(bytes as u64, Ordering::AcqRel);
             stats.last_consume_ns.fetch_max(stats.since_start_ns(), Ordering::AcqRel);

@@ -403,12 +403,11 @@ pub fn drain_plan(placement: &[(String, i32, Vec<i32>)], brokers: &[i32], node: 
     }
     let mut plan = Vec::new();
     for (topic, p, replicas) in placement.iter().filter(|(_, _, r)| r.contains(&node)) {
-        let to = load
-            .iter()
-            .filter(|(b, _)| !replicas.contains(b))
-            .min_by_key(|(b, n)| (**n, **b))
-            .map(|(b, _)| *b)
-            .ok_or_else(|| Error::Invalid(format!("cannot move {topic}-{p} off broker {node}: every other broker already holds a replica of it (replicas {replicas:?}); add a broker first")))?;
+        let to = load.iter().filter(|(b, _)| !replicas.contains(b)).min_by_key(|(b, n)| (**n, **b)).map(|(b, _)| *b).ok_or_else(|| {
+            Error::Invalid(format!(
+                "cannot move {topic}-{p} off broker {node}: every other broker already holds a replica of it (replicas {replicas:?}); add a broker first"
+            ))
+        })?;
         *load.get_mut(&to).expect("a candidate") += 1;
         plan.push((topic.clone(), *p, replicas.iter().map(|b| if *b == node { to } else { *b }).collect()));
     }
@@ -442,7 +441,11 @@ async fn drain_broker(admin: &Admin, node: i32, timeout: Duration) -> anyhow::Re
         }
         if Instant::now() >= deadline {
             bar.abandon();
-            anyhow::bail!("{left} of {} replica moves off broker {node} not done within {:.0}s; they continue in the background", plan.len(), timeout.as_secs_f64());
+            anyhow::bail!(
+                "{left} of {} replica moves off broker {node} not done within {:.0}s; they continue in the background",
+                plan.len(),
+                timeout.as_secs_f64()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -476,7 +479,7 @@ async fn run_cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
 }
 
 async fn run_group(cmd: GroupCommand) -> anyhow::Result<()> {
-    use crate::group::{render_description, GroupAdmin};
+    use crate::group::{GroupAdmin, render_description};
     let mut out = std::io::stdout();
     match cmd {
         GroupCommand::List(a) => {
@@ -504,12 +507,7 @@ async fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout();
     match cmd {
         TopicCommand::Create(a) => {
-            let topic = NewTopic {
-                name: a.name.clone(),
-                partitions: a.partitions,
-                replication_factor: a.replication_factor,
-                configs: a.configs,
-            };
+            let topic = NewTopic { name: a.name.clone(), partitions: a.partitions, replication_factor: a.replication_factor, configs: a.configs };
             let created = admin(&a.conn).await?.create_topic(&topic, a.validate_only).await?;
             let detail = describe_created(created.partitions, created.replication_factor);
             if a.validate_only {
@@ -535,12 +533,7 @@ async fn run_topic(cmd: TopicCommand) -> anyhow::Result<()> {
             writeln!(out, "deleted topic \"{}\"", a.name)?;
         }
         TopicCommand::Alter(a) => {
-            let ops: Vec<AlterOp> = a
-                .set
-                .into_iter()
-                .map(|(k, v)| AlterOp::Set(k, v))
-                .chain(a.delete.into_iter().map(AlterOp::Delete))
-                .collect();
+            let ops: Vec<AlterOp> = a.set.into_iter().map(|(k, v)| AlterOp::Set(k, v)).chain(a.delete.into_iter().map(AlterOp::Delete)).collect();
             if ops.is_empty() {
                 anyhow::bail!("nothing to alter: give --set KEY=VALUE or --delete KEY");
             }
@@ -623,10 +616,7 @@ fn render_description(d: &crate::admin::TopicDescription, configs: &[crate::admi
             ]
         })
         .collect();
-    s += &render_table(
-        &["partition", "leader", "epoch", "replicas", "isr", "log-start", "high-watermark"],
-        &rows,
-    );
+    s += &render_table(&["partition", "leader", "epoch", "replicas", "isr", "log-start", "high-watermark"], &rows);
     s.push('\n');
     let rows: Vec<Vec<String>> = configs
         .iter()
@@ -697,11 +687,7 @@ async fn run_produce(a: ProduceArgs) -> anyhow::Result<()> {
     };
     let producer = Producer::with_callback(client, config, callback);
     let topic = StrBytes::from_string(a.topic.clone());
-    let headers: Vec<(StrBytes, Option<Bytes>)> = a
-        .headers
-        .iter()
-        .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(Bytes::from(v.clone()))))
-        .collect();
+    let headers: Vec<(StrBytes, Option<Bytes>)> = a.headers.iter().map(|(k, v)| (StrBytes::from_string(k.clone()), Some(Bytes::from(v.clone())))).collect();
     let separator = a.key_separator.as_deref().map(str::as_bytes).filter(|s| !s.is_empty());
     let progress = (std::io::stderr().is_terminal() && !std::io::stdin().is_terminal()).then(|| progress_bar(None));
 
@@ -742,22 +728,12 @@ async fn run_produce(a: ProduceArgs) -> anyhow::Result<()> {
                     Some(i) => (Some(line.slice(..i)), line.slice(i + sep.len()..)),
                     None => {
                         let _ = producer.close().await;
-                        anyhow::bail!(
-                            "line {line_no} has no key separator \"{}\"",
-                            a.key_separator.as_deref().unwrap_or_default()
-                        );
+                        anyhow::bail!("line {line_no} has no key separator \"{}\"", a.key_separator.as_deref().unwrap_or_default());
                     }
                 },
                 None => (None, line),
             };
-            let record = ProducerRecord {
-                topic: topic.clone(),
-                partition: a.partition,
-                key,
-                value: Some(value),
-                headers: headers.clone(),
-                timestamp: None,
-            };
+            let record = ProducerRecord { topic: topic.clone(), partition: a.partition, key, value: Some(value), headers: headers.clone(), timestamp: None };
             producer.send_tracked(record, 0).await?;
             if let Some(pb) = &progress
                 && line_no.is_multiple_of(1024)
@@ -898,8 +874,7 @@ async fn run_consume(a: ConsumeArgs) -> anyhow::Result<()> {
     if a.max_messages == Some(0) {
         return Ok(());
     }
-    let progress = (std::io::stderr().is_terminal() && !std::io::stdout().is_terminal())
-        .then(|| progress_bar(a.max_messages));
+    let progress = (std::io::stderr().is_terminal() && !std::io::stdout().is_terminal()).then(|| progress_bar(a.max_messages));
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, std::io::stdout());
     let timeout = a.timeout_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
@@ -961,22 +936,16 @@ async fn run_consume(a: ConsumeArgs) -> anyhow::Result<()> {
 
 /// A closed stdout (`| head`) ends the command quietly; other write errors fail it.
 fn io_result(e: std::io::Error) -> anyhow::Result<()> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(anyhow::Error::new(e).context("cannot write to stdout"))
-    }
+    if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(anyhow::Error::new(e).context("cannot write to stdout")) }
 }
 
 /// Whether to produce idempotently: `flag`, or by default exactly when acks=all (the Java
 /// client's rule). Asking for idempotence with other acks is a usage error (exit 2).
 fn idempotence_with(flag: Option<bool>, acks: Acks) -> bool {
     match flag {
-        Some(true) if acks != Acks::All => clap::Error::raw(
-            clap::error::ErrorKind::ArgumentConflict,
-            format!("--idempotence true needs --acks all (got --acks {acks})\n"),
-        )
-        .exit(),
+        Some(true) if acks != Acks::All => {
+            clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("--idempotence true needs --acks all (got --acks {acks})\n")).exit()
+        }
         Some(on) => on,
         None => acks == Acks::All,
     }
@@ -1022,11 +991,7 @@ async fn run_bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     if report.produce_errors > 0 {
-        anyhow::bail!(
-            "{} records failed to produce; first error: {}",
-            report.produce_errors,
-            report.first_error.unwrap_or_default()
-        );
+        anyhow::bail!("{} records failed to produce; first error: {}", report.produce_errors, report.first_error.unwrap_or_default());
     }
     Ok(())
 }
@@ -1049,11 +1014,7 @@ mod tests {
 
     #[test]
     fn drain_plan_spreads_replicas_and_keeps_positions() {
-        let placement = vec![
-            ("t".to_string(), 0, vec![4, 1, 2]),
-            ("t".to_string(), 1, vec![1, 4, 3]),
-            ("u".to_string(), 0, vec![2, 3]),
-        ];
+        let placement = vec![("t".to_string(), 0, vec![4, 1, 2]), ("t".to_string(), 1, vec![1, 4, 3]), ("u".to_string(), 0, vec![2, 3])];
         let plan = drain_plan(&placement, &[1, 2, 3, 4], 4).expect("plan");
         assert_eq!(plan, vec![("t".to_string(), 0, vec![3, 1, 2]), ("t".to_string(), 1, vec![1, 2, 3])]);
         // nowhere to go: every other broker already holds the partition
@@ -1069,8 +1030,17 @@ mod tests {
     #[test]
     fn parses_topic_create() {
         let cmd = parse(&[
-            "topic", "create", "orders", "--partitions", "3", "--config", "retention.ms=1000", "--config",
-            "cleanup.policy=compact", "--bootstrap", "h:1",
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=1000",
+            "--config",
+            "cleanup.policy=compact",
+            "--bootstrap",
+            "h:1",
         ])
         .unwrap();
         let ClientCommand::Topic(TopicArgs { command: TopicCommand::Create(c) }) = cmd else { panic!("{cmd:?}") };
@@ -1114,14 +1084,7 @@ mod tests {
         let mut headers = IndexMap::new();
         headers.insert(StrBytes::from_static_str("a"), Some(Bytes::from_static(b"1")));
         headers.insert(StrBytes::from_static_str("b"), None);
-        let r = ConsumedRecord {
-            partition: 2,
-            offset: 7,
-            timestamp: 99,
-            key: Some(Bytes::from_static(b"k")),
-            value: None,
-            headers,
-        };
+        let r = ConsumedRecord { partition: 2, offset: 7, timestamp: 99, key: Some(Bytes::from_static(b"k")), value: None, headers };
         let mut out = Vec::new();
         f.write(&mut out, &r).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "2:7@99 k= [a=1,b] 100%\t.\n");

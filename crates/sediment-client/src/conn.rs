@@ -24,17 +24,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-    TopicName,
-};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, Message, Request, StrBytes, VersionRange};
-use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
@@ -165,10 +162,7 @@ impl Shared {
         let header_version = pending.api.response_header_version(pending.version);
         let result = match ResponseHeader::decode(&mut frame, header_version) {
             Ok(_) => Ok(frame),
-            Err(e) => Err(Error::protocol(
-                &self.addr,
-                format!("cannot decode {:?} response header: {e}", pending.api),
-            )),
+            Err(e) => Err(Error::protocol(&self.addr, format!("cannot decode {:?} response header: {e}", pending.api))),
         };
         let _ = pending.tx.send(result);
     }
@@ -253,26 +247,17 @@ impl Drop for Connection {
 impl Connection {
     /// Dials `addr`, starts the reader and writer tasks and negotiates API versions.
     pub async fn connect(addr: &str, config: &ConnConfig) -> Result<Arc<Connection>> {
-        let connect_err = |cause: std::io::Error| Error::Connect {
-            addr: addr.to_owned(),
-            cause: Arc::new(cause),
-        };
+        let connect_err = |cause: std::io::Error| Error::Connect { addr: addr.to_owned(), cause: Arc::new(cause) };
         let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| {
-                connect_err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))
-            })?
+            .map_err(|_| connect_err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(connect_err)?;
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
-        let shared = Arc::new(Shared {
-            addr: addr.to_owned(),
-            inner: Mutex::new(PendingMap { failed: None, entries: HashMap::new() }),
-        });
+        let shared = Arc::new(Shared { addr: addr.to_owned(), inner: Mutex::new(PendingMap { failed: None, entries: HashMap::new() }) });
         let (tx, rx) = mpsc::channel(config.write_queue.max(1));
         let writer = tokio::spawn(write_loop(wr, rx, shared.clone())).abort_handle();
-        let reader =
-            tokio::spawn(read_loop(rd, shared.clone(), config.max_frame_bytes)).abort_handle();
+        let reader = tokio::spawn(read_loop(rd, shared.clone(), config.max_frame_bytes)).abort_handle();
         let mut conn = Connection {
             addr: addr.to_owned(),
             config: config.clone(),
@@ -328,8 +313,8 @@ impl Connection {
             if code == ResponseError::UnsupportedVersion.code() {
                 // The broker answers an unsupported ApiVersions version in the
                 // v0 layout and lists the versions it does support.
-                let resp = ApiVersionsResponse::decode(&mut body.clone(), 0)
-                    .map_err(|e| Error::protocol(&self.addr, format!("cannot decode ApiVersions: {e}")))?;
+                let resp =
+                    ApiVersionsResponse::decode(&mut body.clone(), 0).map_err(|e| Error::protocol(&self.addr, format!("cannot decode ApiVersions: {e}")))?;
                 let theirs = VersionTable::from_response(&resp).broker_range(ApiKey::ApiVersions);
                 match theirs.and_then(|t| negotiate(ApiVersionsRequest::VERSIONS, t, None)) {
                     Some(v) if v != version => {
@@ -339,8 +324,8 @@ impl Connection {
                     _ => return Err(Error::Unsupported { addr: self.addr.clone(), api: ApiKey::ApiVersions }),
                 }
             }
-            let resp = ApiVersionsResponse::decode(&mut body.clone(), version)
-                .map_err(|e| Error::protocol(&self.addr, format!("cannot decode ApiVersions: {e}")))?;
+            let resp =
+                ApiVersionsResponse::decode(&mut body.clone(), version).map_err(|e| Error::protocol(&self.addr, format!("cannot decode ApiVersions: {e}")))?;
             if resp.error_code != 0 {
                 return Err(Error::broker(format!("ApiVersions to {} failed", self.addr), resp.error_code, None));
             }
@@ -356,12 +341,7 @@ impl Connection {
     }
 
     /// Sends `req` at `version` and waits up to `timeout` for the response.
-    pub async fn send_at<R: Request>(
-        &self,
-        req: &R,
-        version: i16,
-        timeout: Duration,
-    ) -> Result<R::Response> {
+    pub async fn send_at<R: Request>(&self, req: &R, version: i16, timeout: Duration) -> Result<R::Response> {
         let api = api_of::<R>()?;
         let body = self.roundtrip(api, version, req, timeout, true).await?;
         self.decode_response::<R>(api, version, body)
@@ -400,9 +380,7 @@ impl Connection {
         let Some(mut body) = body else {
             return Err(Error::protocol(&self.addr, "missing response"));
         };
-        R::Response::decode(&mut body, version).map_err(|e| {
-            Error::protocol(&self.addr, format!("cannot decode {api:?} v{version} response: {e}"))
-        })
+        R::Response::decode(&mut body, version).map_err(|e| Error::protocol(&self.addr, format!("cannot decode {api:?} v{version} response: {e}")))
     }
 
     /// Default request timeout of this connection.
@@ -410,14 +388,7 @@ impl Connection {
         self.config.request_timeout
     }
 
-    async fn roundtrip<R: Encodable>(
-        &self,
-        api: ApiKey,
-        version: i16,
-        req: &R,
-        timeout: Duration,
-        expect_response: bool,
-    ) -> Result<Option<Bytes>> {
+    async fn roundtrip<R: Encodable>(&self, api: ApiKey, version: i16, req: &R, timeout: Duration, expect_response: bool) -> Result<Option<Bytes>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = Frame::One(self.encode_frame(api, version, id, req)?);
         self.exchange(api, version, id, frame, timeout, expect_response, None).await
@@ -461,11 +432,7 @@ impl Connection {
         match tokio::time::timeout(timeout, rx).await {
             Err(_) => {
                 self.shared.lock().entries.remove(&id);
-                Err(Error::Timeout {
-                    addr: self.addr.clone(),
-                    api,
-                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                })
+                Err(Error::Timeout { addr: self.addr.clone(), api, timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) })
             }
             Ok(Err(_)) => Err(self.failure()),
             Ok(Ok(res)) => res.map(Some),
@@ -474,11 +441,7 @@ impl Connection {
 
     /// The error that closed the connection (or a generic "closed").
     fn failure(&self) -> Error {
-        self.shared
-            .lock()
-            .failed
-            .clone()
-            .unwrap_or_else(|| Error::Closed { addr: self.addr.clone() })
+        self.shared.lock().failed.clone().unwrap_or_else(|| Error::Closed { addr: self.addr.clone() })
     }
 
     fn encode_frame<R: Encodable>(&self, api: ApiKey, version: i16, id: i32, req: &R) -> Result<Bytes> {
@@ -488,16 +451,13 @@ impl Connection {
             .with_correlation_id(id)
             .with_client_id(Some(self.client_id.clone()));
         let header_version = api.request_header_version(version);
-        let encode_err =
-            |e: anyhow::Error| Error::Invalid(format!("cannot encode {api:?} v{version} request: {e}"));
-        let size = header.compute_size(header_version).map_err(encode_err)?
-            + req.compute_size(version).map_err(encode_err)?;
+        let encode_err = |e: anyhow::Error| Error::Invalid(format!("cannot encode {api:?} v{version} request: {e}"));
+        let size = header.compute_size(header_version).map_err(encode_err)? + req.compute_size(version).map_err(encode_err)?;
         let mut buf = BytesMut::with_capacity(4 + size);
         buf.put_i32(0);
         header.encode(&mut buf, header_version).map_err(encode_err)?;
         req.encode(&mut buf, version).map_err(encode_err)?;
-        let len = i32::try_from(buf.len() - 4)
-            .map_err(|_| Error::Invalid(format!("{api:?} request of {} bytes is too large", buf.len())))?;
+        let len = i32::try_from(buf.len() - 4).map_err(|_| Error::Invalid(format!("{api:?} request of {} bytes is too large", buf.len())))?;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         Ok(buf.freeze())
     }
@@ -509,8 +469,7 @@ impl Connection {
             .with_correlation_id(id)
             .with_client_id(Some(self.client_id.clone()));
         let header_version = api.request_header_version(version);
-        let encode_err =
-            |e: anyhow::Error| Error::Invalid(format!("cannot encode {api:?} v{version} request header: {e}"));
+        let encode_err = |e: anyhow::Error| Error::Invalid(format!("cannot encode {api:?} v{version} request header: {e}"));
         let mut buf = BytesMut::with_capacity(4 + header.compute_size(header_version).map_err(encode_err)?);
         buf.put_i32(0);
         header.encode(&mut buf, header_version).map_err(encode_err)?;
@@ -520,8 +479,7 @@ impl Connection {
     fn encode_parts_frame(&self, api: ApiKey, version: i16, id: i32, mut parts: Vec<Bytes>) -> Result<Frame> {
         let mut head = self.header_bytes(api, version, id)?;
         let total = head.len() - 4 + parts.iter().map(Bytes::len).sum::<usize>();
-        let len = i32::try_from(total)
-            .map_err(|_| Error::Invalid(format!("{api:?} request of {total} bytes is too large")))?;
+        let len = i32::try_from(total).map_err(|_| Error::Invalid(format!("{api:?} request of {total} bytes is too large")))?;
         head[..4].copy_from_slice(&len.to_be_bytes());
         parts.insert(0, head.freeze());
         Ok(Frame::Parts(parts))
@@ -596,21 +554,12 @@ async fn read_loop(mut rd: OwnedReadHalf, shared: Arc<Shared>, max_frame: usize)
 }
 
 /// Reads one size-prefixed frame, checking the size before allocating for it.
-async fn read_frame(
-    rd: &mut OwnedReadHalf,
-    buf: &mut BytesMut,
-    max_frame: usize,
-    addr: &str,
-) -> Result<Bytes> {
+async fn read_frame(rd: &mut OwnedReadHalf, buf: &mut BytesMut, max_frame: usize, addr: &str) -> Result<Bytes> {
     fill(rd, buf, 4, addr).await?;
     let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let size = usize::try_from(size)
-        .map_err(|_| Error::protocol(addr, format!("negative frame size {size}")))?;
+    let size = usize::try_from(size).map_err(|_| Error::protocol(addr, format!("negative frame size {size}")))?;
     if size > max_frame {
-        return Err(Error::protocol(
-            addr,
-            format!("frame of {size} bytes exceeds the {max_frame} byte limit"),
-        ));
+        return Err(Error::protocol(addr, format!("frame of {size} bytes exceeds the {max_frame} byte limit")));
     }
     fill(rd, buf, 4 + size, addr).await?;
     let mut frame = buf.split_to(4 + size).freeze();
@@ -674,9 +623,7 @@ impl TopicInfo {
     /// The partition with index `p`.
     pub fn partition(&self, p: i32) -> Option<&PartitionInfo> {
         let i = usize::try_from(p).ok()?;
-        self.partitions.get(i).filter(|info| info.partition == p).or_else(|| {
-            self.partitions.iter().find(|info| info.partition == p)
-        })
+        self.partitions.get(i).filter(|info| info.partition == p).or_else(|| self.partitions.iter().find(|info| info.partition == p))
     }
 
     /// Leader of partition `p`, if it has one.
@@ -695,11 +642,7 @@ struct ClusterState {
 
 /// Formats a broker endpoint as something `TcpStream::connect` accepts.
 fn endpoint(host: &str, port: i32) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    if host.contains(':') && !host.starts_with('[') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 /// A cluster-aware client: bootstrap connection, metadata cache, one
@@ -779,17 +722,11 @@ impl Client {
                 drop(nodes);
                 self.metadata(Some(&[])).await?;
                 nodes = self.nodes.lock().await;
-                self.read_state().brokers.get(&node).cloned().ok_or_else(|| {
-                    Error::Invalid(format!("broker {node} is not in the cluster metadata"))
-                })?
+                self.read_state().brokers.get(&node).cloned().ok_or_else(|| Error::Invalid(format!("broker {node} is not in the cluster metadata")))?
             }
         };
         // Reuse the bootstrap connection when the broker is the one we dialled.
-        let conn = if addr == self.bootstrap {
-            self.bootstrap_connection().await?
-        } else {
-            Connection::connect(&addr, &self.config).await?
-        };
+        let conn = if addr == self.bootstrap { self.bootstrap_connection().await? } else { Connection::connect(&addr, &self.config).await? };
         nodes.insert(node, conn.clone());
         Ok(conn)
     }
@@ -820,14 +757,9 @@ impl Client {
     /// only), updates the broker list and topic cache, and returns the response.
     pub async fn metadata(&self, topics: Option<&[String]>) -> Result<MetadataResponse> {
         let req = MetadataRequest::default()
-            .with_topics(topics.map(|ts| {
-                ts.iter()
-                    .map(|t| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
-                    })
-                    .collect()
-            }))
+            .with_topics(
+                topics.map(|ts| ts.iter().map(|t| MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(t.clone()))))).collect()),
+            )
             .with_allow_auto_topic_creation(false);
         let conn = self.bootstrap_connection().await?;
         let resp = conn.send(&req).await?;
@@ -838,11 +770,7 @@ impl Client {
     fn apply_metadata(&self, resp: &MetadataResponse) {
         let mut state = self.write_state();
         if !resp.brokers.is_empty() {
-            state.brokers = resp
-                .brokers
-                .iter()
-                .map(|b| (b.node_id.0, endpoint(&b.host, b.port)))
-                .collect();
+            state.brokers = resp.brokers.iter().map(|b| (b.node_id.0, endpoint(&b.host, b.port))).collect();
         }
         state.controller = resp.controller_id.0;
         state.cluster_id = resp.cluster_id.as_ref().map(|c| c.to_string());
@@ -878,8 +806,7 @@ impl Client {
         loop {
             attempt += 1;
             let resp = self.metadata(Some(&[topic.to_owned()])).await?;
-            let Some(t) = resp.topics.iter().find(|t| t.name.as_deref().map(|n| &**n) == Some(topic))
-            else {
+            let Some(t) = resp.topics.iter().find(|t| t.name.as_deref().map(|n| &**n) == Some(topic)) else {
                 return Err(Error::UnknownTopic(topic.to_owned()));
             };
             if t.error_code == 0 {
@@ -933,12 +860,7 @@ fn topic_info(t: &kafka_protocol::messages::metadata_response::MetadataResponseT
         })
         .collect();
     partitions.sort_by_key(|p| p.partition);
-    TopicInfo {
-        name: t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
-        id: t.topic_id,
-        internal: t.is_internal,
-        partitions,
-    }
+    TopicInfo { name: t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(), id: t.topic_id, internal: t.is_internal, partitions }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
@@ -22,7 +23,6 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
-use kafka_protocol::ResponseError;
 
 use crate::conn::{Client, TopicInfo};
 use crate::error::{Error, Result};
@@ -92,12 +92,7 @@ pub struct ConsumedRecord {
 /// Offsets of a set of partitions for `timestamp` (`EARLIEST_TIMESTAMP`,
 /// `LATEST_TIMESTAMP` or a time in ms), asking each partition's leader.
 /// Partitions for which the broker found no offset map to -1.
-pub async fn list_offsets(
-    client: &Client,
-    topic: &str,
-    partitions: &[i32],
-    timestamp: i64,
-) -> Result<BTreeMap<i32, i64>> {
+pub async fn list_offsets(client: &Client, topic: &str, partitions: &[i32], timestamp: i64) -> Result<BTreeMap<i32, i64>> {
     let mut out = BTreeMap::new();
     let mut todo: Vec<i32> = partitions.to_vec();
     let mut last_err: Option<Error> = None;
@@ -120,11 +115,7 @@ pub async fn list_offsets(
         let mut retry = Vec::new();
         for (leader, parts) in by_leader {
             if leader < 0 {
-                last_err = Some(Error::broker(
-                    format!("cannot list offsets of topic \"{topic}\""),
-                    ResponseError::LeaderNotAvailable.code(),
-                    None,
-                ));
+                last_err = Some(Error::broker(format!("cannot list offsets of topic \"{topic}\""), ResponseError::LeaderNotAvailable.code(), None));
                 retry.extend(parts);
                 continue;
             }
@@ -158,43 +149,21 @@ pub async fn list_offsets(
     }
 }
 
-async fn list_offsets_at(
-    client: &Client,
-    leader: i32,
-    topic: &str,
-    partitions: &[i32],
-    timestamp: i64,
-) -> Result<Vec<(i32, Result<i64>)>> {
+async fn list_offsets_at(client: &Client, leader: i32, topic: &str, partitions: &[i32], timestamp: i64) -> Result<Vec<(i32, Result<i64>)>> {
     let conn = client.node_connection(leader).await?;
     let timeout_ms = i32::try_from(conn.request_timeout().as_millis()).unwrap_or(i32::MAX);
-    let req = ListOffsetsRequest::default()
-        .with_replica_id((-1).into())
-        .with_isolation_level(0)
-        .with_timeout_ms(timeout_ms)
-        .with_topics(vec![ListOffsetsTopic::default()
+    let req = ListOffsetsRequest::default().with_replica_id((-1).into()).with_isolation_level(0).with_timeout_ms(timeout_ms).with_topics(vec![
+        ListOffsetsTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|&p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(timestamp))
-                    .collect(),
-            )]);
+            .with_partitions(partitions.iter().map(|&p| ListOffsetsPartition::default().with_partition_index(p).with_timestamp(timestamp)).collect()),
+    ]);
     let resp = conn.send(&req).await?;
     let mut out = Vec::with_capacity(partitions.len());
     for &p in partitions {
-        let found = resp
-            .topics
-            .iter()
-            .filter(|t| &**t.name == topic)
-            .flat_map(|t| t.partitions.iter())
-            .find(|r| r.partition_index == p);
+        let found = resp.topics.iter().filter(|t| &**t.name == topic).flat_map(|t| t.partitions.iter()).find(|r| r.partition_index == p);
         let r = match found {
             None => Err(Error::protocol(conn.addr(), format!("ListOffsets response lacks partition {p}"))),
-            Some(r) if r.error_code != 0 => Err(Error::broker(
-                format!("cannot list offsets of topic \"{topic}\" partition {p}"),
-                r.error_code,
-                None,
-            )),
+            Some(r) if r.error_code != 0 => Err(Error::broker(format!("cannot list offsets of topic \"{topic}\" partition {p}"), r.error_code, None)),
             Some(r) => Ok(r.offset),
         };
         out.push((p, r));
@@ -230,22 +199,13 @@ pub struct Consumer {
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("topic", &self.topic)
-            .field("positions", &self.positions)
-            .finish_non_exhaustive()
+        f.debug_struct("Consumer").field("topic", &self.topic).field("positions", &self.positions).finish_non_exhaustive()
     }
 }
 
 impl Consumer {
     /// A consumer of `partitions` of `topic` (all partitions if `None`), starting at `start`.
-    pub async fn new(
-        client: Arc<Client>,
-        topic: &str,
-        partitions: Option<&[i32]>,
-        start: StartOffset,
-        config: ConsumerConfig,
-    ) -> Result<Consumer> {
+    pub async fn new(client: Arc<Client>, topic: &str, partitions: Option<&[i32]>, start: StartOffset, config: ConsumerConfig) -> Result<Consumer> {
         let info = client.refresh_topic(topic).await?;
         let parts: Vec<i32> = match partitions {
             Some(ps) => {
@@ -285,15 +245,7 @@ impl Consumer {
                 max_bytes: config.partition_max_bytes.max(1),
             })
             .collect();
-        Ok(Consumer {
-            client,
-            topic: topic.to_owned(),
-            topic_bytes: StrBytes::from_string(topic.to_owned()),
-            info,
-            config,
-            positions,
-            stale_metadata: false,
-        })
+        Ok(Consumer { client, topic: topic.to_owned(), topic_bytes: StrBytes::from_string(topic.to_owned()), info, config, positions, stale_metadata: false })
     }
 
     /// Topic being read.
@@ -428,10 +380,7 @@ impl Consumer {
             .iter()
             .map(|&i| {
                 let pos = &self.positions[i];
-                FetchPartition::default()
-                    .with_partition(pos.partition)
-                    .with_fetch_offset(pos.offset)
-                    .with_partition_max_bytes(pos.max_bytes)
+                FetchPartition::default().with_partition(pos.partition).with_fetch_offset(pos.offset).with_partition_max_bytes(pos.max_bytes)
             })
             .collect();
         let max_wait_ms = i32::try_from(self.config.max_wait.as_millis()).unwrap_or(i32::MAX);
@@ -443,10 +392,7 @@ impl Consumer {
             .with_isolation_level(self.config.isolation_level)
             .with_session_id(0)
             .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(self.topic_bytes.clone()))
-                .with_topic_id(self.info.id)
-                .with_partitions(partitions)])
+            .with_topics(vec![FetchTopic::default().with_topic(TopicName(self.topic_bytes.clone())).with_topic_id(self.info.id).with_partitions(partitions)])
     }
 
     fn apply_partition(&mut self, i: usize, pd: PartitionData, out: &mut Vec<ConsumedRecord>) -> Result<()> {
@@ -459,11 +405,7 @@ impl Consumer {
                     pos.offset, pos.partition, self.topic, pos.log_start_offset, pos.high_watermark
                 )));
             }
-            let e = Error::broker(
-                format!("cannot fetch topic \"{}\" partition {}", self.topic, pos.partition),
-                pd.error_code,
-                None,
-            );
+            let e = Error::broker(format!("cannot fetch topic \"{}\" partition {}", self.topic, pos.partition), pd.error_code, None);
             if e.is_retriable() {
                 self.stale_metadata = true;
                 return Ok(());
@@ -481,12 +423,7 @@ impl Consumer {
             return Ok(());
         }
         let (next, complete_batches) = decode_batches(records, pos.partition, pos.offset, out)
-            .map_err(|detail| {
-                Error::Invalid(format!(
-                    "cannot decode records of topic \"{}\" partition {}: {detail}",
-                    self.topic, pos.partition
-                ))
-            })?;
+            .map_err(|detail| Error::Invalid(format!("cannot decode records of topic \"{}\" partition {}: {detail}", self.topic, pos.partition)))?;
         if complete_batches == 0 {
             // The first batch did not fit the fetch size: ask for more next time.
             if pos.max_bytes >= self.config.max_bytes {
@@ -505,12 +442,7 @@ impl Consumer {
 /// Decodes the complete record batches in `records`, appending the records at
 /// or after `position` to `out`. Returns the offset after the last complete
 /// batch (at least `position`) and the number of complete batches seen.
-pub fn decode_batches(
-    mut records: Bytes,
-    partition: i32,
-    position: i64,
-    out: &mut Vec<ConsumedRecord>,
-) -> std::result::Result<(i64, usize), String> {
+pub fn decode_batches(mut records: Bytes, partition: i32, position: i64, out: &mut Vec<ConsumedRecord>) -> std::result::Result<(i64, usize), String> {
     let mut next = position;
     let mut complete = 0usize;
     while records.len() >= 12 {
@@ -540,14 +472,7 @@ pub fn decode_batches(
                 if r.offset < next || r.control {
                     continue;
                 }
-                out.push(ConsumedRecord {
-                    partition,
-                    offset: r.offset,
-                    timestamp: r.timestamp,
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers,
-                });
+                out.push(ConsumedRecord { partition, offset: r.offset, timestamp: r.timestamp, key: r.key, value: r.value, headers: r.headers });
             }
         }
         next = next.max(batch_next);
@@ -558,7 +483,7 @@ pub fn decode_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::producer::{encode_batch, Codec};
+    use crate::producer::{Codec, encode_batch};
     use bytes::BytesMut;
     use kafka_protocol::records::{Record, TimestampType};
 

@@ -108,9 +108,7 @@ impl Error {
     /// failures, timeouts and the error codes Kafka marks retriable.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Connect { .. } | Error::Io { .. } | Error::Closed { .. } | Error::Timeout { .. } => {
-                true
-            }
+            Error::Connect { .. } | Error::Io { .. } | Error::Closed { .. } | Error::Timeout { .. } => true,
             Error::Broker { code, .. } => code.is_retriable(),
             _ => false,
         }
@@ -206,10 +204,7 @@ mod tests {
 
     #[test]
     fn io_errors_read_as_one_lowercase_line() {
-        let e = Error::Connect {
-            addr: "127.0.0.1:1".into(),
-            cause: Arc::new(std::io::Error::from_raw_os_error(111)),
-        };
+        let e = Error::Connect { addr: "127.0.0.1:1".into(), cause: Arc::new(std::io::Error::from_raw_os_error(111)) };
         assert_eq!(e.to_string(), "cannot connect to broker at 127.0.0.1:1: connection refused");
         assert!(std::error::Error::source(&e).is_none(), "no duplicate cause in anyhow chains");
     }
@@ -225,10 +220,7 @@ mod tests {
     #[test]
     fn broker_error_message_is_one_lowercase_line() {
         let e = Error::broker("cannot create topic \"x\"", 37, Some("number of partitions must be positive"));
-        assert_eq!(
-            e.to_string(),
-            "cannot create topic \"x\": INVALID_PARTITIONS (error code 37): number of partitions must be positive"
-        );
+        assert_eq!(e.to_string(), "cannot create topic \"x\": INVALID_PARTITIONS (error code 37): number of partitions must be positive");
         let e = Error::broker("cannot delete topic \"y\"", 3, Some(""));
         assert_eq!(e.to_string(), "cannot delete topic \"y\": UNKNOWN_TOPIC_OR_PARTITION (error code 3)");
         assert!(e.is_retriable());

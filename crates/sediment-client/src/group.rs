@@ -9,15 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
-use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetFetchRequest,
-};
-use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::{ConsumerProtocolAssignment, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetFetchRequest};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use crate::conn::{Client, Connection};
-use crate::consumer::{list_offsets, LATEST_TIMESTAMP};
+use crate::consumer::{LATEST_TIMESTAMP, list_offsets};
 use crate::error::{Error, Result};
 
 /// A group in a listing.
@@ -327,8 +325,8 @@ fn table<const N: usize>(s: &mut String, header: [&str; N], rows: &[[String; N]]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
     use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
     use kafka_protocol::protocol::Encodable;
 
     #[test]

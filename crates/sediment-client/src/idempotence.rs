@@ -21,9 +21,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::InitProducerIdRequest;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 
 use crate::conn::Client;
@@ -63,12 +63,7 @@ pub(crate) const WINDOW: usize = 5;
 
 impl Idempotence {
     pub(crate) fn new() -> Idempotence {
-        Idempotence {
-            state: Mutex::new(State::default()),
-            init: tokio::sync::Mutex::new(()),
-            transaction_timeout_ms: 60_000,
-            resolved: Notify::new(),
-        }
+        Idempotence { state: Mutex::new(State::default()), init: tokio::sync::Mutex::new(()), transaction_timeout_ms: 60_000, resolved: Notify::new() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -154,10 +149,7 @@ impl Idempotence {
             return false;
         }
         // The window starts at the oldest unresolved batch.
-        s.window
-            .get(&(topic.clone(), partition))
-            .and_then(|w| w.front())
-            .is_some_and(|(first, _)| *first != seq.base_sequence)
+        s.window.get(&(topic.clone(), partition)).and_then(|w| w.front()).is_some_and(|(first, _)| *first != seq.base_sequence)
     }
 
     /// A batch was acknowledged (`ok`) or failed for good.

@@ -27,26 +27,25 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::{ApiKey, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, Record,
-    RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use kafka_protocol::ResponseError;
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::conn::{Client, TopicInfo, Turn};
-use crate::idempotence::{self, Idempotence, Sequenced};
 use crate::error::{Error, Result};
+use crate::idempotence::{self, Idempotence, Sequenced};
 use crate::partitioner::{Keyless, Partitioner};
 
 /// Size of a record batch v2 header.
@@ -212,14 +211,7 @@ pub struct ProducerRecord {
 impl ProducerRecord {
     /// A record with only a topic and a value.
     pub fn new(topic: impl Into<StrBytes>, value: impl Into<Bytes>) -> Self {
-        ProducerRecord {
-            topic: topic.into(),
-            partition: None,
-            key: None,
-            value: Some(value.into()),
-            headers: Vec::new(),
-            timestamp: None,
-        }
+        ProducerRecord { topic: topic.into(), partition: None, key: None, value: Some(value.into()), headers: Vec::new(), timestamp: None }
     }
 
     /// Sets the key.
@@ -244,11 +236,7 @@ impl ProducerRecord {
         RECORD_OVERHEAD_BYTES
             + self.key.as_ref().map_or(0, Bytes::len)
             + self.value.as_ref().map_or(0, Bytes::len)
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len) + 10)
-                .sum::<usize>()
+            + self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len) + 10).sum::<usize>()
     }
 }
 
@@ -403,12 +391,7 @@ fn complete(shared: &Shared, batch: Batch, result: Result<i64>) {
 
 fn complete_with(callback: Option<&BatchCallback>, outstanding: &Outstanding, batch: Batch, result: Result<i64>) {
     if let Some(cb) = callback {
-        cb(&BatchDelivery {
-            topic: &batch.topic,
-            partition: batch.partition,
-            result: result.as_ref().map(|o| *o),
-            tokens: &batch.tokens,
-        });
+        cb(&BatchDelivery { topic: &batch.topic, partition: batch.partition, result: result.as_ref().map(|o| *o), tokens: &batch.tokens });
     }
     for (i, w) in batch.waiters {
         let r = match &result {
@@ -482,20 +465,14 @@ impl Producer {
     /// Waits while the producer's queue is full.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Record(record, Completion::Waiter(tx)))
-            .await
-            .map_err(|_| Error::ProducerClosed)?;
+        self.tx.send(Command::Record(record, Completion::Waiter(tx))).await.map_err(|_| Error::ProducerClosed)?;
         Ok(DeliveryFuture(rx))
     }
 
     /// Queues `record`; its delivery is reported to the batch callback with
     /// `token`. Allocates nothing per record.
     pub async fn send_tracked(&self, record: ProducerRecord, token: u64) -> Result<()> {
-        self.tx
-            .send(Command::Record(record, Completion::Token(token)))
-            .await
-            .map_err(|_| Error::ProducerClosed)
+        self.tx.send(Command::Record(record, Completion::Token(token))).await.map_err(|_| Error::ProducerClosed)
     }
 
     /// Sends everything buffered and waits until every record queued before
@@ -509,9 +486,7 @@ impl Producer {
     /// Flushes and stops the producer.
     pub async fn close(self) -> Result<()> {
         drop(self.tx);
-        self.task
-            .await
-            .map_err(|e| Error::Invalid(format!("producer task failed: {e}")))
+        self.task.await.map_err(|e| Error::Invalid(format!("producer task failed: {e}")))
     }
 }
 
@@ -570,10 +545,7 @@ struct Accumulator {
 }
 
 fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 impl Accumulator {
@@ -630,12 +602,7 @@ impl Accumulator {
                     let parts = (0..info.partitions.len()).map(|_| PartBuf::default()).collect();
                     self.topics.insert(
                         rec.topic.clone(),
-                        TopicAcc {
-                            name: rec.topic.clone(),
-                            info,
-                            parts,
-                            partitioner: Partitioner::new(self.shared.config.keyless, start),
-                        },
+                        TopicAcc { name: rec.topic.clone(), info, parts, partitioner: Partitioner::new(self.shared.config.keyless, start) },
                     );
                 }
                 Ok(_) => {
@@ -655,9 +622,7 @@ impl Accumulator {
         }
         let size = rec.estimated_size();
         // `0 <= p < n`, and `parts` has `n` entries.
-        let fits = |acc: &TopicAcc, p: i32| {
-            acc.parts.get(p as usize).is_some_and(|b| b.records.is_empty() || b.bytes + size <= config.batch_size)
-        };
+        let fits = |acc: &TopicAcc, p: i32| acc.parts.get(p as usize).is_some_and(|b| b.records.is_empty() || b.bytes + size <= config.batch_size);
         if !fits(acc, p) {
             acc.seal(p as usize, &mut self.ready, &self.shared.outstanding);
             if rec.partition.is_none() && rec.key.is_none() {
@@ -763,12 +728,7 @@ impl Accumulator {
         }
         let mut ready = std::mem::take(&mut self.ready);
         for batch in ready.drain(..) {
-            let leader = self
-                .shared
-                .client
-                .cached_topic(&batch.topic)
-                .and_then(|t| t.leader(batch.partition))
-                .unwrap_or(-1);
+            let leader = self.shared.client.cached_topic(&batch.topic).and_then(|t| t.leader(batch.partition)).unwrap_or(-1);
             let shared = &self.shared;
             // An idempotent producer gives sequences and orders its requests in one sender, so
             // that a partition's batches cannot overtake each other when its leader changes.
@@ -901,12 +861,7 @@ fn hold(held: &mut Vec<Batch>, b: Batch, batch_size: usize) {
 }
 
 /// Encodes `records` as one record batch v2 into `buf` (cleared first).
-pub(crate) fn encode_batch_into(
-    records: &mut [Record],
-    codec: Codec,
-    sequenced: Option<Sequenced>,
-    mut buf: BytesMut,
-) -> Result<Bytes> {
+pub(crate) fn encode_batch_into(records: &mut [Record], codec: Codec, sequenced: Option<Sequenced>, mut buf: BytesMut) -> Result<Bytes> {
     buf.clear();
     for (i, r) in records.iter_mut().enumerate() {
         let i = i32::try_from(i).map_err(|_| Error::Invalid("too many records in one batch".into()))?;
@@ -939,10 +894,7 @@ pub(crate) fn encode_batch_into(
 /// times slower.) Kafka's reader requires independent blocks.
 fn lz4_fast(records: &mut BytesMut, out: &mut BytesMut, _: Compression) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut encoder = lz4::EncoderBuilder::new()
-        .level(0)
-        .block_mode(lz4::BlockMode::Independent)
-        .build(out.writer())?;
+    let mut encoder = lz4::EncoderBuilder::new().level(0).block_mode(lz4::BlockMode::Independent).build(out.writer())?;
     encoder.write_all(records)?;
     let (_, result) = encoder.finish();
     result?;
@@ -999,12 +951,7 @@ impl Parts {
 /// Encodes a Produce request body (no transactional id) as buffers to write
 /// in order; the record batches are referenced, not copied. Byte-for-byte the
 /// same as `ProduceRequest::encode` (see the tests).
-pub(crate) fn encode_produce_body(
-    version: i16,
-    acks: i16,
-    timeout_ms: i32,
-    topics: &[ProduceTopic<'_>],
-) -> Result<Vec<Bytes>> {
+pub(crate) fn encode_produce_body(version: i16, acks: i16, timeout_ms: i32, topics: &[ProduceTopic<'_>]) -> Result<Vec<Bytes>> {
     if !(3..=13).contains(&version) {
         return Err(Error::Invalid(format!("cannot encode Produce v{version}")));
     }
@@ -1026,8 +973,7 @@ pub(crate) fn encode_produce_body(
             w.len_prefix(t.name.len(), true, "topic name")?;
             w.cur.put_slice(t.name.as_bytes());
         } else {
-            let n = i16::try_from(t.name.len())
-                .map_err(|_| Error::Invalid(format!("topic name too long ({})", t.name.len())))?;
+            let n = i16::try_from(t.name.len()).map_err(|_| Error::Invalid(format!("topic name too long ({})", t.name.len())))?;
             w.cur.put_i16(n);
             w.cur.put_slice(t.name.as_bytes());
         }
@@ -1132,8 +1078,7 @@ async fn send_batches(shared: &Shared, batches: Vec<Batch>, mut turn: Option<Tur
                 Ok(_) => {}
                 // The topic is gone: retrying cannot succeed.
                 Err(e @ Error::UnknownTopic(_)) => {
-                    let (gone, rest): (Vec<Encoded>, Vec<Encoded>) =
-                        pending.drain(..).partition(|p| p.batch.topic == topic);
+                    let (gone, rest): (Vec<Encoded>, Vec<Encoded>) = pending.drain(..).partition(|p| p.batch.topic == topic);
                     pending = rest;
                     for g in gone {
                         complete(shared, g.batch, Err(e.clone()));
@@ -1155,11 +1100,7 @@ async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>, turn:
         group
     };
     if leader < 0 {
-        let err = Error::broker(
-            "cannot produce: partition has no leader",
-            ResponseError::LeaderNotAvailable.code(),
-            None,
-        );
+        let err = Error::broker("cannot produce: partition has no leader", ResponseError::LeaderNotAvailable.code(), None);
         return retry_all(group, err);
     }
     let conn = match shared.client.node_connection(leader).await {
@@ -1191,11 +1132,9 @@ async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>, turn:
             let part = (e.batch.partition, &e.records);
             match topics.iter_mut().find(|t| *t.name == e.batch.topic) {
                 Some(t) => t.partitions.push(part),
-                None => topics.push(ProduceTopic {
-                    name: &e.batch.topic,
-                    id: topic_ids.get(&e.batch.topic).copied().unwrap_or_default(),
-                    partitions: vec![part],
-                }),
+                None => {
+                    topics.push(ProduceTopic { name: &e.batch.topic, id: topic_ids.get(&e.batch.topic).copied().unwrap_or_default(), partitions: vec![part] })
+                }
             }
         }
         encode_produce_body(version, config.acks.as_i16(), timeout_ms, &topics)
@@ -1211,10 +1150,7 @@ async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>, turn:
     };
 
     if config.acks == Acks::None {
-        let result = conn
-            .send_body_parts::<ProduceRequest>(version, body, conn.request_timeout(), false, turn)
-            .await
-            .map(|_| -1);
+        let result = conn.send_body_parts::<ProduceRequest>(version, body, conn.request_timeout(), false, turn).await.map(|_| -1);
         for e in group {
             complete(shared, e.batch, result.clone());
         }
@@ -1256,13 +1192,7 @@ async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>, turn:
             .flat_map(|t| t.partition_responses.iter())
             .find(|p| p.index == e.batch.partition);
         let Some(part) = part else {
-            let err = Error::protocol(
-                conn.addr(),
-                format!(
-                    "Produce response has no result for topic \"{}\" partition {}",
-                    &*e.batch.topic, e.batch.partition
-                ),
-            );
+            let err = Error::protocol(conn.addr(), format!("Produce response has no result for topic \"{}\" partition {}", &*e.batch.topic, e.batch.partition));
             complete(shared, e.batch, Err(err));
             continue;
         };
@@ -1276,19 +1206,10 @@ async fn send_group(shared: &Shared, leader: i32, mut group: Vec<Encoded>, turn:
         }
         let mut message = part.error_message.as_ref().map(|m| m.to_string());
         if message.is_none() {
-            message = part
-                .record_errors
-                .first()
-                .and_then(|r| r.batch_index_error_message.as_ref().map(|m| m.to_string()));
+            message = part.record_errors.first().and_then(|r| r.batch_index_error_message.as_ref().map(|m| m.to_string()));
         }
-        let err = Error::broker(
-            format!(
-                "cannot produce to topic \"{}\" partition {}",
-                &*e.batch.topic, e.batch.partition
-            ),
-            part.error_code,
-            message.as_deref(),
-        );
+        let err =
+            Error::broker(format!("cannot produce to topic \"{}\" partition {}", &*e.batch.topic, e.batch.partition), part.error_code, message.as_deref());
         // Out of order behind a batch of the same partition that had not landed when this one
         // was sent (a retry still on its way): retrying this one after it keeps the order.
         let behind_unresolved = e.behind && idempotence::is_out_of_order(part.error_code);
@@ -1327,8 +1248,8 @@ mod tests {
 
     #[test]
     fn produce_body_matches_kafka_protocol_encoding() {
-        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
         use kafka_protocol::messages::TopicName;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
         use kafka_protocol::protocol::Encodable;
         let b1 = Bytes::from(vec![7u8; 300]);
         let b2 = Bytes::from_static(b"tiny");
@@ -1348,15 +1269,9 @@ mod tests {
                 topics
                     .iter()
                     .map(|t| {
-                        TopicProduceData::default()
-                            .with_name(TopicName(t.name.clone()))
-                            .with_topic_id(t.id)
-                            .with_partition_data(
-                                t.partitions
-                                    .iter()
-                                    .map(|(i, r)| PartitionProduceData::default().with_index(*i).with_records(Some((*r).clone())))
-                                    .collect(),
-                            )
+                        TopicProduceData::default().with_name(TopicName(t.name.clone())).with_topic_id(t.id).with_partition_data(
+                            t.partitions.iter().map(|(i, r)| PartitionProduceData::default().with_index(*i).with_records(Some((*r).clone()))).collect(),
+                        )
                     })
                     .collect(),
             );

@@ -14,11 +14,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sediment_client::Client;
 use sediment_client::admin::{Admin, ConfigSource};
 use sediment_client::consumer::{Consumer, ConsumerConfig, StartOffset};
 use sediment_client::partitioner::key_partition;
 use sediment_client::producer::{Producer, ProducerConfig, ProducerRecord};
-use sediment_client::Client;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -26,17 +26,11 @@ fn sediment_bin() -> PathBuf {
     let path = match std::env::var_os("SEDIMENT_BIN") {
         Some(p) => PathBuf::from(p),
         None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
             target.join("debug/sediment")
         }
     };
-    assert!(
-        path.is_file(),
-        "sediment binary not found at {}: run `cargo build -p sediment` first or set SEDIMENT_BIN",
-        path.display()
-    );
+    assert!(path.is_file(), "sediment binary not found at {}: run `cargo build -p sediment` first or set SEDIMENT_BIN", path.display());
     path
 }
 
@@ -110,15 +104,8 @@ impl Broker {
             pipe.write_all(&input).await.unwrap();
             drop(pipe);
         }
-        let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-            .await
-            .expect("cli timed out")
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output()).await.expect("cli timed out").unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     async fn cli_ok(&self, args: &[&str], stdin: Option<Vec<u8>>) -> String {
@@ -137,9 +124,7 @@ async fn topic_produce_consume_configs_delete() {
     let (code, _, _) = broker.cli(&["produce"], None).await;
     assert_eq!(code, 2);
 
-    let out = broker
-        .cli_ok(&["topic", "create", "e2e", "--partitions", "3", "--config", "retention.ms=3600000"], None)
-        .await;
+    let out = broker.cli_ok(&["topic", "create", "e2e", "--partitions", "3", "--config", "retention.ms=3600000"], None).await;
     assert!(out.contains("created topic \"e2e\""), "{out}");
     let (code, _, err) = broker.cli(&["topic", "create", "e2e", "--partitions", "3"], None).await;
     assert_eq!((code, err.trim()), (1, "error: topic \"e2e\" already exists"));
@@ -148,22 +133,15 @@ async fn topic_produce_consume_configs_delete() {
 
     // CLI produce: keys before ':', two headers on every record.
     let input: String = (0..N).map(|i| format!("key-{}:value-{i}\n", i % 101)).collect();
-    let (code, _, err) = broker
-        .cli(
-            &["produce", "--topic", "e2e", "--key-separator", ":", "--header", "src=cli", "--header", "run=1"],
-            Some(input.into_bytes()),
-        )
-        .await;
+    let (code, _, err) =
+        broker.cli(&["produce", "--topic", "e2e", "--key-separator", ":", "--header", "src=cli", "--header", "run=1"], Some(input.into_bytes())).await;
     assert_eq!(code, 0, "produce failed: {err}\n{}", broker.log());
     assert!(err.contains(&format!("produced {N} records")), "{err}");
 
     // CLI consume everything back.
     let out = broker
         .cli_ok(
-            &[
-                "consume", "--topic", "e2e", "--from-beginning", "--max-messages", &N.to_string(), "--timeout-ms",
-                "15000", "--format", "%p|%o|%k|%v|%h",
-            ],
+            &["consume", "--topic", "e2e", "--from-beginning", "--max-messages", &N.to_string(), "--timeout-ms", "15000", "--format", "%p|%o|%k|%v|%h"],
             None,
         )
         .await;
@@ -207,8 +185,7 @@ async fn topic_produce_consume_configs_delete() {
         assert_eq!(d.partition, key_partition(format!("k{i}").as_bytes(), 3));
         sent.insert((d.partition, d.offset), i);
     }
-    let mut consumer =
-        Consumer::new(client.clone(), "e2e", None, StartOffset::Earliest, ConsumerConfig::default()).await.unwrap();
+    let mut consumer = Consumer::new(client.clone(), "e2e", None, StartOffset::Earliest, ConsumerConfig::default()).await.unwrap();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.len() < 2 * N {
@@ -236,9 +213,8 @@ async fn topic_produce_consume_configs_delete() {
     let d = admin.describe_topic("e2e").await.unwrap();
     assert_eq!(d.partitions.iter().filter_map(|p| p.high_watermark).sum::<i64>(), 2 * N as i64);
     let configs = admin.describe_configs("e2e").await.unwrap();
-    let get = |cs: &[sediment_client::admin::ConfigEntry], k: &str| {
-        cs.iter().find(|c| c.name == k).cloned().unwrap_or_else(|| panic!("no config {k} in {cs:?}"))
-    };
+    let get =
+        |cs: &[sediment_client::admin::ConfigEntry], k: &str| cs.iter().find(|c| c.name == k).cloned().unwrap_or_else(|| panic!("no config {k} in {cs:?}"));
     let retention = get(&configs, "retention.ms");
     assert_eq!(retention.value.as_deref(), Some("3600000"));
     assert_eq!(retention.source, ConfigSource::DynamicTopic);
@@ -268,15 +244,7 @@ async fn topic_produce_consume_configs_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_reports_json() {
     let broker = Broker::start().await;
-    let out = broker
-        .cli_ok(
-            &[
-                "bench", "--topic", "b", "--partitions", "2", "--duration", "1", "--record-size", "200", "--rate",
-                "5000", "--json",
-            ],
-            None,
-        )
-        .await;
+    let out = broker.cli_ok(&["bench", "--topic", "b", "--partitions", "2", "--duration", "1", "--record-size", "200", "--rate", "5000", "--json"], None).await;
     let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     let produced = j["produced_records"].as_u64().unwrap();
     assert!((3_000..=6_000).contains(&produced), "{j}");

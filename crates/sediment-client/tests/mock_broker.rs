@@ -49,12 +49,7 @@ async fn negotiates_highest_common_versions() {
 async fn admin_round_trip() {
     let broker = MockBroker::start(Caps::default()).await;
     let admin = Admin::new(Client::connect(&broker.addr).await.unwrap());
-    let topic = NewTopic {
-        name: "orders".into(),
-        partitions: 3,
-        replication_factor: -1,
-        configs: vec![("retention.ms".into(), "1000".into())],
-    };
+    let topic = NewTopic { name: "orders".into(), partitions: 3, replication_factor: -1, configs: vec![("retention.ms".into(), "1000".into())] };
     let created = admin.create_topic(&topic, true).await.unwrap();
     assert_eq!(created.partitions, 3);
     assert!(admin.list_topics().await.unwrap().is_empty(), "validate-only created nothing");
@@ -63,10 +58,7 @@ async fn admin_round_trip() {
     assert_eq!(err.to_string(), "topic \"orders\" already exists");
     let bad = NewTopic { name: "bad".into(), partitions: 0, ..topic.clone() };
     let err = admin.create_topic(&bad, false).await.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "cannot create topic \"bad\": INVALID_PARTITIONS (error code 37): number of partitions must be positive"
-    );
+    assert_eq!(err.to_string(), "cannot create topic \"bad\": INVALID_PARTITIONS (error code 37): number of partitions must be positive");
 
     let listed = admin.list_topics().await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -82,14 +74,7 @@ async fn admin_round_trip() {
     assert_eq!(get(&configs, "retention.ms").source, ConfigSource::DynamicTopic);
     assert!(get(&configs, "cleanup.policy").is_default);
 
-    admin
-        .alter_configs(
-            "orders",
-            &[AlterOp::Set("cleanup.policy".into(), "compact".into()), AlterOp::Delete("retention.ms".into())],
-            false,
-        )
-        .await
-        .unwrap();
+    admin.alter_configs("orders", &[AlterOp::Set("cleanup.policy".into(), "compact".into()), AlterOp::Delete("retention.ms".into())], false).await.unwrap();
     let configs = admin.describe_configs("orders").await.unwrap();
     assert_eq!(get(&configs, "cleanup.policy").value.as_deref(), Some("compact"));
     assert!(!get(&configs, "cleanup.policy").is_default);
@@ -108,12 +93,7 @@ async fn produce_consume(caps: Caps, codec: Codec) {
     let broker = MockBroker::start(caps).await;
     broker.create("t", 3);
     let client = Client::connect(&broker.addr).await.unwrap();
-    let config = ProducerConfig {
-        compression: codec,
-        batch_size: 16 * 1024,
-        linger: Duration::from_millis(2),
-        ..ProducerConfig::default()
-    };
+    let config = ProducerConfig { compression: codec, batch_size: 16 * 1024, linger: Duration::from_millis(2), ..ProducerConfig::default() };
     let producer = Producer::new(client.clone(), config);
     let mut futures = Vec::new();
     for i in 0..10_000u32 {
@@ -208,12 +188,9 @@ async fn consumer_skips_records_before_its_start_offset() {
     assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (42..50).collect::<Vec<_>>());
     assert!(c.caught_up());
     // Latest starts at the end.
-    let mut c = Consumer::new(client.clone(), "t", None, StartOffset::Latest, ConsumerConfig {
-        max_wait: Duration::from_millis(10),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut c = Consumer::new(client.clone(), "t", None, StartOffset::Latest, ConsumerConfig { max_wait: Duration::from_millis(10), ..Default::default() })
+        .await
+        .unwrap();
     assert!(c.poll().await.unwrap().is_empty());
     // Out of range is a readable error.
     let mut c = Consumer::new(client, "t", None, StartOffset::At(500), ConsumerConfig::default()).await.unwrap();

@@ -13,9 +13,7 @@
 
 use std::path::Path;
 
-use sediment_protocol::batch::{
-    BatchHeader, BatchIter, set_base_offset, set_partition_leader_epoch, testing,
-};
+use sediment_protocol::batch::{BatchHeader, BatchIter, set_base_offset, set_partition_leader_epoch, testing};
 
 use crate::{LogConfig, LogError, PartitionLog};
 
@@ -24,63 +22,27 @@ pub type Check = fn(&Path);
 
 /// Every check, by name.
 pub const CHECKS: &[(&str, Check)] = &[
-    (
-        "offsets_are_contiguous_from_zero",
-        offsets_are_contiguous_from_zero,
-    ),
-    (
-        "epochs_are_kept_per_batch_across_reopen",
-        epochs_are_kept_per_batch_across_reopen,
-    ),
-    (
-        "truncate_then_append_with_a_new_epoch",
-        truncate_then_append_with_a_new_epoch,
-    ),
-    (
-        "truncate_rejects_non_boundaries_and_out_of_range",
-        truncate_rejects_non_boundaries_and_out_of_range,
-    ),
-    (
-        "append_assigned_continues_the_log_or_writes_nothing",
-        append_assigned_continues_the_log_or_writes_nothing,
-    ),
-    (
-        "flushed_offset_follows_group_commit",
-        flushed_offset_follows_group_commit,
-    ),
-    (
-        "reopen_keeps_offsets_across_many_segments",
-        reopen_keeps_offsets_across_many_segments,
-    ),
-    (
-        "torn_tail_keeps_the_whole_prefix",
-        torn_tail_keeps_the_whole_prefix,
-    ),
-    (
-        "truncate_fully_restarts_at_an_offset",
-        truncate_fully_restarts_at_an_offset,
-    ),
-    (
-        "log_start_offset_survives_reopen",
-        log_start_offset_survives_reopen,
-    ),
+    ("offsets_are_contiguous_from_zero", offsets_are_contiguous_from_zero),
+    ("epochs_are_kept_per_batch_across_reopen", epochs_are_kept_per_batch_across_reopen),
+    ("truncate_then_append_with_a_new_epoch", truncate_then_append_with_a_new_epoch),
+    ("truncate_rejects_non_boundaries_and_out_of_range", truncate_rejects_non_boundaries_and_out_of_range),
+    ("append_assigned_continues_the_log_or_writes_nothing", append_assigned_continues_the_log_or_writes_nothing),
+    ("flushed_offset_follows_group_commit", flushed_offset_follows_group_commit),
+    ("reopen_keeps_offsets_across_many_segments", reopen_keeps_offsets_across_many_segments),
+    ("torn_tail_keeps_the_whole_prefix", torn_tail_keeps_the_whole_prefix),
+    ("truncate_fully_restarts_at_an_offset", truncate_fully_restarts_at_an_offset),
+    ("log_start_offset_survives_reopen", log_start_offset_survives_reopen),
     ("every_offset_reads_its_batch", every_offset_reads_its_batch),
 ];
 
 /// Small segments and a dense index, so every check crosses segment boundaries.
 pub fn small_config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 2048,
-        index_interval_bytes: 200,
-        ..LogConfig::default()
-    }
+    LogConfig { segment_bytes: 2048, index_interval_bytes: 200, ..LogConfig::default() }
 }
 
 /// A valid batch of `records` records whose values are `value_len` bytes each.
 pub fn batch(records: usize, value_len: usize, ts: i64) -> Vec<u8> {
-    let values: Vec<Vec<u8>> = (0..records)
-        .map(|i| vec![b'a' + (i % 26) as u8; value_len])
-        .collect();
+    let values: Vec<Vec<u8>> = (0..records).map(|i| vec![b'a' + (i % 26) as u8; value_len]).collect();
     testing::batch_from_values(&values, ts)
 }
 
@@ -89,14 +51,8 @@ pub fn read_all(log: &PartitionLog) -> Vec<u8> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     while offset < log.log_end_offset() {
-        let bytes = log
-            .read(offset, 1 << 20, i64::MAX, true)
-            .and_then(|p| p.execute())
-            .expect("read");
-        let last = BatchIter::new(&bytes)
-            .last()
-            .map(|(h, _)| h.next_offset())
-            .expect("a read returns a batch");
+        let bytes = log.read(offset, 1 << 20, i64::MAX, true).and_then(|p| p.execute()).expect("read");
+        let last = BatchIter::new(&bytes).last().map(|(h, _)| h.next_offset()).expect("a read returns a batch");
         assert!(last > offset, "read at {offset} made no progress");
         out.extend_from_slice(&bytes);
         offset = last;
@@ -107,9 +63,7 @@ pub fn read_all(log: &PartitionLog) -> Vec<u8> {
 /// (base offset, last offset, leader epoch) of every batch in the log.
 pub fn batch_ids(log: &PartitionLog) -> Vec<(i64, i64, i32)> {
     let all = read_all(log);
-    BatchIter::new(&all)
-        .map(|(h, _)| (h.base_offset, h.last_offset(), h.partition_leader_epoch))
-        .collect()
+    BatchIter::new(&all).map(|(h, _)| (h.base_offset, h.last_offset(), h.partition_leader_epoch)).collect()
 }
 
 fn open(dir: &Path) -> PartitionLog {
@@ -163,13 +117,7 @@ pub fn truncate_then_append_with_a_new_epoch(dir: &Path) {
     append_n(&mut log, 30, 1);
     let ids = batch_ids(&log);
     let cut = ids[8].0; // a batch boundary in an early segment
-    assert!(
-        log.segments()
-            .iter()
-            .filter(|s| s.base_offset > cut)
-            .count()
-            >= 1
-    );
+    assert!(log.segments().iter().filter(|s| s.base_offset > cut).count() >= 1);
     log.truncate_to(cut).expect("truncate");
     assert_eq!(log.log_end_offset(), cut);
     assert_eq!(log.flushed_offset(), cut);
@@ -188,16 +136,9 @@ pub fn truncate_rejects_non_boundaries_and_out_of_range(dir: &Path) {
     let mut log = open(dir);
     let mut b = batch(5, 10, 0);
     log.append(&mut b, 0, 0).expect("append");
-    assert!(matches!(
-        log.truncate_to(2),
-        Err(LogError::NotBatchBoundary(2))
-    ));
-    assert!(matches!(
-        log.truncate_to(6),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
-    log.truncate_to(5)
-        .expect("truncate at the log end is a no-op");
+    assert!(matches!(log.truncate_to(2), Err(LogError::NotBatchBoundary(2))));
+    assert!(matches!(log.truncate_to(6), Err(LogError::OffsetOutOfRange { .. })));
+    log.truncate_to(5).expect("truncate at the log end is a no-op");
     assert_eq!(log.log_end_offset(), 5);
     log.truncate_to(0).expect("truncate everything");
     assert_eq!(log.log_end_offset(), 0);
@@ -221,10 +162,7 @@ pub fn append_assigned_continues_the_log_or_writes_nothing(dir: &Path) {
     // a gap
     let mut gap = batch(1, 10, 0);
     set_base_offset(&mut gap, next + 1);
-    assert!(matches!(
-        log.append_assigned(&gap, 0),
-        Err(LogError::UnexpectedOffset { .. })
-    ));
+    assert!(matches!(log.append_assigned(&gap, 0), Err(LogError::UnexpectedOffset { .. })));
     // a good batch followed by a corrupt one: nothing is written
     let mut good = batch(1, 10, 0);
     set_base_offset(&mut good, next);
@@ -234,17 +172,11 @@ pub fn append_assigned_continues_the_log_or_writes_nothing(dir: &Path) {
     bad[last] ^= 0xff;
     let mut both = good.clone();
     both.extend_from_slice(&bad);
-    assert!(matches!(
-        log.append_assigned(&both, 0),
-        Err(LogError::InvalidBatch(_))
-    ));
+    assert!(matches!(log.append_assigned(&both, 0), Err(LogError::InvalidBatch(_))));
     // a partial batch at the end
     let mut partial = good.clone();
     partial.extend_from_slice(&good[..30]);
-    assert!(matches!(
-        log.append_assigned(&partial, 0),
-        Err(LogError::InvalidBatch(_))
-    ));
+    assert!(matches!(log.append_assigned(&partial, 0), Err(LogError::InvalidBatch(_))));
     assert_eq!(log.log_end_offset(), next);
     assert_eq!(read_all(&log), leader);
 }
@@ -261,11 +193,7 @@ pub fn flushed_offset_follows_group_commit(dir: &Path) {
     log.append(&mut b, 0, 0).expect("append");
     let done = job.run().expect("fsync");
     log.complete_flush(done);
-    assert_eq!(
-        log.flushed_offset(),
-        3,
-        "only what was appended before the job began"
-    );
+    assert_eq!(log.flushed_offset(), 3, "only what was appended before the job began");
     log.flush().expect("flush");
     assert_eq!(log.flushed_offset(), 5);
     assert!(log.begin_flush().is_none());
@@ -289,14 +217,8 @@ pub fn reopen_keeps_offsets_across_many_segments(dir: &Path) {
     let mut log = open(dir);
     assert_eq!(log.log_end_offset(), end);
     assert_eq!(
-        log.segments()
-            .iter()
-            .map(|s| (s.base_offset, s.next_offset, s.size_bytes))
-            .collect::<Vec<_>>(),
-        segments
-            .iter()
-            .map(|s| (s.base_offset, s.next_offset, s.size_bytes))
-            .collect::<Vec<_>>()
+        log.segments().iter().map(|s| (s.base_offset, s.next_offset, s.size_bytes)).collect::<Vec<_>>(),
+        segments.iter().map(|s| (s.base_offset, s.next_offset, s.size_bytes)).collect::<Vec<_>>()
     );
     assert_eq!(read_all(&log), all);
     let mut b = batch(1, 10, 0);
@@ -308,48 +230,28 @@ pub fn torn_tail_keeps_the_whole_prefix(dir: &Path) {
     append_n(&mut log, 12, 0);
     let mut b = batch(3, 200, 0);
     let last = log.append(&mut b, 0, 0).expect("append");
-    let active = log
-        .segments()
-        .last()
-        .map(|s| (s.log_path.clone(), s.size_bytes))
-        .expect("a segment");
+    let active = log.segments().last().map(|s| (s.log_path.clone(), s.size_bytes)).expect("a segment");
     drop(log);
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&active.0)
-        .expect("open segment");
+    let f = std::fs::OpenOptions::new().write(true).open(&active.0).expect("open segment");
     f.set_len(active.1 - 50).expect("tear");
     drop(f);
     let mut log = open(dir);
     assert_eq!(log.log_end_offset(), last.base_offset);
     let mut b = batch(1, 10, 0);
-    assert_eq!(
-        log.append(&mut b, 0, 0).expect("append").base_offset,
-        last.base_offset
-    );
+    assert_eq!(log.append(&mut b, 0, 0).expect("append").base_offset, last.base_offset);
 }
 
 pub fn truncate_fully_restarts_at_an_offset(dir: &Path) {
     let mut log = open(dir);
     append_n(&mut log, 20, 0);
     log.truncate_fully_and_start_at(1_000).expect("reset");
-    assert_eq!(
-        (
-            log.log_start_offset(),
-            log.log_end_offset(),
-            log.size_bytes()
-        ),
-        (1_000, 1_000, 0)
-    );
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.size_bytes()), (1_000, 1_000, 0));
     assert_eq!(log.segments().len(), 1);
     let mut b = batch(2, 10, 0);
     assert_eq!(log.append(&mut b, 3, 0).expect("append").base_offset, 1_000);
     drop(log);
     let log = open(dir);
-    assert_eq!(
-        (log.log_start_offset(), log.log_end_offset()),
-        (1_000, 1_002)
-    );
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (1_000, 1_002));
     assert_eq!(batch_ids(&log), vec![(1_000, 1_001, 3)]);
 }
 
@@ -358,24 +260,15 @@ pub fn log_start_offset_survives_reopen(dir: &Path) {
     append_n(&mut log, 60, 0);
     let ids = batch_ids(&log);
     let target = ids[30].0 + 1; // inside a batch: allowed, like Kafka
-    assert_eq!(
-        log.delete_records_before(target).expect("delete records"),
-        target
-    );
+    assert_eq!(log.delete_records_before(target).expect("delete records"), target);
     assert!(log.segments()[0].base_offset <= target);
     assert!(log.segments().len() > 1);
-    assert!(matches!(
-        log.read(target - 1, 100, i64::MAX, true),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read(target - 1, 100, i64::MAX, true), Err(LogError::OffsetOutOfRange { .. })));
     drop(log);
     let log = open(dir);
     assert_eq!(log.log_start_offset(), target);
     let first: Vec<BatchHeader> = {
-        let b = log
-            .read(target, 1, i64::MAX, true)
-            .and_then(|p| p.execute())
-            .expect("read");
+        let b = log.read(target, 1, i64::MAX, true).and_then(|p| p.execute()).expect("read");
         BatchIter::new(&b).map(|(h, _)| h).collect()
     };
     assert_eq!(first[0].base_offset, ids[30].0);
@@ -385,15 +278,9 @@ pub fn every_offset_reads_its_batch(dir: &Path) {
     let mut log = open(dir);
     append_n(&mut log, 80, 0);
     for offset in 0..log.log_end_offset() {
-        let b = log
-            .read(offset, 1, i64::MAX, true)
-            .and_then(|p| p.execute())
-            .expect("read");
+        let b = log.read(offset, 1, i64::MAX, true).and_then(|p| p.execute()).expect("read");
         let (h, whole) = BatchIter::new(&b).next().expect("one batch");
-        assert!(
-            h.base_offset <= offset && offset <= h.last_offset(),
-            "offset {offset} in {h:?}"
-        );
+        assert!(h.base_offset <= offset && offset <= h.last_offset(), "offset {offset} in {h:?}");
         assert_eq!(whole.len(), b.len());
     }
 }

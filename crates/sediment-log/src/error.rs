@@ -37,13 +37,6 @@ pub enum LogError {
 }
 
 /// `map_err` helper: `file.sync_data().map_err(io("fsync segment", &path))`.
-pub(crate) fn io<'a>(
-    op: &'static str,
-    path: &'a std::path::Path,
-) -> impl FnOnce(std::io::Error) -> LogError + 'a {
-    move |source| LogError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+pub(crate) fn io<'a>(op: &'static str, path: &'a std::path::Path) -> impl FnOnce(std::io::Error) -> LogError + 'a {
+    move |source| LogError::Io { op, path: path.to_path_buf(), source }
 }

@@ -50,9 +50,7 @@ pub(crate) fn is_tmp_file(name: &str) -> bool {
 
 /// fsyncs a directory so that file creations, renames and deletions in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync directory", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
 }
 
 /// Removes a file; a file that is already gone is fine.
@@ -79,25 +77,14 @@ pub(crate) fn read_at_most(file: &File, buf: &mut [u8], pos: u64) -> std::io::Re
 
 /// Opens a segment file for reading and writing, creating it when `create`.
 pub(crate) fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
-        .map_err(io(if create { "create" } else { "open" }, path))
+    OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path).map_err(io(if create { "create" } else { "open" }, path))
 }
 
 /// Replaces a whole small file durably: write a temporary file, fsync, rename, fsync the directory.
 pub(crate) fn write_file_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io("create", &tmp))?;
     f.write_all(contents).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
     fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
@@ -119,10 +106,7 @@ pub(crate) fn read_log_start_offset(dir: &Path) -> Result<Option<i64>, LogError>
     };
     match parsed {
         Some(v) => Ok(Some(v)),
-        None => Err(LogError::Corrupt {
-            path,
-            reason: "unreadable log start offset".into(),
-        }),
+        None => Err(LogError::Corrupt { path, reason: "unreadable log start offset".into() }),
     }
 }
 
@@ -141,14 +125,8 @@ mod tests {
         assert_eq!(p, Path::new("/d/00000000000000000042.log"));
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         assert_eq!(parse_segment_file_name(name), Some((42, SegmentFile::Log)));
-        assert_eq!(
-            parse_segment_file_name("00000000000000000042.timeindex"),
-            Some((42, SegmentFile::TimeIndex))
-        );
-        assert_eq!(
-            parse_segment_file_name("00000000000000000042.index"),
-            Some((42, SegmentFile::Index))
-        );
+        assert_eq!(parse_segment_file_name("00000000000000000042.timeindex"), Some((42, SegmentFile::TimeIndex)));
+        assert_eq!(parse_segment_file_name("00000000000000000042.index"), Some((42, SegmentFile::Index)));
         assert_eq!(parse_segment_file_name("0042.log"), None);
         assert_eq!(parse_segment_file_name("0000000000000000004x.log"), None);
         assert_eq!(parse_segment_file_name("00000000000000000042.swap"), None);

@@ -23,10 +23,7 @@ pub struct FlushDone {
 
 impl std::fmt::Debug for FlushJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlushJob")
-            .field("target", &self.target)
-            .field("files", &self.files.len())
-            .finish()
+        f.debug_struct("FlushJob").field("target", &self.target).field("files", &self.files.len()).finish()
     }
 }
 
@@ -41,10 +38,7 @@ impl FlushJob {
         for (file, path) in &self.files {
             file.sync_data().map_err(io("fsync segment", path))?;
         }
-        Ok(FlushDone {
-            target: self.target,
-            generation: self.generation,
-        })
+        Ok(FlushDone { target: self.target, generation: self.generation })
     }
 }
 

@@ -53,10 +53,7 @@ impl OffsetEntry {
     }
 
     pub fn decode(b: [u8; OFFSET_ENTRY_LEN]) -> OffsetEntry {
-        OffsetEntry {
-            relative_offset: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-            position: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-        }
+        OffsetEntry { relative_offset: u32::from_be_bytes([b[0], b[1], b[2], b[3]]), position: u32::from_be_bytes([b[4], b[5], b[6], b[7]]) }
     }
 }
 
@@ -71,10 +68,7 @@ impl TimeEntry {
     pub fn decode(b: [u8; TIME_ENTRY_LEN]) -> TimeEntry {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&b[..8]);
-        TimeEntry {
-            timestamp: i64::from_be_bytes(ts),
-            relative_offset: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
-        }
+        TimeEntry { timestamp: i64::from_be_bytes(ts), relative_offset: u32::from_be_bytes([b[8], b[9], b[10], b[11]]) }
     }
 }
 
@@ -92,10 +86,7 @@ pub fn encode_time_index(entries: &[TimeEntry]) -> Vec<u8> {
 /// positions do not decrease. The error is a reason for a log message.
 pub fn decode_offset_index(bytes: &[u8]) -> Result<Vec<OffsetEntry>, String> {
     if !bytes.len().is_multiple_of(OFFSET_ENTRY_LEN) {
-        return Err(format!(
-            "size {} is not a multiple of {OFFSET_ENTRY_LEN}",
-            bytes.len()
-        ));
+        return Err(format!("size {} is not a multiple of {OFFSET_ENTRY_LEN}", bytes.len()));
     }
     let mut out: Vec<OffsetEntry> = Vec::with_capacity(bytes.len() / OFFSET_ENTRY_LEN);
     for chunk in bytes.chunks_exact(OFFSET_ENTRY_LEN) {
@@ -105,10 +96,7 @@ pub fn decode_offset_index(bytes: &[u8]) -> Result<Vec<OffsetEntry>, String> {
         if let Some(prev) = out.last()
             && (e.relative_offset <= prev.relative_offset || e.position < prev.position)
         {
-            return Err(format!(
-                "entry {} goes backwards ({prev:?} then {e:?})",
-                out.len()
-            ));
+            return Err(format!("entry {} goes backwards ({prev:?} then {e:?})", out.len()));
         }
         out.push(e);
     }
@@ -119,10 +107,7 @@ pub fn decode_offset_index(bytes: &[u8]) -> Result<Vec<OffsetEntry>, String> {
 /// offsets do not decrease.
 pub fn decode_time_index(bytes: &[u8]) -> Result<Vec<TimeEntry>, String> {
     if !bytes.len().is_multiple_of(TIME_ENTRY_LEN) {
-        return Err(format!(
-            "size {} is not a multiple of {TIME_ENTRY_LEN}",
-            bytes.len()
-        ));
+        return Err(format!("size {} is not a multiple of {TIME_ENTRY_LEN}", bytes.len()));
     }
     let mut out: Vec<TimeEntry> = Vec::with_capacity(bytes.len() / TIME_ENTRY_LEN);
     for chunk in bytes.chunks_exact(TIME_ENTRY_LEN) {
@@ -132,10 +117,7 @@ pub fn decode_time_index(bytes: &[u8]) -> Result<Vec<TimeEntry>, String> {
         if let Some(prev) = out.last()
             && (e.timestamp <= prev.timestamp || e.relative_offset < prev.relative_offset)
         {
-            return Err(format!(
-                "entry {} goes backwards ({prev:?} then {e:?})",
-                out.len()
-            ));
+            return Err(format!("entry {} goes backwards ({prev:?} then {e:?})", out.len()));
         }
         out.push(e);
     }
@@ -168,23 +150,13 @@ mod tests {
 
     #[test]
     fn lookups_pick_the_floor_entry() {
-        let e: Vec<OffsetEntry> = (1..=4)
-            .map(|i| OffsetEntry {
-                relative_offset: i * 10,
-                position: i * 1000,
-            })
-            .collect();
+        let e: Vec<OffsetEntry> = (1..=4).map(|i| OffsetEntry { relative_offset: i * 10, position: i * 1000 }).collect();
         assert_eq!(lookup_offset(&e, 0), None);
         assert_eq!(lookup_offset(&e, 9), None);
         assert_eq!(lookup_offset(&e, 10).map(|e| e.position), Some(1000));
         assert_eq!(lookup_offset(&e, 39).map(|e| e.position), Some(3000));
         assert_eq!(lookup_offset(&e, u32::MAX).map(|e| e.position), Some(4000));
-        let t: Vec<TimeEntry> = (1..=3)
-            .map(|i| TimeEntry {
-                timestamp: i * 100,
-                relative_offset: i as u32,
-            })
-            .collect();
+        let t: Vec<TimeEntry> = (1..=3).map(|i| TimeEntry { timestamp: i * 100, relative_offset: i as u32 }).collect();
         assert_eq!(lookup_time(&t, 99), None);
         assert_eq!(lookup_time(&t, 100).map(|e| e.relative_offset), Some(1));
         assert_eq!(lookup_time(&t, 250).map(|e| e.relative_offset), Some(2));
@@ -194,27 +166,9 @@ mod tests {
     fn decode_rejects_bad_files() {
         assert!(decode_offset_index(&[0u8; 7]).is_err());
         assert!(decode_time_index(&[0u8; 13]).is_err());
-        let back = encode_offset_index(&[
-            OffsetEntry {
-                relative_offset: 5,
-                position: 10,
-            },
-            OffsetEntry {
-                relative_offset: 5,
-                position: 20,
-            },
-        ]);
+        let back = encode_offset_index(&[OffsetEntry { relative_offset: 5, position: 10 }, OffsetEntry { relative_offset: 5, position: 20 }]);
         assert!(decode_offset_index(&back).is_err());
-        let back = encode_time_index(&[
-            TimeEntry {
-                timestamp: 5,
-                relative_offset: 1,
-            },
-            TimeEntry {
-                timestamp: 4,
-                relative_offset: 2,
-            },
-        ]);
+        let back = encode_time_index(&[TimeEntry { timestamp: 5, relative_offset: 1 }, TimeEntry { timestamp: 4, relative_offset: 2 }]);
         assert!(decode_time_index(&back).is_err());
     }
 

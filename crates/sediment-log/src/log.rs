@@ -7,24 +7,18 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sediment_protocol::batch::{
-    BatchError, BatchHeader, BatchIter, set_base_offset, set_partition_leader_epoch, verify_crc,
-};
+use sediment_protocol::batch::{BatchError, BatchHeader, BatchIter, set_base_offset, set_partition_leader_epoch, verify_crc};
 
 use crate::config::LogConfig;
 use crate::error::{LogError, io};
 use crate::files::{
-    CLEAN_SHUTDOWN_FILE, INDEX_EXT, LOG_EXT, SegmentFile, TIME_INDEX_EXT, is_tmp_file, open_rw,
-    parse_segment_file_name, read_log_start_offset, remove_if_exists, segment_path, sync_dir,
-    write_log_start_offset,
+    CLEAN_SHUTDOWN_FILE, INDEX_EXT, LOG_EXT, SegmentFile, TIME_INDEX_EXT, is_tmp_file, open_rw, parse_segment_file_name, read_log_start_offset,
+    remove_if_exists, segment_path, sync_dir, write_log_start_offset,
 };
 use crate::flush::{FlushDone, FlushJob};
 use crate::index::{OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry, lookup_time};
 use crate::read::{PlanInner, ReadPlan, seek_batch};
-use crate::scan::{
-    HeaderAt, LOOKUP_CHUNK, RECOVERY_CHUNK, ScanEnd, Scanner, last_offset, next_offset,
-    scan_batches,
-};
+use crate::scan::{HeaderAt, LOOKUP_CHUNK, RECOVERY_CHUNK, ScanEnd, Scanner, last_offset, next_offset, scan_batches};
 use crate::segment::{ActiveIndex, SealedIndex, Segment, SegmentState, load_index_files};
 
 /// Where an appended batch (or run of batches) landed.
@@ -172,16 +166,7 @@ impl PartitionLog {
             }
         }
         let size_bytes = segments.iter().map(|s| s.size).sum();
-        let mut log = PartitionLog {
-            dir,
-            config,
-            segments,
-            log_start_offset: 0,
-            flushed_offset: 0,
-            size_bytes,
-            generation: 0,
-            offline: None,
-        };
+        let mut log = PartitionLog { dir, config, segments, log_start_offset: 0, flushed_offset: 0, size_bytes, generation: 0, offline: None };
         let end = log.log_end_offset();
         match checkpoint {
             Some(start) if start > end => {
@@ -283,10 +268,7 @@ impl PartitionLog {
 
     fn check_online(&self) -> Result<(), LogError> {
         match &self.offline {
-            Some(reason) => Err(LogError::Offline {
-                path: self.dir.clone(),
-                reason: reason.clone(),
-            }),
+            Some(reason) => Err(LogError::Offline { path: self.dir.clone(), reason: reason.clone() }),
             None => Ok(()),
         }
     }
@@ -297,18 +279,12 @@ impl PartitionLog {
     }
 
     fn out_of_range(&self, offset: i64) -> LogError {
-        LogError::OffsetOutOfRange {
-            offset,
-            start: self.log_start_offset,
-            end: self.log_end_offset(),
-        }
+        LogError::OffsetOutOfRange { offset, start: self.log_start_offset, end: self.log_end_offset() }
     }
 
     /// Index of the segment whose range holds `offset` (the first one for smaller offsets).
     fn segment_index(&self, offset: i64) -> usize {
-        self.segments
-            .partition_point(|s| s.base_offset <= offset)
-            .saturating_sub(1)
+        self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1)
     }
 
     // ----- appends -----
@@ -317,21 +293,12 @@ impl PartitionLog {
     /// the log end offset by patching the base offset and the partition leader epoch in place (the
     /// CRC does not cover them), rolls first if needed, and writes the batch with one `pwrite`
     /// into the page cache (no fsync).
-    pub fn append(
-        &mut self,
-        batch: &mut [u8],
-        leader_epoch: i32,
-        now_ms: i64,
-    ) -> Result<AppendInfo, LogError> {
+    pub fn append(&mut self, batch: &mut [u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, LogError> {
         self.check_online()?;
         let h = BatchHeader::parse(batch)?;
         if batch.len() != h.total_len() {
             return Err(if batch.len() < h.total_len() {
-                BatchError::Truncated {
-                    needed: h.total_len(),
-                    available: batch.len(),
-                }
-                .into()
+                BatchError::Truncated { needed: h.total_len(), available: batch.len() }.into()
             } else {
                 BatchError::NotExactlyOneBatch(BatchIter::new(batch).count().max(2)).into()
             });
@@ -344,17 +311,9 @@ impl PartitionLog {
         }
         set_base_offset(batch, base);
         set_partition_leader_epoch(batch, leader_epoch);
-        let h = BatchHeader {
-            base_offset: base,
-            partition_leader_epoch: leader_epoch,
-            ..h
-        };
+        let h = BatchHeader { base_offset: base, partition_leader_epoch: leader_epoch, ..h };
         self.write_run(batch, std::slice::from_ref(&h), now_ms)?;
-        Ok(AppendInfo {
-            base_offset: base,
-            last_offset: last,
-            max_timestamp: h.max_timestamp,
-        })
+        Ok(AppendInfo { base_offset: base, last_offset: last, max_timestamp: h.max_timestamp })
     }
 
     /// Appends batches whose offsets were assigned elsewhere (the replica path): whole v2 batches,
@@ -367,10 +326,7 @@ impl PartitionLog {
         let mut iter = BatchIter::new(batches);
         for (h, b) in iter.by_ref() {
             if h.base_offset != expected {
-                return Err(LogError::UnexpectedOffset {
-                    expected,
-                    actual: h.base_offset,
-                });
+                return Err(LogError::UnexpectedOffset { expected, actual: h.base_offset });
             }
             check_offset_delta(&h)?;
             verify_crc(b)?;
@@ -381,11 +337,7 @@ impl PartitionLog {
             let tail = &batches[iter.position()..];
             return Err(match BatchHeader::parse(tail) {
                 Err(e) => e.into(),
-                Ok(h) => BatchError::Truncated {
-                    needed: h.total_len(),
-                    available: tail.len(),
-                }
-                .into(),
+                Ok(h) => BatchError::Truncated { needed: h.total_len(), available: tail.len() }.into(),
             });
         }
         let info = AppendInfo {
@@ -396,12 +348,7 @@ impl PartitionLog {
         // Write runs of batches that fit the active segment, rolling between runs.
         let (mut i, mut byte) = (0, 0);
         while i < headers.len() {
-            if !self.fits(
-                &self.probe(),
-                headers[i].total_len() as u64,
-                last_offset(&headers[i]),
-                now_ms,
-            ) {
+            if !self.fits(&self.probe(), headers[i].total_len() as u64, last_offset(&headers[i]), now_ms) {
                 self.roll_now()?;
             }
             let mut probe = self.probe();
@@ -425,16 +372,8 @@ impl PartitionLog {
 
     fn probe(&self) -> Probe {
         let seg = self.active();
-        let (offset_entries, time_entries, bytes_since_entry) =
-            seg.active().map_or((0, 0, 0), |a| {
-                (a.offsets.len(), a.times.len(), a.bytes_since_entry)
-            });
-        Probe {
-            size: seg.size,
-            offset_entries,
-            time_entries,
-            bytes_since_entry,
-        }
+        let (offset_entries, time_entries, bytes_since_entry) = seg.active().map_or((0, 0, 0), |a| (a.offsets.len(), a.times.len(), a.bytes_since_entry));
+        Probe { size: seg.size, offset_entries, time_entries, bytes_since_entry }
     }
 
     /// Kafka's `shouldRoll`, negated: may a batch of `len` bytes ending at `last_offset` go into
@@ -445,10 +384,7 @@ impl PartitionLog {
         }
         let cfg = &self.config;
         let seg = self.active();
-        let too_old = seg
-            .active()
-            .and_then(|a| a.first_append_ms)
-            .is_some_and(|first| now_ms.saturating_sub(first) > cfg.segment_ms);
+        let too_old = seg.active().and_then(|a| a.first_append_ms).is_some_and(|first| now_ms.saturating_sub(first) > cfg.segment_ms);
         !(p.size + len > cfg.effective_segment_bytes()
             || p.offset_entries >= cfg.max_offset_entries()
             || p.time_entries >= cfg.max_time_entries()
@@ -459,29 +395,17 @@ impl PartitionLog {
     /// Writes `bytes` (the whole batches `headers`) at the end of the active segment with one
     /// positional write, then indexes them. A failed write is cut off again; if even that fails
     /// the log goes offline.
-    fn write_run(
-        &mut self,
-        bytes: &[u8],
-        headers: &[BatchHeader],
-        now_ms: i64,
-    ) -> Result<(), LogError> {
+    fn write_run(&mut self, bytes: &[u8], headers: &[BatchHeader], now_ms: i64) -> Result<(), LogError> {
         let interval = self.config.index_interval_bytes;
         let seg = self.active_mut();
         let start = seg.size;
         if let Err(e) = seg.log.write_all_at(bytes, start) {
             let path = seg.log_path.to_path_buf();
             if let Err(e2) = seg.log.set_len(start) {
-                let reason = format!(
-                    "write to {} failed ({e}) and cutting it back failed ({e2})",
-                    path.display()
-                );
+                let reason = format!("write to {} failed ({e}) and cutting it back failed ({e2})", path.display());
                 self.go_offline(reason);
             }
-            return Err(LogError::Io {
-                op: "write segment",
-                path,
-                source: e,
-            });
+            return Err(LogError::Io { op: "write segment", path, source: e });
         }
         let mut pos = start;
         for h in headers {
@@ -515,16 +439,12 @@ impl PartitionLog {
         match Segment::create(&self.dir, end) {
             Ok(seg) => self.segments.push(seg),
             Err(e) => {
-                self.go_offline(format!(
-                    "sealed a segment but could not create the next one: {e}"
-                ));
+                self.go_offline(format!("sealed a segment but could not create the next one: {e}"));
                 return Err(e);
             }
         }
         if let Err(e) = sync_dir(&self.dir) {
-            self.go_offline(format!(
-                "created segment {end} but could not fsync the directory: {e}"
-            ));
+            self.go_offline(format!("created segment {end} but could not fsync the directory: {e}"));
             return Err(e);
         }
         self.flushed_offset = self.flushed_offset.max(end);
@@ -539,27 +459,15 @@ impl PartitionLog {
         if self.flushed_offset >= target {
             return None;
         }
-        let files = self
-            .segments
-            .iter()
-            .rev()
-            .take_while(|s| s.next_offset > self.flushed_offset)
-            .map(|s| (s.log.clone(), s.log_path.clone()))
-            .collect();
-        Some(FlushJob {
-            files,
-            target,
-            generation: self.generation,
-        })
+        let files = self.segments.iter().rev().take_while(|s| s.next_offset > self.flushed_offset).map(|s| (s.log.clone(), s.log_path.clone())).collect();
+        Some(FlushJob { files, target, generation: self.generation })
     }
 
     /// Group commit, step 3 (under the lock): advance the flushed offset to the job's target. A
     /// job begun before a truncation is ignored.
     pub fn complete_flush(&mut self, done: FlushDone) {
         if done.generation == self.generation {
-            self.flushed_offset = self
-                .flushed_offset
-                .max(done.target.min(self.log_end_offset()));
+            self.flushed_offset = self.flushed_offset.max(done.target.min(self.log_end_offset()));
         }
     }
 
@@ -599,38 +507,19 @@ impl PartitionLog {
     /// `>= upper_bound`; with `min_one` the first batch comes even when bigger than `max_bytes`.
     /// Empty at the upper bound or the log end; `OffsetOutOfRange` below the log start or above
     /// the log end. Does no I/O: run [`ReadPlan::execute`] outside the lock.
-    pub fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        upper_bound: i64,
-        min_one: bool,
-    ) -> Result<ReadPlan, LogError> {
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64, min_one: bool) -> Result<ReadPlan, LogError> {
         self.read_above(self.log_start_offset, offset, max_bytes, upper_bound, min_one)
     }
 
     /// [`read`](Self::read) that also reaches records below the log start offset while their
     /// segment is still on disk: a replicated partition's Raft log still names them (to
     /// replicate them to a lagging follower) until retention's snapshot lets Raft purge them.
-    pub fn read_retained(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        upper_bound: i64,
-        min_one: bool,
-    ) -> Result<ReadPlan, LogError> {
+    pub fn read_retained(&self, offset: i64, max_bytes: usize, upper_bound: i64, min_one: bool) -> Result<ReadPlan, LogError> {
         let floor = self.segments.first().map_or(self.log_start_offset, |s| s.base_offset);
         self.read_above(floor.min(self.log_start_offset), offset, max_bytes, upper_bound, min_one)
     }
 
-    fn read_above(
-        &self,
-        floor: i64,
-        offset: i64,
-        max_bytes: usize,
-        upper_bound: i64,
-        min_one: bool,
-    ) -> Result<ReadPlan, LogError> {
+    fn read_above(&self, floor: i64, offset: i64, max_bytes: usize, upper_bound: i64, min_one: bool) -> Result<ReadPlan, LogError> {
         let end = self.log_end_offset();
         if offset < floor || offset > end {
             return Err(self.out_of_range(offset));
@@ -688,11 +577,7 @@ impl PartitionLog {
             if seg.is_empty() || seg.next_offset <= start || seg.max_timestamp < ts {
                 continue;
             }
-            let from_offset = lookup_time(seg.time_entries(), ts)
-                .map_or(seg.base_offset, |e| {
-                    seg.base_offset + e.relative_offset as i64
-                })
-                .max(start);
+            let from_offset = lookup_time(seg.time_entries(), ts).map_or(seg.base_offset, |e| seg.base_offset + e.relative_offset as i64).max(start);
             let mut sc = Scanner::new(&seg.log, &seg.log_path, seg.size, LOOKUP_CHUNK);
             let mut pos = seg.floor_position(from_offset);
             loop {
@@ -703,10 +588,7 @@ impl PartitionLog {
                     }
                     HeaderAt::Batch(h) => pos += h.total_len() as u64,
                     HeaderAt::Incomplete | HeaderAt::Invalid(_) => {
-                        return Err(LogError::Corrupt {
-                            path: seg.log_path.to_path_buf(),
-                            reason: format!("invalid batch header at position {pos}"),
-                        });
+                        return Err(LogError::Corrupt { path: seg.log_path.to_path_buf(), reason: format!("invalid batch header at position {pos}") });
                     }
                 }
             }
@@ -744,20 +626,14 @@ impl PartitionLog {
             Some((_, i, MaxAt::Offset(offset))) => self.batch_at(i, offset),
             Some((_, i, MaxAt::Position(pos, len))) => {
                 let seg = &self.segments[i];
-                Scanner::new(&seg.log, &seg.log_path, seg.size, LOOKUP_CHUNK)
-                    .read_exact(pos, len)
-                    .map(Some)
+                Scanner::new(&seg.log, &seg.log_path, seg.size, LOOKUP_CHUNK).read_exact(pos, len).map(Some)
             }
         }
     }
 
     /// (largest max timestamp, position, length) of the first batch reaching it among the batches
     /// of `seg` at or above `from` (header scan).
-    fn scan_max_timestamp(
-        &self,
-        seg: &Segment,
-        from: i64,
-    ) -> Result<Option<(i64, u64, usize)>, LogError> {
+    fn scan_max_timestamp(&self, seg: &Segment, from: i64) -> Result<Option<(i64, u64, usize)>, LogError> {
         let mut sc = Scanner::new(&seg.log, &seg.log_path, seg.size, LOOKUP_CHUNK);
         let mut pos = seek_batch(&mut sc, &seg.log_path, seg.floor_position(from), from)?;
         let mut found: Option<(i64, u64, usize)> = None;
@@ -824,9 +700,7 @@ impl PartitionLog {
         let seg = &mut self.segments[i];
         let old_size = seg.size;
         let (mut offsets, mut times) = match &mut seg.state {
-            SegmentState::Active(a) => {
-                (std::mem::take(&mut a.offsets), std::mem::take(&mut a.times))
-            }
+            SegmentState::Active(a) => (std::mem::take(&mut a.offsets), std::mem::take(&mut a.times)),
             SegmentState::Sealed(s) => {
                 let l = s.get();
                 (l.offsets.clone(), l.times.clone())
@@ -835,12 +709,8 @@ impl PartitionLog {
         let base = seg.base_offset;
         offsets.retain(|e| (e.position as u64) < cut);
         times.retain(|e| base + (e.relative_offset as i64) < offset);
-        seg.log
-            .set_len(cut)
-            .map_err(io("truncate segment", &seg.log_path))?;
-        seg.log
-            .sync_data()
-            .map_err(io("fsync segment", &seg.log_path))?;
+        seg.log.set_len(cut).map_err(io("truncate segment", &seg.log_path))?;
+        seg.log.sync_data().map_err(io("fsync segment", &seg.log_path))?;
         let from = offsets.last().map_or(0, |e| e.position as u64);
         seg.max_timestamp = times.last().map_or(-1, |t| t.timestamp);
         seg.offset_of_max_timestamp = match times.last() {
@@ -850,21 +720,14 @@ impl PartitionLog {
         };
         seg.size = from;
         seg.next_offset = base;
-        seg.state = SegmentState::Active(ActiveIndex {
-            offsets,
-            times,
-            ..ActiveIndex::default()
-        });
+        seg.state = SegmentState::Active(ActiveIndex { offsets, times, ..ActiveIndex::default() });
         let (file, path) = (seg.log.clone(), seg.log_path.clone());
         let ended = scan_batches(&file, &path, from, cut, false, LOOKUP_CHUNK, |h, pos| {
             seg.note_batch(h, pos as u32, interval); // pos < cut <= old size < 2^32
             Ok(())
         })?;
         if let ScanEnd::Stopped { pos, reason } = ended {
-            return Err(LogError::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!("at position {pos}: {reason}"),
-            });
+            return Err(LogError::Corrupt { path: path.to_path_buf(), reason: format!("at position {pos}: {reason}") });
         }
         self.size_bytes = self.size_bytes - old_size + cut;
         Ok(())
@@ -887,9 +750,7 @@ impl PartitionLog {
         let fresh = match fresh.and_then(|s| sync_dir(&self.dir).map(|()| s)) {
             Ok(s) => s,
             Err(e) => {
-                self.go_offline(format!(
-                    "deleted the segments but could not start a new one: {e}"
-                ));
+                self.go_offline(format!("deleted the segments but could not start a new one: {e}"));
                 return Err(e);
             }
         };
@@ -951,11 +812,7 @@ impl PartitionLog {
     /// next offset is `<= limit` are candidates (tiered storage passes the end of what has been
     /// uploaded, so a segment that is not in the object store yet is never deleted). Segments
     /// wholly below the log start offset go regardless, as in `apply_retention`.
-    pub fn apply_retention_below(
-        &mut self,
-        now_ms: i64,
-        limit: i64,
-    ) -> Result<RetentionOutcome, LogError> {
+    pub fn apply_retention_below(&mut self, now_ms: i64, limit: i64) -> Result<RetentionOutcome, LogError> {
         let n = self.retention_count(now_ms, limit)?;
         self.remove_front(n)
     }
@@ -974,10 +831,7 @@ impl PartitionLog {
             .partition_point(|s| s.next_offset <= limit);
         let mut n = 0;
         if self.config.retention_ms >= 0 {
-            while n < sealed
-                && now_ms.saturating_sub(self.segments[n].retention_timestamp()?)
-                    > self.config.retention_ms
-            {
+            while n < sealed && now_ms.saturating_sub(self.segments[n].retention_timestamp()?) > self.config.retention_ms {
                 n += 1;
             }
         }
@@ -1044,11 +898,7 @@ enum MaxAt {
 
 fn check_offset_delta(h: &BatchHeader) -> Result<(), LogError> {
     if h.last_offset_delta < 0 {
-        return Err(BatchError::BadRecordCount {
-            count: h.records_count,
-            last_offset_delta: h.last_offset_delta,
-        }
-        .into());
+        return Err(BatchError::BadRecordCount { count: h.records_count, last_offset_delta: h.last_offset_delta }.into());
     }
     Ok(())
 }
@@ -1071,10 +921,7 @@ fn advance(p: &mut Probe, len: u64, interval: u32) {
 fn segment_over(dir: &Path, base: i64) -> Result<(Segment, u64), LogError> {
     let log_path = segment_path(dir, base, LOG_EXT);
     let file = open_rw(&log_path, false)?;
-    let len = file
-        .metadata()
-        .map_err(io("stat segment", &log_path))?
-        .len();
+    let len = file.metadata().map_err(io("stat segment", &log_path))?.len();
     let seg = Segment {
         base_offset: base,
         next_offset: base,
@@ -1092,56 +939,30 @@ fn segment_over(dir: &Path, base: i64) -> Result<(Segment, u64), LogError> {
 
 /// Scans `[from, end)` of `seg` into its active state, checking that offsets continue from
 /// `seg.next_offset` (or, when `first_last_offset` is given, that the first batch ends there).
-fn scan_into(
-    seg: &mut Segment,
-    from: u64,
-    end: u64,
-    verify_crc: bool,
-    first_last_offset: Option<i64>,
-    interval: u32,
-) -> Result<ScanEnd, LogError> {
+fn scan_into(seg: &mut Segment, from: u64, end: u64, verify_crc: bool, first_last_offset: Option<i64>, interval: u32) -> Result<ScanEnd, LogError> {
     let (file, path) = (seg.log.clone(), seg.log_path.clone());
     let mut first = true;
-    scan_batches(
-        &file,
-        &path,
-        from,
-        end,
-        verify_crc,
-        RECOVERY_CHUNK,
-        |h, pos| {
-            let ok = match (first, first_last_offset) {
-                (true, Some(last)) => last_offset(h) == last,
-                _ => h.base_offset == seg.next_offset,
-            };
-            if !ok {
-                return Err(format!(
-                    "batch at offset {} does not continue the segment at {}",
-                    h.base_offset, seg.next_offset
-                ));
-            }
-            let pos = u32::try_from(pos).map_err(|_| "segment larger than 4 GiB".to_string())?;
-            first = false;
-            seg.note_batch(h, pos, interval);
-            Ok(())
-        },
-    )
+    scan_batches(&file, &path, from, end, verify_crc, RECOVERY_CHUNK, |h, pos| {
+        let ok = match (first, first_last_offset) {
+            (true, Some(last)) => last_offset(h) == last,
+            _ => h.base_offset == seg.next_offset,
+        };
+        if !ok {
+            return Err(format!("batch at offset {} does not continue the segment at {}", h.base_offset, seg.next_offset));
+        }
+        let pos = u32::try_from(pos).map_err(|_| "segment larger than 4 GiB".to_string())?;
+        first = false;
+        seg.note_batch(h, pos, interval);
+        Ok(())
+    })
 }
 
 /// Opens a sealed segment (every segment but the last), sanity-checking its indexes and
 /// rebuilding them from the log if they are missing or damaged.
-fn open_sealed(
-    dir: &Path,
-    base: i64,
-    next_base: i64,
-    config: &LogConfig,
-) -> Result<Segment, LogError> {
+fn open_sealed(dir: &Path, base: i64, next_base: i64, config: &LogConfig) -> Result<Segment, LogError> {
     let (mut seg, len) = segment_over(dir, base)?;
     if len == 0 || len > u32::MAX as u64 {
-        return Err(LogError::Corrupt {
-            path: seg.log_path.to_path_buf(),
-            reason: format!("sealed segment of {len} bytes followed by segment {next_base}"),
-        });
+        return Err(LogError::Corrupt { path: seg.log_path.to_path_buf(), reason: format!("sealed segment of {len} bytes followed by segment {next_base}") });
     }
     match check_sealed_indexes(&seg, next_base - base, len) {
         Ok(last_time) => {
@@ -1151,10 +972,7 @@ fn open_sealed(
                 Some(t) => (t.timestamp, Some(base + t.relative_offset as i64)),
                 None => (-1, Some(base)),
             };
-            seg.state = SegmentState::Sealed(Arc::new(SealedIndex::lazy(
-                seg.index_path.clone(),
-                seg.time_path.clone(),
-            )));
+            seg.state = SegmentState::Sealed(Arc::new(SealedIndex::lazy(seg.index_path.clone(), seg.time_path.clone())));
             Ok(seg)
         }
         Err(reason) => {
@@ -1162,17 +980,13 @@ fn open_sealed(
             let ended = scan_into(&mut seg, 0, len, false, None, config.index_interval_bytes)?;
             let problem = match ended {
                 ScanEnd::Stopped { pos, reason } => Some(format!("at position {pos}: {reason}")),
-                ScanEnd::Clean if seg.next_offset != next_base => Some(format!(
-                    "ends at offset {} but the next segment starts at {next_base}",
-                    seg.next_offset
-                )),
+                ScanEnd::Clean if seg.next_offset != next_base => {
+                    Some(format!("ends at offset {} but the next segment starts at {next_base}", seg.next_offset))
+                }
                 ScanEnd::Clean => None,
             };
             if let Some(reason) = problem {
-                return Err(LogError::Corrupt {
-                    path: seg.log_path.to_path_buf(),
-                    reason,
-                });
+                return Err(LogError::Corrupt { path: seg.log_path.to_path_buf(), reason });
             }
             seg.seal()?;
             Ok(seg)
@@ -1182,29 +996,18 @@ fn open_sealed(
 
 /// Cheap checks of a sealed segment's index files: sizes are whole entries and the last entries
 /// point inside the segment. Returns the last time-index entry (the segment's largest timestamp).
-fn check_sealed_indexes(
-    seg: &Segment,
-    span: i64,
-    log_len: u64,
-) -> Result<Option<TimeEntry>, String> {
+fn check_sealed_indexes(seg: &Segment, span: i64, log_len: u64) -> Result<Option<TimeEntry>, String> {
     let last_entry = |path: &Path, entry_len: usize| -> Result<Option<Vec<u8>>, String> {
         let f = fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
-        let len = f
-            .metadata()
-            .map_err(|e| format!("stat {}: {e}", path.display()))?
-            .len();
+        let len = f.metadata().map_err(|e| format!("stat {}: {e}", path.display()))?.len();
         if !len.is_multiple_of(entry_len as u64) {
-            return Err(format!(
-                "{} has size {len}, not a multiple of {entry_len}",
-                path.display()
-            ));
+            return Err(format!("{} has size {len}, not a multiple of {entry_len}", path.display()));
         }
         if len == 0 {
             return Ok(None);
         }
         let mut b = vec![0u8; entry_len];
-        f.read_exact_at(&mut b, len - entry_len as u64)
-            .map_err(|e| format!("read {}: {e}", path.display()))?;
+        f.read_exact_at(&mut b, len - entry_len as u64).map_err(|e| format!("read {}: {e}", path.display()))?;
         Ok(Some(b))
     };
     if let Some(b) = last_entry(&seg.index_path, OFFSET_ENTRY_LEN)? {
@@ -1212,9 +1015,7 @@ fn check_sealed_indexes(
         a.copy_from_slice(&b);
         let e = OffsetEntry::decode(a);
         if e.relative_offset as i64 >= span || e.position as u64 >= log_len {
-            return Err(format!(
-                "last offset index entry {e:?} lies outside the segment"
-            ));
+            return Err(format!("last offset index entry {e:?} lies outside the segment"));
         }
     }
     match last_entry(&seg.time_path, TIME_ENTRY_LEN)? {
@@ -1223,9 +1024,7 @@ fn check_sealed_indexes(
             a.copy_from_slice(&b);
             let e = TimeEntry::decode(a);
             if e.relative_offset as i64 >= span {
-                return Err(format!(
-                    "last time index entry {e:?} lies outside the segment"
-                ));
+                return Err(format!("last time index entry {e:?} lies outside the segment"));
             }
             Ok(Some(e))
         }
@@ -1236,12 +1035,7 @@ fn check_sealed_indexes(
 /// Recovers the last segment. After a clean shutdown its indexes are trusted and only the batches
 /// after the last index entry are walked (headers only); otherwise, or if that walk finds anything
 /// odd, every batch is checked (header, offsets, CRC-32C) and the file is cut at the first bad one.
-fn recover_active(
-    dir: &Path,
-    base: i64,
-    clean: bool,
-    config: &LogConfig,
-) -> Result<Segment, LogError> {
+fn recover_active(dir: &Path, base: i64, clean: bool, config: &LogConfig) -> Result<Segment, LogError> {
     let interval = config.index_interval_bytes;
     if clean {
         let (mut seg, len) = segment_over(dir, base)?;
@@ -1266,13 +1060,9 @@ fn recover_active(
             %reason,
             "truncating torn tail of active segment"
         );
-        seg.log
-            .set_len(pos)
-            .map_err(io("truncate segment", &seg.log_path))?;
+        seg.log.set_len(pos).map_err(io("truncate segment", &seg.log_path))?;
     }
-    seg.log
-        .sync_data()
-        .map_err(io("fsync segment", &seg.log_path))?;
+    seg.log.sync_data().map_err(io("fsync segment", &seg.log_path))?;
     Ok(seg)
 }
 
@@ -1282,13 +1072,9 @@ fn recover_from_indexes(seg: &mut Segment, len: u64, interval: u32) -> Result<()
     let loaded = load_index_files(&seg.index_path, &seg.time_path)?;
     let base = seg.base_offset;
     let (from, first_last) = match loaded.offsets.last() {
-        Some(e) if (e.position as u64) < len => {
-            (e.position as u64, Some(base + e.relative_offset as i64))
-        }
+        Some(e) if (e.position as u64) < len => (e.position as u64, Some(base + e.relative_offset as i64)),
         Some(e) => {
-            return Err(format!(
-                "offset index entry {e:?} lies beyond the segment end {len}"
-            ));
+            return Err(format!("offset index entry {e:?} lies beyond the segment end {len}"));
         }
         None => (0, None),
     };
@@ -1298,27 +1084,17 @@ fn recover_from_indexes(seg: &mut Segment, len: u64, interval: u32) -> Result<()
         None => (-1, None),
     };
     seg.size = from;
-    seg.state = SegmentState::Active(ActiveIndex {
-        offsets: loaded.offsets,
-        times: loaded.times,
-        ..ActiveIndex::default()
-    });
-    let ended =
-        scan_into(seg, from, len, false, first_last, interval).map_err(|e| e.to_string())?;
+    seg.state = SegmentState::Active(ActiveIndex { offsets: loaded.offsets, times: loaded.times, ..ActiveIndex::default() });
+    let ended = scan_into(seg, from, len, false, first_last, interval).map_err(|e| e.to_string())?;
     let span = seg.next_offset - base;
     if let SegmentState::Active(a) = &seg.state
-        && a.times
-            .last()
-            .is_some_and(|t| t.relative_offset as i64 >= span)
+        && a.times.last().is_some_and(|t| t.relative_offset as i64 >= span)
     {
         return Err("time index points past the last batch".into());
     }
     match ended {
         ScanEnd::Clean if seg.size == len => Ok(()),
-        ScanEnd::Clean => Err(format!(
-            "batches end at {} but the file has {len} bytes",
-            seg.size
-        )),
+        ScanEnd::Clean => Err(format!("batches end at {} but the file has {len} bytes", seg.size)),
         ScanEnd::Stopped { pos, reason } => Err(format!("at position {pos}: {reason}")),
     }
 }

@@ -78,8 +78,7 @@ impl ReadPlan {
             Start::Floor(pos) => seek_batch(&mut sc, &p.path, pos, p.offset)?,
             Start::Lazy(ref index) => {
                 let entries = &index.get().offsets;
-                let from = lookup_offset(entries, relative(p.offset, p.segment_base))
-                    .map_or(0, |e| e.position as u64);
+                let from = lookup_offset(entries, relative(p.offset, p.segment_base)).map_or(0, |e| e.position as u64);
                 seek_batch(&mut sc, &p.path, from, p.offset)?
             }
         };
@@ -112,10 +111,7 @@ impl ReadPlan {
             Ok(h) => h,
             Err(BatchError::Truncated { .. }) => return Ok(Bytes::new()), // cut short concurrently
             Err(e) => {
-                return Err(LogError::Corrupt {
-                    path: p.path.to_path_buf(),
-                    reason: format!("invalid batch at position {pos}: {e}"),
-                });
+                return Err(LogError::Corrupt { path: p.path.to_path_buf(), reason: format!("invalid batch at position {pos}: {e}") });
             }
         };
         if !p.min_one || last_offset(&h) >= p.upper_bound {
@@ -125,10 +121,7 @@ impl ReadPlan {
         if total as u64 > avail {
             return Err(LogError::Corrupt {
                 path: p.path.to_path_buf(),
-                reason: format!(
-                    "batch at position {pos} of {total} bytes extends past the segment end {}",
-                    p.end
-                ),
+                reason: format!("batch at position {pos} of {total} bytes extends past the segment end {}", p.end),
             });
         }
         // min_one: read the rest of the first batch.
@@ -149,20 +142,14 @@ fn extend_from(p: &PlanInner, buf: &mut Vec<u8>, pos: u64, len: usize) -> Result
         return Ok(());
     }
     buf.resize(len, 0);
-    let n = read_at_most(&p.file, &mut buf[have..], pos + have as u64)
-        .map_err(io("read segment", &p.path))?;
+    let n = read_at_most(&p.file, &mut buf[have..], pos + have as u64).map_err(io("read segment", &p.path))?;
     buf.truncate(have + n);
     Ok(())
 }
 
 /// From `from` (at or before the batch holding `offset`), finds the position of that batch by
 /// walking headers. Returns the scan end if the segment holds no such batch.
-pub(crate) fn seek_batch(
-    sc: &mut Scanner<'_>,
-    path: &Path,
-    from: u64,
-    offset: i64,
-) -> Result<u64, LogError> {
+pub(crate) fn seek_batch(sc: &mut Scanner<'_>, path: &Path, from: u64, offset: i64) -> Result<u64, LogError> {
     let mut pos = from;
     loop {
         match sc.header_at(pos)? {
@@ -170,16 +157,10 @@ pub(crate) fn seek_batch(
             HeaderAt::Batch(h) if last_offset(&h) >= offset => return Ok(pos),
             HeaderAt::Batch(h) => pos += h.total_len() as u64,
             HeaderAt::Incomplete => {
-                return Err(LogError::Corrupt {
-                    path: path.to_path_buf(),
-                    reason: format!("incomplete batch header at position {pos}"),
-                });
+                return Err(LogError::Corrupt { path: path.to_path_buf(), reason: format!("incomplete batch header at position {pos}") });
             }
             HeaderAt::Invalid(e) => {
-                return Err(LogError::Corrupt {
-                    path: path.to_path_buf(),
-                    reason: format!("invalid batch at position {pos}: {e}"),
-                });
+                return Err(LogError::Corrupt { path: path.to_path_buf(), reason: format!("invalid batch at position {pos}: {e}") });
             }
         }
     }

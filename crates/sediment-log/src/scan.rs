@@ -53,23 +53,12 @@ pub(crate) struct Scanner<'a> {
 impl<'a> Scanner<'a> {
     /// Scans `file` up to (not including) position `end`.
     pub(crate) fn new(file: &'a File, path: &'a Path, end: u64, chunk: usize) -> Scanner<'a> {
-        Scanner {
-            file,
-            path,
-            end,
-            chunk: chunk.max(HEADER_LEN),
-            buf: Vec::new(),
-            buf_start: 0,
-        }
+        Scanner { file, path, end, chunk: chunk.max(HEADER_LEN), buf: Vec::new(), buf_start: 0 }
     }
 
     fn buffered(&self, pos: u64) -> usize {
         let buf_end = self.buf_start + self.buf.len() as u64;
-        if pos >= self.buf_start && pos < buf_end {
-            (buf_end - pos) as usize
-        } else {
-            0
-        }
+        if pos >= self.buf_start && pos < buf_end { (buf_end - pos) as usize } else { 0 }
     }
 
     /// Makes `[pos, pos + len)` available in the buffer; `false` if the file (or range) ends first.
@@ -82,8 +71,7 @@ impl<'a> Scanner<'a> {
             return Ok(false);
         }
         self.buf.resize(want, 0);
-        let n = read_at_most(self.file, &mut self.buf[..want], pos)
-            .map_err(io("read segment", self.path))?;
+        let n = read_at_most(self.file, &mut self.buf[..want], pos).map_err(io("read segment", self.path))?;
         self.buf.truncate(n);
         self.buf_start = pos;
         Ok(n >= len)
@@ -137,10 +125,7 @@ impl<'a> Scanner<'a> {
         if pos.saturating_add(len as u64) > self.end {
             return Err(LogError::Corrupt {
                 path: self.path.to_path_buf(),
-                reason: format!(
-                    "batch at position {pos} of {len} bytes extends past the segment end {}",
-                    self.end
-                ),
+                reason: format!("batch at position {pos} of {len} bytes extends past the segment end {}", self.end),
             });
         }
         let mut out = vec![0u8; len];
@@ -148,10 +133,7 @@ impl<'a> Scanner<'a> {
         if n < len {
             return Err(LogError::Corrupt {
                 path: self.path.to_path_buf(),
-                reason: format!(
-                    "file ends at {} inside a batch at position {pos}",
-                    pos + n as u64
-                ),
+                reason: format!("file ends at {} inside a batch at position {pos}", pos + n as u64),
             });
         }
         Ok(out)
@@ -190,28 +172,16 @@ pub(crate) fn scan_batches(
         };
         let total = h.total_len() as u64;
         if pos + total > end {
-            return stop(
-                pos,
-                format!("batch of {total} bytes extends past the end at {end}"),
-            );
+            return stop(pos, format!("batch of {total} bytes extends past the end at {end}"));
         }
         if h.last_offset_delta < 0 {
-            return stop(
-                pos,
-                format!("negative last offset delta {}", h.last_offset_delta),
-            );
+            return stop(pos, format!("negative last offset delta {}", h.last_offset_delta));
         }
         if verify_crc {
             match sc.crc(pos, total)? {
                 None => return stop(pos, "file ends inside a batch".into()),
                 Some(actual) if actual != h.crc => {
-                    return stop(
-                        pos,
-                        format!(
-                            "crc mismatch: header says {:#010x}, computed {actual:#010x}",
-                            h.crc
-                        ),
-                    );
+                    return stop(pos, format!("crc mismatch: header says {:#010x}, computed {actual:#010x}", h.crc));
                 }
                 Some(_) => {}
             }

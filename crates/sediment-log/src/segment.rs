@@ -11,10 +11,7 @@ use sediment_protocol::batch::BatchHeader;
 
 use crate::error::{LogError, io};
 use crate::files::{INDEX_EXT, LOG_EXT, TIME_INDEX_EXT, open_rw, remove_if_exists, segment_path};
-use crate::index::{
-    OffsetEntry, TimeEntry, decode_offset_index, decode_time_index, encode_offset_index,
-    encode_time_index, lookup_offset, relative,
-};
+use crate::index::{OffsetEntry, TimeEntry, decode_offset_index, decode_time_index, encode_offset_index, encode_time_index, lookup_offset, relative};
 use crate::scan::{last_offset, next_offset};
 
 /// How many of the newest batches of the active segment are remembered exactly (last offset and
@@ -50,11 +47,7 @@ impl RecentBatches {
         }
         let i = self.entries.partition_point(|e| e.0 < offset);
         let (_, pos) = *self.entries.get(i)?;
-        let base = if i == 0 {
-            self.front_base
-        } else {
-            self.entries[i - 1].0 + 1
-        };
+        let base = if i == 0 { self.front_base } else { self.entries[i - 1].0 + 1 };
         Some((base, pos))
     }
 }
@@ -87,23 +80,11 @@ pub(crate) struct LoadedIndex {
 
 impl SealedIndex {
     pub(crate) fn lazy(index_path: PathBuf, time_path: PathBuf) -> SealedIndex {
-        SealedIndex {
-            index_path,
-            time_path,
-            loaded: OnceLock::new(),
-        }
+        SealedIndex { index_path, time_path, loaded: OnceLock::new() }
     }
 
-    pub(crate) fn loaded(
-        index_path: PathBuf,
-        time_path: PathBuf,
-        index: LoadedIndex,
-    ) -> SealedIndex {
-        SealedIndex {
-            index_path,
-            time_path,
-            loaded: OnceLock::from(index),
-        }
+    pub(crate) fn loaded(index_path: PathBuf, time_path: PathBuf, index: LoadedIndex) -> SealedIndex {
+        SealedIndex { index_path, time_path, loaded: OnceLock::from(index) }
     }
 
     /// The indexes, loading them on first use. A file that cannot be read or decoded (checked at
@@ -169,12 +150,7 @@ impl Segment {
     /// Creates the three files of a new, empty active segment (the caller fsyncs the directory).
     pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
         let log_path = segment_path(dir, base_offset, LOG_EXT);
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&log_path)
-            .map_err(io("create segment", &log_path))?;
+        let log = OpenOptions::new().read(true).write(true).create_new(true).open(&log_path).map_err(io("create segment", &log_path))?;
         let index_path = segment_path(dir, base_offset, INDEX_EXT);
         let time_path = segment_path(dir, base_offset, TIME_INDEX_EXT);
         for p in [&index_path, &time_path] {
@@ -227,19 +203,13 @@ impl Segment {
             self.offset_of_max_timestamp = Some(last);
         }
         let base = self.base_offset;
-        let (max_ts, max_ts_offset) = (
-            self.max_timestamp,
-            self.offset_of_max_timestamp.unwrap_or(last),
-        );
+        let (max_ts, max_ts_offset) = (self.max_timestamp, self.offset_of_max_timestamp.unwrap_or(last));
         let SegmentState::Active(a) = &mut self.state else {
             debug_assert!(false, "note_batch on a sealed segment");
             return;
         };
         if a.bytes_since_entry > interval as u64 {
-            a.offsets.push(OffsetEntry {
-                relative_offset: relative(last, base),
-                position: pos,
-            });
+            a.offsets.push(OffsetEntry { relative_offset: relative(last, base), position: pos });
             maybe_append_time(&mut a.times, max_ts, relative(max_ts_offset, base));
             a.bytes_since_entry = 0;
         }
@@ -255,14 +225,10 @@ impl Segment {
         match &self.state {
             SegmentState::Active(a) => match a.recent.find(offset) {
                 Some((_, pos)) => Start::Exact(pos as u64),
-                None => {
-                    Start::Floor(lookup_offset(&a.offsets, rel).map_or(0, |e| e.position as u64))
-                }
+                None => Start::Floor(lookup_offset(&a.offsets, rel).map_or(0, |e| e.position as u64)),
             },
             SegmentState::Sealed(s) => match s.try_get() {
-                Some(l) => {
-                    Start::Floor(lookup_offset(&l.offsets, rel).map_or(0, |e| e.position as u64))
-                }
+                Some(l) => Start::Floor(lookup_offset(&l.offsets, rel).map_or(0, |e| e.position as u64)),
                 None => Start::Lazy(s.clone()),
             },
         }
@@ -308,24 +274,15 @@ impl Segment {
             write_index_file(&self.index_path, &encode_offset_index(&a.offsets))?;
             write_index_file(&self.time_path, &encode_time_index(&a.times))?;
         }
-        self.log
-            .sync_data()
-            .map_err(io("fsync segment", &self.log_path))
+        self.log.sync_data().map_err(io("fsync segment", &self.log_path))
     }
 
     /// Seals the active segment: indexes written, all three files fsynced, indexes kept in memory.
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
         self.persist()?;
         if let SegmentState::Active(a) = &mut self.state {
-            let loaded = LoadedIndex {
-                offsets: std::mem::take(&mut a.offsets),
-                times: std::mem::take(&mut a.times),
-            };
-            self.state = SegmentState::Sealed(Arc::new(SealedIndex::loaded(
-                self.index_path.clone(),
-                self.time_path.clone(),
-                loaded,
-            )));
+            let loaded = LoadedIndex { offsets: std::mem::take(&mut a.offsets), times: std::mem::take(&mut a.times) };
+            self.state = SegmentState::Sealed(Arc::new(SealedIndex::loaded(self.index_path.clone(), self.time_path.clone(), loaded)));
         }
         Ok(())
     }
@@ -343,14 +300,8 @@ impl Segment {
         if self.max_timestamp >= 0 {
             return Ok(self.max_timestamp);
         }
-        let modified = self
-            .log
-            .metadata()
-            .and_then(|m| m.modified())
-            .map_err(io("stat segment", &self.log_path))?;
-        Ok(modified
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64))
+        let modified = self.log.metadata().and_then(|m| m.modified()).map_err(io("stat segment", &self.log_path))?;
+        Ok(modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
     }
 }
 
@@ -358,10 +309,7 @@ impl Segment {
 /// than -1 when empty) is indexed.
 fn maybe_append_time(times: &mut Vec<TimeEntry>, ts: i64, rel: u32) {
     if ts > times.last().map_or(-1, |e| e.timestamp) {
-        times.push(TimeEntry {
-            timestamp: ts,
-            relative_offset: rel,
-        });
+        times.push(TimeEntry { timestamp: ts, relative_offset: rel });
     }
 }
 
@@ -369,8 +317,7 @@ fn maybe_append_time(times: &mut Vec<TimeEntry>, ts: i64, rel: u32) {
 pub(crate) fn write_index_file(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     let f = open_rw(path, true)?;
     f.write_all_at(bytes, 0).map_err(io("write index", path))?;
-    f.set_len(bytes.len() as u64)
-        .map_err(io("truncate index", path))?;
+    f.set_len(bytes.len() as u64).map_err(io("truncate index", path))?;
     f.sync_data().map_err(io("fsync index", path))
 }
 
@@ -393,10 +340,7 @@ mod tests {
         assert_eq!(r.find(31), Some((30, 1000)));
         assert_eq!(r.find(32), Some((32, 1100)));
         let last = 10 + 2 * (RECENT_BATCHES as i64 + 9);
-        assert_eq!(
-            r.find(last + 1),
-            Some((last, 100 * (RECENT_BATCHES as u32 + 9)))
-        );
+        assert_eq!(r.find(last + 1), Some((last, 100 * (RECENT_BATCHES as u32 + 9))));
         assert_eq!(r.find(last + 2), None);
     }
 }

@@ -103,9 +103,7 @@ impl BatchError {
     /// The Kafka error code for this failure (the same ones Apache Kafka's log validator uses).
     pub fn code(&self) -> ErrorCode {
         match self {
-            BatchError::Truncated { .. }
-            | BatchError::BadLength(_)
-            | BatchError::CrcMismatch { .. } => ErrorCode::CorruptMessage,
+            BatchError::Truncated { .. } | BatchError::BadLength(_) | BatchError::CrcMismatch { .. } => ErrorCode::CorruptMessage,
             BatchError::BadMagic(_)
             | BatchError::BadRecordCount { .. }
             | BatchError::NotExactlyOneBatch(_)
@@ -332,10 +330,7 @@ pub fn validate_batch_header(records: &[u8], max_message_bytes: usize) -> Result
     }
     header.compression()?;
     if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
-        return Err(BatchError::BadRecordCount {
-            count: header.records_count,
-            last_offset_delta: header.last_offset_delta,
-        });
+        return Err(BatchError::BadRecordCount { count: header.records_count, last_offset_delta: header.last_offset_delta });
     }
     let actual = compute_crc(records);
     if actual != header.crc {
@@ -435,7 +430,6 @@ pub mod testing {
             headers: Default::default(),
         }
     }
-
 
     /// One uncompressed record body (without its length prefix).
     fn record(delta: i64, ts_delta: i64, key: Option<&[u8]>, value: &[u8]) -> Vec<u8> {

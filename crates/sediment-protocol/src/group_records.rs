@@ -23,9 +23,9 @@
 //! It lives in the wire crate, free of I/O, because more than the broker reads these records:
 //! the fuzz target `group_records` and, reading the bucket, the archive tools.
 
+use crate::batch::{self, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, put_varint};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::RecordBatchDecoder;
-use crate::batch::{self, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, put_varint};
 
 /// Longest group id or group instance id accepted (bytes): they must fit Kafka's int16-length
 /// record strings with room to spare.
@@ -206,16 +206,7 @@ fn decode_group_value(v: &mut &[u8]) -> Result<GroupValue, String> {
         let session_timeout_ms = get_i32(v)?;
         let subscription = get_bytes(v)?;
         let assignment = get_bytes(v)?;
-        members.push(MemberValue {
-            member_id,
-            instance_id,
-            client_id,
-            client_host,
-            rebalance_timeout_ms,
-            session_timeout_ms,
-            subscription,
-            assignment,
-        });
+        members.push(MemberValue { member_id, instance_id, client_id, client_host, rebalance_timeout_ms, session_timeout_ms, subscription, assignment });
     }
     Ok(GroupValue { protocol_type, generation, protocol, leader, state_timestamp, members })
 }
@@ -360,16 +351,11 @@ pub fn build_batches(records: &[OffsetsRecord], now_ms: i64, max_batch_bytes: us
 
 fn approx_size(r: &OffsetsRecord) -> usize {
     match r {
-        OffsetsRecord::Offset { group, topic, value, .. } => {
-            40 + group.len() + topic.len() + value.as_ref().map_or(0, |v| v.metadata.len())
-        }
+        OffsetsRecord::Offset { group, topic, value, .. } => 40 + group.len() + topic.len() + value.as_ref().map_or(0, |v| v.metadata.len()),
         OffsetsRecord::Group { group, value } => {
             40 + group.len()
                 + value.as_ref().map_or(0, |g| {
-                    g.members
-                        .iter()
-                        .map(|m| 40 + m.member_id.len() + m.client_id.len() + m.subscription.len() + m.assignment.len())
-                        .sum::<usize>()
+                    g.members.iter().map(|m| 40 + m.member_id.len() + m.client_id.len() + m.subscription.len() + m.assignment.len()).sum::<usize>()
                 })
         }
     }

@@ -325,10 +325,7 @@ fn walk_source<S: Source>(src: &mut S, header: &BatchHeader, f: &mut impl FnMut(
         }
     }
     if src.byte()?.is_some() {
-        return Err(BatchError::BadRecord {
-            index: declared,
-            reason: format!("the batch declares {declared} records but holds more data after them"),
-        });
+        return Err(BatchError::BadRecord { index: declared, reason: format!("the batch declares {declared} records but holds more data after them") });
     }
     Ok(summary)
 }

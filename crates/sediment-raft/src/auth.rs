@@ -176,9 +176,7 @@ mod tests {
         let (mut c, mut s) = tokio::io::duplex(1024);
         let server = tokio::spawn(async move { k.server_handshake(&mut s).await });
         // a raft frame instead of a hello
-        c.write_all(&[0, 0, 0, 30, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-            .await
-            .unwrap();
+        c.write_all(&[0, 0, 0, 30, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).await.unwrap();
         assert!(matches!(server.await.unwrap(), Err(AuthError::BadHello)));
         // one that sends a hello but cannot prove anything
         let k = ClusterKey::new("correct horse battery staple").unwrap();

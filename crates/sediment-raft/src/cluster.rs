@@ -143,12 +143,16 @@ impl ClusterState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
     /// Sets the cluster id if none is set yet (first writer wins).
-    SetClusterId { cluster_id: String },
+    SetClusterId {
+        cluster_id: String,
+    },
     /// Adds or updates a broker (its addresses may change across restarts).
     RegisterBroker(BrokerRecord),
     /// Removes a broker (`sediment cluster remove-broker`); refused while any partition has a
     /// replica on it. Afterwards no new replica is placed there.
-    UnregisterBroker { id: i32 },
+    UnregisterBroker {
+        id: i32,
+    },
     /// Creates a topic, placing `partitions` × `replication_factor` replicas over the
     /// registered brokers starting at `placement_start`.
     CreateTopic {
@@ -160,25 +164,53 @@ pub enum MetaCommand {
         placement_start: u32,
         created_ms: i64,
     },
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     /// Grows a topic to `count` partitions (new ones placed like at creation).
-    CreatePartitions { name: String, count: i32, placement_start: u32 },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        placement_start: u32,
+    },
     /// Replaces a topic's config overrides.
-    SetTopicConfig { name: String, config: BTreeMap<String, String> },
+    SetTopicConfig {
+        name: String,
+        config: BTreeMap<String, String>,
+    },
     /// Reserves `count` producer ids; answered with the first.
-    ReserveProducerIds { count: i64 },
+    ReserveProducerIds {
+        count: i64,
+    },
     /// Starts moving partitions of `topic` to the given replicas (AlterPartitionReassignments);
     /// each partition's leader carries it out and reports [`MetaCommand::CompleteReassignment`].
     /// All or nothing: one invalid target refuses the whole command.
-    ReassignPartitions { topic: String, targets: Vec<(i32, Vec<i32>)> },
+    ReassignPartitions {
+        topic: String,
+        targets: Vec<(i32, Vec<i32>)>,
+    },
     /// A partition's Raft group now has exactly `replicas` as voters: the move is done.
-    CompleteReassignment { topic_id: Uuid, partition: i32, replicas: Vec<i32> },
+    CompleteReassignment {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+    },
     /// A partition's Raft group elected `leader` in term `epoch` (ignored if older than what
     /// is recorded, or if the topic id no longer matches).
-    SetPartitionLeader { topic_id: Uuid, partition: i32, leader: i32, epoch: i32 },
+    SetPartitionLeader {
+        topic_id: Uuid,
+        partition: i32,
+        leader: i32,
+        epoch: i32,
+    },
     /// A partition's leader in term `epoch` reports its in-sync replicas (ignored from a leader
     /// older than the one recorded, or naming brokers that hold no replica).
-    SetPartitionIsr { topic_id: Uuid, partition: i32, epoch: i32, isr: Vec<i32> },
+    SetPartitionIsr {
+        topic_id: Uuid,
+        partition: i32,
+        epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// Why a command was refused (mapped onto Kafka error codes by the broker).
@@ -220,8 +252,13 @@ pub enum MetaResponse {
     #[default]
     Done,
     Refused(MetaError),
-    TopicCreated { id: Uuid, assignments: Vec<Vec<i32>> },
-    ProducerIds { start: i64 },
+    TopicCreated {
+        id: Uuid,
+        assignments: Vec<Vec<i32>>,
+    },
+    ProducerIds {
+        start: i64,
+    },
 }
 
 /// Replica placement: partition `p` gets `rf` consecutive brokers (in id order) starting at
@@ -229,9 +266,7 @@ pub enum MetaResponse {
 /// about `partitions / brokers` partitions.
 pub fn place(brokers: &[i32], first_partition: i32, count: i32, rf: usize, start: u32) -> Vec<Vec<i32>> {
     let n = brokers.len();
-    (first_partition..first_partition + count)
-        .map(|p| (0..rf).map(|j| brokers[(start as usize + p as usize + j) % n]).collect())
-        .collect()
+    (first_partition..first_partition + count).map(|p| (0..rf).map(|j| brokers[(start as usize + p as usize + j) % n]).collect()).collect()
 }
 
 impl ClusterState {
@@ -508,10 +543,7 @@ mod tests {
     #[test]
     fn commands_validate_and_apply() {
         let mut s = ClusterState::default();
-        assert_eq!(
-            s.apply(&create("t", 3, 1)),
-            MetaResponse::Refused(MetaError::InvalidReplicationFactor { requested: 1, available: 0 })
-        );
+        assert_eq!(s.apply(&create("t", 3, 1)), MetaResponse::Refused(MetaError::InvalidReplicationFactor { requested: 1, available: 0 }));
         for b in [1, 2, 3] {
             s.apply(&broker(b));
         }

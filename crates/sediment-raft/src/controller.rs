@@ -19,8 +19,7 @@ use futures::future::BoxFuture;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Config, Entry, EntryPayload, LogId, Raft, RaftSnapshotBuilder, SnapshotMeta, SnapshotPolicy,
-    StorageError, StorageIOError, StoredMembership,
+    BasicNode, Config, Entry, EntryPayload, LogId, Raft, RaftSnapshotBuilder, SnapshotMeta, SnapshotPolicy, StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
@@ -167,11 +166,7 @@ impl RaftStateMachine<MetaTc> for MetaStateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError<u64>> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta<u64, BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
         let state = ClusterState::decode(&data).map_err(sm_err)?;
         let mut inner = self.inner.lock().await;
@@ -185,10 +180,7 @@ impl RaftStateMachine<MetaTc> for MetaStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<MetaTc>>, StorageError<u64>> {
         let inner = self.inner.lock().await;
-        Ok(inner
-            .snapshot
-            .as_ref()
-            .map(|s| Snapshot { meta: s.meta.clone(), snapshot: Box::new(Cursor::new(s.data.clone())) }))
+        Ok(inner.snapshot.as_ref().map(|s| Snapshot { meta: s.meta.clone(), snapshot: Box::new(Cursor::new(s.data.clone())) }))
     }
 }
 
@@ -267,8 +259,13 @@ pub fn fuzz_decode_forward_answer(bytes: &[u8]) -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MembershipChange {
     /// Adds broker `id` (raft address `addr`): first as a learner, which catches up, then as a voter.
-    Add { id: u64, addr: String },
-    Remove { id: u64 },
+    Add {
+        id: u64,
+        addr: String,
+    },
+    Remove {
+        id: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -441,9 +438,7 @@ impl Controller {
             }
             let caught_up = m.replication.as_ref().and_then(|r| {
                 r.iter()
-                    .filter(|(id, matched)| {
-                        **id != me && alive(**id) && members.voter_ids().any(|v| v == **id) && matched.map(|l| l.index) == m.last_log_index
-                    })
+                    .filter(|(id, matched)| **id != me && alive(**id) && members.voter_ids().any(|v| v == **id) && matched.map(|l| l.index) == m.last_log_index)
                     .map(|(id, _)| *id)
                     .next()
             });

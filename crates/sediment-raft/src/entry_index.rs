@@ -428,8 +428,7 @@ impl EntryIndex {
     }
 
     fn write_memberships(&self) -> Result<(), IndexError> {
-        let data = crate::network::encode(&self.memberships)
-            .map_err(|reason| IndexError::Corrupt { path: self.dir.join(MEMBERSHIP_FILE), reason })?;
+        let data = crate::network::encode(&self.memberships).map_err(|reason| IndexError::Corrupt { path: self.dir.join(MEMBERSHIP_FILE), reason })?;
         write_atomic(&self.dir, MEMBERSHIP_FILE, &data).map_err(io(&self.dir.join(MEMBERSHIP_FILE)))
     }
 

@@ -19,8 +19,8 @@
 
 pub mod auth;
 pub mod cluster;
-pub mod entry_index;
 pub mod controller;
+pub mod entry_index;
 pub mod log_store;
 pub mod network;
 pub mod quiesce;
@@ -28,5 +28,5 @@ pub mod transport;
 
 pub use cluster::{BrokerRecord, ClusterState, IsrRecord, MetaCommand, MetaError, MetaResponse, TopicRecord};
 pub use controller::{Controller, METADATA_GROUP, MembershipChange, MembershipError, MetaTc, WriteError};
-pub use quiesce::{QuiesceConfig, QuietHandle, QuietStats, Quiescer};
+pub use quiesce::{QuiesceConfig, Quiescer, QuietHandle, QuietStats};
 pub use transport::{ClusterKey, GroupId, Peers};

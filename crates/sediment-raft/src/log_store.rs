@@ -173,10 +173,7 @@ impl<C: TypeConfig> RaftLogReader<C> for FileLogStore<C>
 where
     C::Entry: Clone,
 {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<C::Entry>, StorageError<u64>> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(&mut self, range: RB) -> Result<Vec<C::Entry>, StorageError<u64>> {
         let inner = self.inner.lock().await;
         Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
     }
@@ -201,8 +198,7 @@ where
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let inner = self.inner.lock().await;
         let data = encode(vote).map_err(io_write)?;
-        write_atomic(&inner.dir, VOTE_FILE, &record(&data))
-            .map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
+        write_atomic(&inner.dir, VOTE_FILE, &record(&data)).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {

@@ -14,10 +14,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
-};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, Raft, RaftNetwork, RaftNetworkFactory, RaftTypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -184,11 +181,7 @@ impl<C: TypeConfig> RaftNetwork<C> for GroupClient<C> {
         self.call(KIND_SNAPSHOT, &rpc, &option).await
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<u64>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.call(KIND_VOTE, &rpc, &option).await
     }
 }
@@ -533,7 +526,12 @@ where
                     if let Some(rec) = &recovery
                         && !rec.admits(req.vote.leader_id().term)
                     {
-                        return Err(format!("{}: append of term {} refused: this replica's disk was lost and the voters' term is {:?}", rec.what, req.vote.leader_id().term, rec.floor()));
+                        return Err(format!(
+                            "{}: append of term {} refused: this replica's disk was lost and the voters' term is {:?}",
+                            rec.what,
+                            req.vote.leader_id().term,
+                            rec.floor()
+                        ));
                     }
                     // a leader's commit index covers everything committed before it only once it
                     // has committed an entry of its own term (a leader just elected, or restarted,
@@ -573,7 +571,12 @@ where
                     if let Some(rec) = &recovery
                         && !rec.admits(req.vote.leader_id().term)
                     {
-                        return Err(format!("{}: snapshot of term {} refused: this replica's disk was lost and the voters' term is {:?}", rec.what, req.vote.leader_id().term, rec.floor()));
+                        return Err(format!(
+                            "{}: snapshot of term {} refused: this replica's disk was lost and the voters' term is {:?}",
+                            rec.what,
+                            req.vote.leader_id().term,
+                            rec.floor()
+                        ));
                     }
                     encode(&raft.install_snapshot(req).await).map(Bytes::from)
                 }

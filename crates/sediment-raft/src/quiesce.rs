@@ -206,13 +206,7 @@ pub struct Quiescer<C: TypeConfig> {
 impl<C: TypeConfig> Quiescer<C> {
     /// Starts beating to `peers` (id → raft address; this node is skipped) and serving their
     /// beats through `registry`. The tasks stop when the returned `Arc` is dropped.
-    pub fn start(
-        me: u64,
-        peers: &BTreeMap<u64, String>,
-        transport: Arc<Peers>,
-        registry: &Registry,
-        cfg: QuiesceConfig,
-    ) -> Arc<Quiescer<C>> {
+    pub fn start(me: u64, peers: &BTreeMap<u64, String>, transport: Arc<Peers>, registry: &Registry, cfg: QuiesceConfig) -> Arc<Quiescer<C>> {
         let incarnation = loop {
             let i = rand::random::<u64>();
             if i != 0 {
@@ -261,12 +255,8 @@ impl<C: TypeConfig> Quiescer<C> {
 
     /// Puts a group under quiescence; it starts awake.
     pub fn add(&self, id: GroupId, raft: Raft<C>) -> QuietHandle<C> {
-        let group = Arc::new(QuietGroup {
-            id,
-            raft,
-            mode: Mutex::new(Mode::Active { term: 0, index: None, since: Instant::now() }),
-            quiet: AtomicBool::new(false),
-        });
+        let group =
+            Arc::new(QuietGroup { id, raft, mode: Mutex::new(Mode::Active { term: 0, index: None, since: Instant::now() }), quiet: AtomicBool::new(false) });
         self.groups.write().unwrap_or_else(|e| e.into_inner()).insert(id, group.clone());
         QuietHandle { group }
     }
@@ -406,8 +396,7 @@ impl<C: TypeConfig> Quiescer<C> {
     }
 
     fn send_beats(self: &Arc<Self>) {
-        let targets: Vec<(u64, String, Arc<AtomicBool>)> =
-            self.lock_peers().iter().map(|(id, p)| (*id, p.addr.clone(), p.in_flight.clone())).collect();
+        let targets: Vec<(u64, String, Arc<AtomicBool>)> = self.lock_peers().iter().map(|(id, p)| (*id, p.addr.clone(), p.in_flight.clone())).collect();
         for (peer, addr, in_flight) in targets {
             if in_flight.swap(true, Ordering::AcqRel) {
                 continue; // the previous beat to this peer is still on its way
@@ -477,9 +466,7 @@ impl<C: TypeConfig> Quiescer<C> {
                     let settled = last.is_some()
                         && m.last_applied.map(|l| l.index) == last
                         && m.membership_config.membership().voter_ids().all(|v| {
-                            v == self.me
-                                || !is_alive(v)
-                                || m.replication.as_ref().and_then(|r| r.get(&v)).is_some_and(|x| x.map(|l| l.index) == last)
+                            v == self.me || !is_alive(v) || m.replication.as_ref().and_then(|r| r.get(&v)).is_some_and(|x| x.map(|l| l.index) == last)
                         });
                     if !settled || (*term, *index) != (m.current_term, last) {
                         *term = m.current_term;
@@ -573,8 +560,7 @@ impl<C: TypeConfig> FastFailover for Raft<C> {
     fn follows(&self, leader: u64) -> Option<(u64, Vec<u64>)> {
         let m = self.metrics();
         let m = m.borrow();
-        (m.state != ServerState::Leader && m.current_leader == Some(leader))
-            .then(|| (m.current_term, m.membership_config.membership().voter_ids().collect()))
+        (m.state != ServerState::Leader && m.current_leader == Some(leader)).then(|| (m.current_term, m.membership_config.membership().voter_ids().collect()))
     }
 
     fn lease(&self) -> Duration {

@@ -270,13 +270,7 @@ impl PeerClient {
 
     /// A client that proves it holds `key` on every connection it makes.
     pub fn with_key(addr: impl Into<String>, key: Option<ClusterKey>) -> PeerClient {
-        PeerClient {
-            addr: addr.into(),
-            key,
-            conn: tokio::sync::Mutex::new(None),
-            next_corr: AtomicU64::new(1),
-            connect_timeout: Duration::from_millis(500),
-        }
+        PeerClient { addr: addr.into(), key, conn: tokio::sync::Mutex::new(None), next_corr: AtomicU64::new(1), connect_timeout: Duration::from_millis(500) }
     }
 
     pub fn addr(&self) -> &str {

@@ -181,12 +181,7 @@ async fn lagging_node_catches_up_from_snapshot() {
     nodes[2].kill().await;
     let c = &nodes[0];
     // the topic creates need a broker to place replicas on
-    c.c().write(
-        MetaCommand::RegisterBroker(BrokerRecord { id: 1, host: "h".into(), port: 1, raft_addr: "r".into(), rack: None }),
-        T,
-    )
-    .await
-    .unwrap();
+    c.c().write(MetaCommand::RegisterBroker(BrokerRecord { id: 1, host: "h".into(), port: 1, raft_addr: "r".into(), rack: None }), T).await.unwrap();
     let writers = (0..8).map(|w| async move {
         for i in 0..160 {
             c.c().write(create(&format!("t{w}-{i}"), 1, 1), T).await.unwrap();

@@ -6,10 +6,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use sediment_telemetry::{
-    OtlpSettings, Protocol, TelemetryConfig, TraceParent, setup::SamplerSetting,
-    setup::SignalExport,
-};
+use sediment_telemetry::{OtlpSettings, Protocol, TelemetryConfig, TraceParent, setup::SamplerSetting, setup::SignalExport};
 use tracing::field::Empty;
 
 pub fn run(sampler: Option<f64>, name: &str) {
@@ -17,27 +14,17 @@ pub fn run(sampler: Option<f64>, name: &str) {
     if let Some(ratio) = sampler {
         // Nothing listens on the default endpoint: the batch processor's thread fails its exports
         // (off the measured path); what is measured is the request thread's cost.
-        otlp.traces = Some(SignalExport {
-            protocol: Protocol::HttpProtobuf,
-            endpoint: "http://127.0.0.1:4318".into(),
-        });
+        otlp.traces = Some(SignalExport { protocol: Protocol::HttpProtobuf, endpoint: "http://127.0.0.1:4318".into() });
         otlp.sampler = SamplerSetting::Ratio(ratio);
     }
-    let cfg = TelemetryConfig {
-        log_format: Default::default(),
-        otlp,
-        instance_id: None,
-    };
+    let cfg = TelemetryConfig { log_format: Default::default(), otlp, instance_id: None };
     let guard = sediment_telemetry::init(&cfg, None).expect("telemetry");
     let m = sediment_telemetry::metrics();
     let api = m.api("Produce");
     let topic = m.topic("bench");
     let client_id = String::from("bench-client");
     let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    let mut c = Criterion::default()
-        .configure_from_args()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    let mut c = Criterion::default().configure_from_args().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     c.bench_function(name, |b| {
         b.iter(|| {
             let started = Instant::now();

@@ -14,11 +14,8 @@ pub mod setup;
 pub mod trace;
 
 pub use metrics::{
-    ApiMetrics, Metrics, ObjectStoreOp, PROMETHEUS_CONTENT_TYPE, PartitionStats, RaftGroup,
-    StorageSource, TopicMetrics, is_ready, kafka_error_name, metrics, render, set_ready,
+    ApiMetrics, Metrics, ObjectStoreOp, PROMETHEUS_CONTENT_TYPE, PartitionStats, RaftGroup, StorageSource, TopicMetrics, is_ready, kafka_error_name, metrics,
+    render, set_ready,
 };
-pub use setup::{
-    InitError, LogFormat, OtlpSettings, Protocol, TelemetryConfig, TelemetryGuard, init,
-    sample_request, traces_enabled,
-};
+pub use setup::{InitError, LogFormat, OtlpSettings, Protocol, TelemetryConfig, TelemetryGuard, init, sample_request, traces_enabled};
 pub use trace::{REQUEST_TARGET, STORAGE_TARGET, TraceParent};

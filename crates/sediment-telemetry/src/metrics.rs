@@ -18,23 +18,14 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{
-    BoundCounter, BoundHistogram, BoundUpDownCounter, Counter, Gauge, Histogram,
-    MeterProvider as _, ObservableGauge,
-};
+use opentelemetry::metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter, Counter, Gauge, Histogram, MeterProvider as _, ObservableGauge};
 use opentelemetry_sdk::metrics::{Instrument, SdkMeterProvider, Stream};
 
 /// Request latency buckets (seconds): 100 µs to 30 s, denser where fsync and network live.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
-];
+pub const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// fsync latency buckets (seconds): 50 µs to 2.5 s.
-pub const FSYNC_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5,
-];
+pub const FSYNC_BUCKETS: &[f64] = &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// Series per instrument before the SDK folds new label sets into an overflow series. Per-partition
 /// gauges need one series per partition; 100 000 is the broker's partition limit per topic.
@@ -183,19 +174,13 @@ impl TierMetrics {
 
     /// One request to the object store.
     pub fn object_store_request(&self, op: ObjectStoreOp) {
-        let i = ObjectStoreOp::ALL
-            .iter()
-            .position(|o| *o == op)
-            .unwrap_or(0);
+        let i = ObjectStoreOp::ALL.iter().position(|o| *o == op).unwrap_or(0);
         self.object_store_requests[i].add(1);
     }
 
     /// One object store request failed (after its retries).
     pub fn object_store_error(&self, op: ObjectStoreOp) {
-        let i = ObjectStoreOp::ALL
-            .iter()
-            .position(|o| *o == op)
-            .unwrap_or(0);
+        let i = ObjectStoreOp::ALL.iter().position(|o| *o == op).unwrap_or(0);
         self.object_store_errors[i].add(1);
     }
 
@@ -292,10 +277,7 @@ pub fn metrics() -> &'static Metrics {
 
 /// Builds the instruments with an extra reader (the OTLP periodic reader). Returns `false` if
 /// the instruments were already built (then the extra reader is not attached).
-pub fn install(
-    extra: Option<opentelemetry_sdk::metrics::PeriodicReader<opentelemetry_otlp::MetricExporter>>,
-    resource: opentelemetry_sdk::Resource,
-) -> bool {
+pub fn install(extra: Option<opentelemetry_sdk::metrics::PeriodicReader<opentelemetry_otlp::MetricExporter>>, resource: opentelemetry_sdk::Resource) -> bool {
     let mut built = false;
     METRICS.get_or_init(|| {
         built = true;
@@ -366,25 +348,12 @@ impl StorageSlot {
         {
             return s.clone();
         }
-        let source = self
-            .source
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(Weak::upgrade);
+        let source = self.source.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(Weak::upgrade);
         let stats: Vec<_> = match source {
             Some(s) => s
                 .partition_stats()
                 .into_iter()
-                .map(|p| {
-                    (
-                        vec![
-                            KeyValue::new("topic", p.topic.clone()),
-                            KeyValue::new("partition", p.partition as i64),
-                        ],
-                        p,
-                    )
-                })
+                .map(|p| (vec![KeyValue::new("topic", p.topic.clone()), KeyValue::new("partition", p.partition as i64)], p))
                 .collect(),
             None => Vec::new(),
         };
@@ -400,10 +369,7 @@ fn start_time() -> SystemTime {
 
 impl Metrics {
     fn build(
-        readers: Option<(
-            Option<opentelemetry_sdk::metrics::PeriodicReader<opentelemetry_otlp::MetricExporter>>,
-            opentelemetry_sdk::Resource,
-        )>,
+        readers: Option<(Option<opentelemetry_sdk::metrics::PeriodicReader<opentelemetry_otlp::MetricExporter>>, opentelemetry_sdk::Resource)>,
     ) -> Metrics {
         start_time();
         let registry = prometheus::Registry::new();
@@ -411,18 +377,9 @@ impl Metrics {
             // Raise the SDK's default limit of 2000 series per instrument: one series per
             // partition must not overflow on a broker with many partitions.
             let _ = i;
-            Stream::builder()
-                .with_cardinality_limit(CARDINALITY_LIMIT)
-                .build()
-                .ok()
+            Stream::builder().with_cardinality_limit(CARDINALITY_LIMIT).build().ok()
         });
-        match opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .without_units()
-            .without_target_info()
-            .scope_info_enabled(false)
-            .build()
-        {
+        match opentelemetry_prometheus::exporter().with_registry(registry.clone()).without_units().without_target_info().scope_info_enabled(false).build() {
             Ok(exporter) => builder = builder.with_reader(exporter),
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the prometheus exporter; /metrics will be empty")
@@ -436,10 +393,7 @@ impl Metrics {
         }
         let provider = builder.build();
         let meter = provider.meter(METER_NAME);
-        let storage = Arc::new(StorageSlot {
-            source: RwLock::new(None),
-            snapshot: Mutex::new(None),
-        });
+        let storage = Arc::new(StorageSlot { source: RwLock::new(None), snapshot: Mutex::new(None) });
 
         let requests = meter
             .u64_counter("sediment_requests")
@@ -465,9 +419,7 @@ impl Metrics {
         let fetch_bytes = meter
             .u64_counter("sediment_fetch_bytes")
             .with_unit("By")
-            .with_description(
-                "Bytes of record batches returned by Fetch, by topic (Kafka's BytesOutPerSec)",
-            )
+            .with_description("Bytes of record batches returned by Fetch, by topic (Kafka's BytesOutPerSec)")
             .build();
         let request_errors = meter
             .u64_counter("sediment_request_errors")
@@ -480,8 +432,7 @@ impl Metrics {
             .with_description("Produce request latency, from the complete request frame to the response written, by acks (0, 1, all)")
             .with_boundaries(LATENCY_BUCKETS.to_vec())
             .build();
-        let produce_latency =
-            ["0", "1", "all"].map(|a| produce_latency_h.bind(&[KeyValue::new("acks", a)]));
+        let produce_latency = ["0", "1", "all"].map(|a| produce_latency_h.bind(&[KeyValue::new("acks", a)]));
         let fetch_latency = meter
             .f64_histogram("sediment_fetch_latency_seconds")
             .with_unit("s")
@@ -491,16 +442,11 @@ impl Metrics {
         let fsync_latency = meter
             .f64_histogram("sediment_log_fsync_latency_seconds")
             .with_unit("s")
-            .with_description(
-                "Duration of one group-commit fsync of a partition log (segment data, indexes)",
-            )
+            .with_description("Duration of one group-commit fsync of a partition log (segment data, indexes)")
             .with_boundaries(FSYNC_BUCKETS.to_vec())
             .build();
-        let fsync_errors = meter
-            .u64_counter("sediment_log_fsync_errors")
-            .with_description("Failed fsyncs; the partition refuses writes until restart")
-            .build()
-            .bind(&[]);
+        let fsync_errors =
+            meter.u64_counter("sediment_log_fsync_errors").with_description("Failed fsyncs; the partition refuses writes until restart").build().bind(&[]);
         fsync_errors.add(0);
         let unreadable_batches = meter
             .u64_counter("sediment_unreadable_batches")
@@ -515,19 +461,13 @@ impl Metrics {
             .build()
             .bind(&[]);
         connections_open.add(0);
-        let connections_total = meter
-            .u64_counter("sediment_connections")
-            .with_unit("{connection}")
-            .with_description("Kafka client connections accepted")
-            .build()
-            .bind(&[]);
+        let connections_total =
+            meter.u64_counter("sediment_connections").with_unit("{connection}").with_description("Kafka client connections accepted").build().bind(&[]);
         connections_total.add(0);
         let connections_rejected = meter
             .u64_counter("sediment_connections_rejected")
             .with_unit("{connection}")
-            .with_description(
-                "Kafka client connections closed at accept because max_connections were open",
-            )
+            .with_description("Kafka client connections closed at accept because max_connections were open")
             .build()
             .bind(&[]);
         connections_rejected.add(0);
@@ -565,16 +505,8 @@ impl Metrics {
                     .build();
                 ObjectStoreOp::ALL.iter().map(|op| c.bind(&[KeyValue::new("op", op.as_str())])).collect()
             },
-            cache_hits: meter
-                .u64_counter("sediment_cache_hits")
-                .with_description("Cold reads served from the read-through cache")
-                .build()
-                .bind(&[]),
-            cache_misses: meter
-                .u64_counter("sediment_cache_misses")
-                .with_description("Cold reads that fetched their chunk from the bucket")
-                .build()
-                .bind(&[]),
+            cache_hits: meter.u64_counter("sediment_cache_hits").with_description("Cold reads served from the read-through cache").build().bind(&[]),
+            cache_misses: meter.u64_counter("sediment_cache_misses").with_description("Cold reads that fetched their chunk from the bucket").build().bind(&[]),
             cold_read_throttled: meter
                 .f64_counter("sediment_cold_read_throttled_seconds")
                 .with_unit("s")
@@ -605,11 +537,7 @@ impl Metrics {
                 .with_description("Idle partition groups here whose Raft heartbeats and election timers are stopped, by role")
                 .build(),
             commit_latency: ["metadata", "partition"].map(|g| commit.bind(&[KeyValue::new("group", g)])),
-            leader_changes: meter
-                .u64_counter("sediment_leader_changes")
-                .with_description("Partition leadership changes seen by this node")
-                .build()
-                .bind(&[]),
+            leader_changes: meter.u64_counter("sediment_leader_changes").with_description("Partition leadership changes seen by this node").build().bind(&[]),
         };
         replication.set_under_replicated_partitions(0);
         replication.set_quiesced_partitions(0, 0);
@@ -619,24 +547,14 @@ impl Metrics {
         let mut observables_u64 = Vec::new();
         type Field = fn(&PartitionStats) -> i64;
         let partition_gauges: [(&'static str, &'static str, &'static str, Field); 3] = [
-            (
-                "sediment_log_end_offset",
-                "{offset}",
-                "Log end offset (next offset to be written) per partition",
-                |p| p.log_end_offset,
-            ),
+            ("sediment_log_end_offset", "{offset}", "Log end offset (next offset to be written) per partition", |p| p.log_end_offset),
             (
                 "sediment_log_high_watermark",
                 "{offset}",
                 "High watermark (first offset not yet durable/committed; consumers read below it) per partition",
                 |p| p.high_watermark,
             ),
-            (
-                "sediment_log_start_offset",
-                "{offset}",
-                "Log start offset (first readable offset) per partition",
-                |p| p.log_start_offset,
-            ),
+            ("sediment_log_start_offset", "{offset}", "Log start offset (first readable offset) per partition", |p| p.log_start_offset),
         ];
         for (name, unit, help, field) in partition_gauges {
             let slot = storage.clone();
@@ -655,18 +573,8 @@ impl Metrics {
         }
         type FieldU = fn(&PartitionStats) -> u64;
         let partition_gauges_u: [(&'static str, &'static str, &'static str, FieldU); 2] = [
-            (
-                "sediment_log_segments",
-                "{segment}",
-                "Local log segments per partition",
-                |p| p.segments,
-            ),
-            (
-                "sediment_log_size_bytes",
-                "By",
-                "Bytes of local log segments per partition",
-                |p| p.size_bytes,
-            ),
+            ("sediment_log_segments", "{segment}", "Local log segments per partition", |p| p.segments),
+            ("sediment_log_size_bytes", "By", "Bytes of local log segments per partition", |p| p.size_bytes),
         ];
         for (name, unit, help, field) in partition_gauges_u {
             let slot = storage.clone();
@@ -710,9 +618,7 @@ impl Metrics {
             meter
                 .u64_observable_gauge("sediment_build_info")
                 .with_description("Always 1; the version label names the running build")
-                .with_callback(|o| {
-                    o.observe(1, &[KeyValue::new("version", env!("CARGO_PKG_VERSION"))])
-                })
+                .with_callback(|o| o.observe(1, &[KeyValue::new("version", env!("CARGO_PKG_VERSION"))]))
                 .build(),
         );
         observables.push(
@@ -721,10 +627,7 @@ impl Metrics {
                 .with_unit("s")
                 .with_description("Start time of the process since the Unix epoch in seconds")
                 .with_callback(|o| {
-                    let secs = start_time()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs() as i64)
-                        .unwrap_or(0);
+                    let secs = start_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
                     o.observe(secs, &[]);
                 })
                 .build(),
@@ -757,11 +660,7 @@ impl Metrics {
 
     /// Registers the broker as the source of the per-partition gauges.
     pub fn set_storage_source(&self, source: Weak<dyn StorageSource>) {
-        *self
-            .storage
-            .source
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(source);
+        *self.storage.source.write().unwrap_or_else(|e| e.into_inner()) = Some(source);
         self.storage.invalidate();
     }
 
@@ -769,23 +668,13 @@ impl Metrics {
     /// e.g. `Produce`). Bind once and keep the handle: the series exists (at zero) from then on.
     pub fn api(&self, api: &'static str) -> ApiMetrics {
         let attrs = [KeyValue::new("api", api)];
-        ApiMetrics {
-            api,
-            requests: self.requests.bind(&attrs),
-            latency: self.request_latency.bind(&attrs),
-        }
+        ApiMetrics { api, requests: self.requests.bind(&attrs), latency: self.request_latency.bind(&attrs) }
     }
 
     /// A response of `api` carried `error` (a Kafka error name, see [`kafka_error_name`]).
     /// Not a hot path: only error responses get here.
     pub fn request_error(&self, api: &'static str, error: &str) {
-        self.request_errors.add(
-            1,
-            &[
-                KeyValue::new("api", api),
-                KeyValue::new("error", error.to_string()),
-            ],
-        );
+        self.request_errors.add(1, &[KeyValue::new("api", api), KeyValue::new("error", error.to_string())]);
     }
 
     /// Bound byte and record counters for one topic.
@@ -856,14 +745,8 @@ mod tests {
 
     #[test]
     fn error_names_are_kafkas() {
-        assert_eq!(
-            kafka_error_name("UnknownTopicOrPartition"),
-            "UNKNOWN_TOPIC_OR_PARTITION"
-        );
-        assert_eq!(
-            kafka_error_name("NotLeaderOrFollower"),
-            "NOT_LEADER_OR_FOLLOWER"
-        );
+        assert_eq!(kafka_error_name("UnknownTopicOrPartition"), "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(kafka_error_name("NotLeaderOrFollower"), "NOT_LEADER_OR_FOLLOWER");
         assert_eq!(kafka_error_name("RequestTimedOut"), "REQUEST_TIMED_OUT");
     }
 }

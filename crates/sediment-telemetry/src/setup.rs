@@ -101,8 +101,7 @@ impl opentelemetry_sdk::trace::ShouldSample for HeadSampled {
                 trace_state: Default::default(),
             };
         }
-        self.0
-            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+        self.0.should_sample(parent_context, trace_id, name, span_kind, attributes, links)
     }
 }
 
@@ -169,15 +168,9 @@ impl SamplerSetting {
             SamplerSetting::AlwaysOn => Sampler::AlwaysOn,
             SamplerSetting::AlwaysOff => Sampler::AlwaysOff,
             SamplerSetting::Ratio(r) => Sampler::TraceIdRatioBased(r),
-            SamplerSetting::ParentBasedAlwaysOn => {
-                Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
-            }
-            SamplerSetting::ParentBasedAlwaysOff => {
-                Sampler::ParentBased(Box::new(Sampler::AlwaysOff))
-            }
-            SamplerSetting::ParentBasedRatio(r) => {
-                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
-            }
+            SamplerSetting::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            SamplerSetting::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            SamplerSetting::ParentBasedRatio(r) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))),
         }
     }
 }
@@ -202,31 +195,19 @@ impl OtlpSettings {
 
     /// Reads the variables through `var` (tests pass a map). Errors name the variable.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<OtlpSettings, String> {
-        let disabled = match var("OTEL_SDK_DISABLED")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let disabled = match var("OTEL_SDK_DISABLED").as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("false") => false,
             Some("true") => true,
             Some(other) => {
-                return Err(format!(
-                    "OTEL_SDK_DISABLED: \"{other}\" is not true or false"
-                ));
+                return Err(format!("OTEL_SDK_DISABLED: \"{other}\" is not true or false"));
             }
         };
-        let signal = |name: &str,
-                      exporter_var: &str,
-                      none_values: &[&str]|
-         -> Result<Option<SignalExport>, String> {
+        let signal = |name: &str, exporter_var: &str, none_values: &[&str]| -> Result<Option<SignalExport>, String> {
             match var(exporter_var).as_deref() {
                 None | Some("otlp") => {}
                 Some(v) if none_values.contains(&v) => return Ok(None),
                 Some(other) => {
-                    return Err(format!(
-                        "{exporter_var}: \"{other}\" is not one of otlp, {}",
-                        none_values.join(", ")
-                    ));
+                    return Err(format!("{exporter_var}: \"{other}\" is not one of otlp, {}", none_values.join(", ")));
                 }
             }
             let endpoint_var = format!("OTEL_EXPORTER_OTLP_{name}_ENDPOINT");
@@ -238,13 +219,9 @@ impl OtlpSettings {
                 },
             };
             if endpoint.starts_with("https://") {
-                return Err(format!(
-                    "{from}: \"{endpoint}\": this build exports OTLP over plain http only (send to a local collector)"
-                ));
+                return Err(format!("{from}: \"{endpoint}\": this build exports OTLP over plain http only (send to a local collector)"));
             }
-            let rest = endpoint
-                .strip_prefix("http://")
-                .ok_or_else(|| format!("{from}: \"{endpoint}\" is not an http:// URL"))?;
+            let rest = endpoint.strip_prefix("http://").ok_or_else(|| format!("{from}: \"{endpoint}\" is not an http:// URL"))?;
             let authority = rest.split('/').next().unwrap_or("");
             if authority.is_empty() {
                 return Err(format!("{from}: \"{endpoint}\" has no host"));
@@ -258,10 +235,7 @@ impl OtlpSettings {
             let protocol_var = format!("OTEL_EXPORTER_OTLP_{name}_PROTOCOL");
             let (protocol, pvar) = match var(&protocol_var) {
                 Some(p) => (p, protocol_var),
-                None => (
-                    var("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_else(|| "http/protobuf".into()),
-                    "OTEL_EXPORTER_OTLP_PROTOCOL".to_string(),
-                ),
+                None => (var("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_else(|| "http/protobuf".into()), "OTEL_EXPORTER_OTLP_PROTOCOL".to_string()),
             };
             let protocol = match protocol.as_str() {
                 "http/protobuf" => Protocol::HttpProtobuf,
@@ -281,9 +255,7 @@ impl OtlpSettings {
                 None => Ok(1.0),
                 Some(a) => match a.trim().parse::<f64>() {
                     Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                    _ => Err(format!(
-                        "OTEL_TRACES_SAMPLER_ARG: \"{a}\" is not a ratio between 0 and 1"
-                    )),
+                    _ => Err(format!("OTEL_TRACES_SAMPLER_ARG: \"{a}\" is not a ratio between 0 and 1")),
                 },
             }
         };
@@ -303,36 +275,17 @@ impl OtlpSettings {
         if let Some(v) = var("OTEL_METRIC_EXPORT_INTERVAL")
             && !matches!(v.trim().parse::<u64>(), Ok(n) if n > 0)
         {
-            return Err(format!(
-                "OTEL_METRIC_EXPORT_INTERVAL: \"{v}\" is not a positive number of milliseconds"
-            ));
+            return Err(format!("OTEL_METRIC_EXPORT_INTERVAL: \"{v}\" is not a positive number of milliseconds"));
         }
-        let from_attrs = var("OTEL_RESOURCE_ATTRIBUTES").and_then(|a| {
-            a.split(',').find_map(|kv| {
-                kv.split_once('=')
-                    .filter(|(k, _)| k.trim() == "service.name")
-                    .map(|(_, v)| v.trim().to_string())
-            })
-        });
-        let service_name = var("OTEL_SERVICE_NAME")
-            .or(from_attrs)
-            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
-        Ok(OtlpSettings {
-            traces,
-            metrics,
-            sampler,
-            service_name,
-        })
+        let from_attrs = var("OTEL_RESOURCE_ATTRIBUTES")
+            .and_then(|a| a.split(',').find_map(|kv| kv.split_once('=').filter(|(k, _)| k.trim() == "service.name").map(|(_, v)| v.trim().to_string())));
+        let service_name = var("OTEL_SERVICE_NAME").or(from_attrs).unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
+        Ok(OtlpSettings { traces, metrics, sampler, service_name })
     }
 
     /// Export off: the default when no endpoint is set.
     pub fn off() -> OtlpSettings {
-        OtlpSettings {
-            traces: None,
-            metrics: None,
-            sampler: SamplerSetting::ParentBasedAlwaysOn,
-            service_name: DEFAULT_SERVICE_NAME.into(),
-        }
+        OtlpSettings { traces: None, metrics: None, sampler: SamplerSetting::ParentBasedAlwaysOn, service_name: DEFAULT_SERVICE_NAME.into() }
     }
 }
 
@@ -349,10 +302,7 @@ pub struct TelemetryConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("cannot build the OTLP {signal} exporter: {message}")]
-    Exporter {
-        signal: &'static str,
-        message: String,
-    },
+    Exporter { signal: &'static str, message: String },
 }
 
 /// Keeps the exporters alive; [`shutdown`](TelemetryGuard::shutdown) flushes them.
@@ -397,13 +347,9 @@ pub fn log_filter(rust_log: Option<&str>) -> EnvFilter {
 
 /// Installs the global `tracing` subscriber and the metric readers. Build HTTP exporters outside
 /// any Tokio runtime context; gRPC exporters need one, so pass its handle.
-pub fn init(
-    cfg: &TelemetryConfig,
-    runtime: Option<&tokio::runtime::Handle>,
-) -> Result<TelemetryGuard, InitError> {
-    let mut resource = Resource::builder()
-        .with_service_name(cfg.otlp.service_name.clone())
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+pub fn init(cfg: &TelemetryConfig, runtime: Option<&tokio::runtime::Handle>) -> Result<TelemetryGuard, InitError> {
+    let mut resource =
+        Resource::builder().with_service_name(cfg.otlp.service_name.clone()).with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
     if let Some(id) = &cfg.instance_id {
         resource = resource.with_attribute(KeyValue::new("service.instance.id", id.clone()));
     }
@@ -412,42 +358,30 @@ pub fn init(
     let metric_reader = match &cfg.otlp.metrics {
         None => None,
         Some(s) => {
-            let _guard = (s.protocol == Protocol::Grpc)
-                .then(|| runtime.map(|r| r.enter()))
-                .flatten();
+            let _guard = (s.protocol == Protocol::Grpc).then(|| runtime.map(|r| r.enter())).flatten();
             let builder = opentelemetry_otlp::MetricExporter::builder();
             let exporter = match s.protocol {
                 Protocol::HttpProtobuf => builder.with_http().build(),
                 Protocol::Grpc => builder.with_tonic().build(),
             }
-            .map_err(|e| InitError::Exporter {
-                signal: "metrics",
-                message: e.to_string(),
-            })?;
+            .map_err(|e| InitError::Exporter { signal: "metrics", message: e.to_string() })?;
             Some(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build())
         }
     };
     if !crate::metrics::install(metric_reader, resource.clone()) && cfg.otlp.metrics.is_some() {
-        tracing::warn!(
-            "metrics were created before telemetry start-up; OTLP metrics export is off"
-        );
+        tracing::warn!("metrics were created before telemetry start-up; OTLP metrics export is off");
     }
 
     let (tracer_provider, otel_layer) = match &cfg.otlp.traces {
         None => (None, None),
         Some(s) => {
-            let _guard = (s.protocol == Protocol::Grpc)
-                .then(|| runtime.map(|r| r.enter()))
-                .flatten();
+            let _guard = (s.protocol == Protocol::Grpc).then(|| runtime.map(|r| r.enter())).flatten();
             let builder = opentelemetry_otlp::SpanExporter::builder();
             let exporter = match s.protocol {
                 Protocol::HttpProtobuf => builder.with_http().build(),
                 Protocol::Grpc => builder.with_tonic().build(),
             }
-            .map_err(|e| InitError::Exporter {
-                signal: "traces",
-                message: e.to_string(),
-            })?;
+            .map_err(|e| InitError::Exporter { signal: "traces", message: e.to_string() })?;
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
                 .with_sampler(HeadSampled(cfg.otlp.sampler.sampler()))
@@ -484,12 +418,7 @@ pub fn init(
     let filter = log_filter(rust_log.as_deref());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt_layer = match cfg.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(ansi)
-            .with_target(false)
-            .with_filter(filter)
-            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_target(false).with_filter(filter).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
@@ -499,10 +428,7 @@ pub fn init(
             .with_filter(filter)
             .boxed(),
     };
-    let _ = tracing_subscriber::registry()
-        .with(fmt_layer)
-        .with(otel_layer)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(fmt_layer).with(otel_layer).try_init();
     Ok(TelemetryGuard { tracer_provider })
 }
 
@@ -512,10 +438,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(vars: &[(&str, &str)]) -> Result<OtlpSettings, String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         OtlpSettings::from_vars(|k| map.get(k).cloned())
     }
 
@@ -529,20 +452,14 @@ mod tests {
     fn endpoint_turns_both_signals_on() {
         let s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")]).unwrap();
         assert_eq!(s.traces.as_ref().unwrap().protocol, Protocol::HttpProtobuf);
-        assert_eq!(
-            s.metrics.as_ref().unwrap().endpoint,
-            "http://127.0.0.1:4318"
-        );
+        assert_eq!(s.metrics.as_ref().unwrap().endpoint, "http://127.0.0.1:4318");
         assert_eq!(s.service_name, "sediment");
     }
 
     #[test]
     fn per_signal_settings() {
         let s = settings(&[
-            (
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                "http://collector:4317",
-            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:4317"),
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
             ("OTEL_METRICS_EXPORTER", "none"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
@@ -550,75 +467,33 @@ mod tests {
         .unwrap();
         assert_eq!(s.traces.unwrap().protocol, Protocol::Grpc);
         assert!(s.metrics.is_none());
-        let s = settings(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:4318"),
-            ("OTEL_SDK_DISABLED", "true"),
-        ])
-        .unwrap();
+        let s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:4318"), ("OTEL_SDK_DISABLED", "true")]).unwrap();
         assert!(s.traces.is_none() && s.metrics.is_none());
     }
 
     #[test]
     fn sampler_and_service_name() {
-        let s = settings(&[
-            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
-            ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
-        ])
-        .unwrap();
+        let s = settings(&[("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.01")]).unwrap();
         assert_eq!(s.sampler, SamplerSetting::ParentBasedRatio(0.01));
         let s = settings(&[("OTEL_TRACES_SAMPLER", "traceidratio")]).unwrap();
         assert_eq!(s.sampler, SamplerSetting::Ratio(1.0));
         let s = settings(&[("OTEL_RESOURCE_ATTRIBUTES", "a=b,service.name=brokers")]).unwrap();
         assert_eq!(s.service_name, "brokers");
-        let s = settings(&[
-            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=brokers"),
-            ("OTEL_SERVICE_NAME", "x"),
-        ])
-        .unwrap();
+        let s = settings(&[("OTEL_RESOURCE_ATTRIBUTES", "service.name=brokers"), ("OTEL_SERVICE_NAME", "x")]).unwrap();
         assert_eq!(s.service_name, "x");
     }
 
     #[test]
     fn errors_name_the_variable() {
         for (vars, var) in [
-            (
-                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")],
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-            ),
-            (
-                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://x")],
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-            ),
-            (
-                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:port")],
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-            ),
-            (
-                vec![
-                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x"),
-                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-                ],
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-            ),
-            (
-                vec![("OTEL_TRACES_SAMPLER", "sometimes")],
-                "OTEL_TRACES_SAMPLER",
-            ),
-            (
-                vec![
-                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
-                    ("OTEL_TRACES_SAMPLER_ARG", "2"),
-                ],
-                "OTEL_TRACES_SAMPLER_ARG",
-            ),
-            (
-                vec![("OTEL_TRACES_EXPORTER", "zipkin")],
-                "OTEL_TRACES_EXPORTER",
-            ),
-            (
-                vec![("OTEL_METRIC_EXPORT_INTERVAL", "0")],
-                "OTEL_METRIC_EXPORT_INTERVAL",
-            ),
+            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")], "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://x")], "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:port")], "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            (vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")], "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            (vec![("OTEL_TRACES_SAMPLER", "sometimes")], "OTEL_TRACES_SAMPLER"),
+            (vec![("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")], "OTEL_TRACES_SAMPLER_ARG"),
+            (vec![("OTEL_TRACES_EXPORTER", "zipkin")], "OTEL_TRACES_EXPORTER"),
+            (vec![("OTEL_METRIC_EXPORT_INTERVAL", "0")], "OTEL_METRIC_EXPORT_INTERVAL"),
         ] {
             let e = settings(&vars).unwrap_err();
             assert!(e.starts_with(var), "{e}");
@@ -633,10 +508,7 @@ mod tests {
         let hits = (0..n).filter(|_| sample_request()).count();
         TRACES_ON.store(false, Ordering::Relaxed);
         REQUEST_SAMPLE_BELOW.store(u64::MAX, Ordering::Relaxed);
-        assert!(
-            (1_600..2_400).contains(&hits),
-            "{hits} of {n} sampled at 1%"
-        );
+        assert!((1_600..2_400).contains(&hits), "{hits} of {n} sampled at 1%");
         assert_eq!(SamplerSetting::ParentBasedRatio(0.25).root_ratio(), 0.25);
         assert_eq!(SamplerSetting::ParentBasedAlwaysOff.root_ratio(), 0.0);
     }

@@ -51,10 +51,6 @@ impl TraceParent {
 
 impl std::fmt::Debug for TraceParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "TraceParent(set)"
-        } else {
-            "TraceParent(empty)"
-        })
+        f.write_str(if self.0.is_some() { "TraceParent(set)" } else { "TraceParent(empty)" })
     }
 }

@@ -30,30 +30,17 @@ pub struct TopicMeta {
 pub async fn put_topic_meta(store: &Arc<dyn ObjectStore>, meta: &TopicMeta) -> Result<()> {
     let dir = paths::topic_meta_dir(&meta.name, &meta.id);
     let existing = versions(store, &dir).await?;
-    let version =
-        (meta.written_ms.max(0) as u64).max(existing.iter().map(|(v, _)| v + 1).max().unwrap_or(0));
+    let version = (meta.written_ms.max(0) as u64).max(existing.iter().map(|(v, _)| v + 1).max().unwrap_or(0));
     let key = paths::topic_meta(&meta.name, &meta.id, version);
-    let body = serde_json::to_vec(meta)
-        .map_err(|e| TierError::Config(format!("cannot encode topic metadata: {e}")))?;
-    store
-        .put(&key, PutPayload::from(body))
-        .await
-        .map_err(|e| TierError::store(key.as_ref(), e))?;
+    let body = serde_json::to_vec(meta).map_err(|e| TierError::Config(format!("cannot encode topic metadata: {e}")))?;
+    store.put(&key, PutPayload::from(body)).await.map_err(|e| TierError::store(key.as_ref(), e))?;
     delete_all(store, existing.into_iter().map(|(_, p)| p).collect()).await
 }
 
-async fn versions(
-    store: &Arc<dyn ObjectStore>,
-    dir: &object_store::path::Path,
-) -> Result<Vec<(u64, object_store::path::Path)>> {
+async fn versions(store: &Arc<dyn ObjectStore>, dir: &object_store::path::Path) -> Result<Vec<(u64, object_store::path::Path)>> {
     store
         .list(Some(dir))
-        .try_filter_map(|o| async move {
-            Ok(o.location
-                .filename()
-                .and_then(paths::parse_version_name)
-                .map(|v| (v, o.location)))
-        })
+        .try_filter_map(|o| async move { Ok(o.location.filename().and_then(paths::parse_version_name).map(|v| (v, o.location))) })
         .try_collect()
         .await
         .map_err(|e| TierError::store(dir.as_ref(), e))
@@ -83,34 +70,17 @@ pub async fn list_topics(store: &Arc<dyn ObjectStore>) -> Result<Vec<TopicMeta>>
     }
     let mut out = Vec::new();
     for (_, (_, p)) in newest {
-        let b = store
-            .get(&p)
-            .await
-            .map_err(|e| TierError::store(p.as_ref(), e))?
-            .bytes()
-            .await
-            .map_err(|e| TierError::store(p.as_ref(), e))?;
-        out.push(
-            serde_json::from_slice(&b)
-                .map_err(|e| TierError::corrupt(p.as_ref(), e.to_string()))?,
-        );
+        let b = store.get(&p).await.map_err(|e| TierError::store(p.as_ref(), e))?.bytes().await.map_err(|e| TierError::store(p.as_ref(), e))?;
+        out.push(serde_json::from_slice(&b).map_err(|e| TierError::corrupt(p.as_ref(), e.to_string()))?);
     }
     Ok(out)
 }
 
 /// Deletes every object of a topic id (its segments, manifests and metadata).
-pub async fn delete_topic(
-    store: &Arc<dyn ObjectStore>,
-    topic: &str,
-    topic_id: &str,
-) -> Result<usize> {
+pub async fn delete_topic(store: &Arc<dyn ObjectStore>, topic: &str, topic_id: &str) -> Result<usize> {
     let dir = paths::topic_dir(topic, topic_id);
-    let all: Vec<object_store::path::Path> = store
-        .list(Some(&dir))
-        .map_ok(|o| o.location)
-        .try_collect()
-        .await
-        .map_err(|e| TierError::store(dir.as_ref(), e))?;
+    let all: Vec<object_store::path::Path> =
+        store.list(Some(&dir)).map_ok(|o| o.location).try_collect().await.map_err(|e| TierError::store(dir.as_ref(), e))?;
     let n = all.len();
     delete_all(store, all).await?;
     Ok(n)

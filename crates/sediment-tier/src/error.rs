@@ -35,11 +35,7 @@ pub enum TierError {
     #[error("object store request failed: {0}")]
     Unavailable(String),
     #[error("{op} {path}: {reason}")]
-    LocalIo {
-        op: &'static str,
-        path: String,
-        reason: String,
-    },
+    LocalIo { op: &'static str, path: String, reason: String },
     #[error("local segment {path} cannot be uploaded: {reason}")]
     BadLocalSegment { path: String, reason: String },
     #[error("uploads of {partition} are fenced: {reason}")]
@@ -62,18 +58,11 @@ impl TierError {
     }
 
     pub(crate) fn corrupt(key: impl Into<String>, reason: impl Into<String>) -> TierError {
-        TierError::Corrupt {
-            key: key.into(),
-            reason: reason.into(),
-        }
+        TierError::Corrupt { key: key.into(), reason: reason.into() }
     }
 
     pub(crate) fn io(op: &'static str, path: &std::path::Path, e: std::io::Error) -> TierError {
-        TierError::LocalIo {
-            op,
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        }
+        TierError::LocalIo { op, path: path.display().to_string(), reason: e.to_string() }
     }
 
     /// Maps an `object_store` failure on `key`: a missing object is [`ErrorKind::Missing`],
@@ -81,9 +70,7 @@ impl TierError {
     /// [`ErrorKind::Unavailable`].
     pub(crate) fn store(key: &str, e: object_store::Error) -> TierError {
         match e {
-            object_store::Error::NotFound { .. } => TierError::Missing {
-                key: key.to_string(),
-            },
+            object_store::Error::NotFound { .. } => TierError::Missing { key: key.to_string() },
             other => TierError::Unavailable(format!("{key}: {}", flatten(&other))),
         }
     }

@@ -109,21 +109,14 @@ pub struct Tier {
 
 impl std::fmt::Debug for Tier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tier")
-            .field("store", &self.description)
-            .finish()
+        f.debug_struct("Tier").field("store", &self.description).finish()
     }
 }
 
 impl Tier {
     /// Opens the tier over an already decorated store (see [`store::decorate`]).
-    pub async fn open(
-        store: Arc<dyn ObjectStore>,
-        stats: Arc<TierStats>,
-        config: TierConfig,
-    ) -> Result<Arc<Tier>> {
-        let cache =
-            Arc::new(reader::ChunkCache::open(store.clone(), stats.clone(), &config.cache).await?);
+    pub async fn open(store: Arc<dyn ObjectStore>, stats: Arc<TierStats>, config: TierConfig) -> Result<Arc<Tier>> {
+        let cache = Arc::new(reader::ChunkCache::open(store.clone(), stats.clone(), &config.cache).await?);
         let tier = Arc::new(Tier {
             description: store.to_string(),
             store,
@@ -138,11 +131,7 @@ impl Tier {
     }
 
     /// Builds the backend for `url`, decorates it and opens the tier.
-    pub async fn from_url(
-        url: &StoreUrl,
-        config: TierConfig,
-        sink: Option<Arc<dyn MetricsSink>>,
-    ) -> Result<Arc<Tier>> {
+    pub async fn from_url(url: &StoreUrl, config: TierConfig, sink: Option<Arc<dyn MetricsSink>>) -> Result<Arc<Tier>> {
         let stats = Arc::new(match sink {
             Some(s) => TierStats::with_sink(s),
             None => TierStats::default(),
@@ -168,12 +157,7 @@ impl Tier {
 
     /// The remote side of one partition whose local log lives in `dir`. `fresh`: the partition
     /// was just created (no need to look for its manifest in the bucket).
-    pub fn open_partition(
-        self: &Arc<Self>,
-        pref: PartitionRef,
-        dir: PathBuf,
-        fresh: bool,
-    ) -> Result<Arc<RemoteLog>> {
+    pub fn open_partition(self: &Arc<Self>, pref: PartitionRef, dir: PathBuf, fresh: bool) -> Result<Arc<RemoteLog>> {
         let rl = RemoteLog::open(self.clone(), pref, dir, fresh)?;
         let mut parts = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         parts.retain(|w| w.strong_count() > 0);
@@ -183,20 +167,8 @@ impl Tier {
 
     /// Total (upload lag bytes, lag segments, remote bytes) over the open partitions.
     pub fn totals(&self) -> (u64, u64, u64) {
-        let parts: Vec<Arc<RemoteLog>> = self
-            .partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        parts.iter().map(|p| p.status()).fold((0, 0, 0), |a, s| {
-            (
-                a.0 + s.lag_bytes,
-                a.1 + s.lag_segments,
-                a.2 + s.remote_bytes,
-            )
-        })
+        let parts: Vec<Arc<RemoteLog>> = self.partitions.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+        parts.iter().map(|p| p.status()).fold((0, 0, 0), |a, s| (a.0 + s.lag_bytes, a.1 + s.lag_segments, a.2 + s.remote_bytes))
     }
 
     /// Writes a topic's metadata object (name, id, partitions, configs).
@@ -228,13 +200,7 @@ impl Tier {
 
     /// Flushes the disk cache (graceful shutdown).
     pub async fn close(&self) {
-        for p in self
-            .partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(Weak::upgrade)
-        {
+        for p in self.partitions.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade) {
             p.close();
         }
         self.cache.close().await;

@@ -120,10 +120,7 @@ impl Manifest {
                 if seg.last_offset < seg.base_offset {
                     return Err(format!("segment {} ends before it starts", seg.key));
                 }
-                if self.segments.iter().any(|s| s.key == seg.key)
-                    || seg.next_offset() <= self.uploaded_end
-                    || seg.last_offset < self.log_start_offset
-                {
+                if self.segments.iter().any(|s| s.key == seg.key) || seg.next_offset() <= self.uploaded_end || seg.last_offset < self.log_start_offset {
                     return Ok(Applied::AlreadyPresent);
                 }
                 seg.seq = self.next_seq;
@@ -151,9 +148,7 @@ impl Manifest {
 
     /// First offset readable from the bucket, `None` when no segment is there.
     pub fn log_start_offset(&self) -> Option<i64> {
-        self.segments
-            .first()
-            .map(|s| s.base_offset.max(self.log_start_offset))
+        self.segments.first().map(|s| s.base_offset.max(self.log_start_offset))
     }
 
     /// One past the last remote offset, `None` when no segment is there.
@@ -166,10 +161,7 @@ impl Manifest {
         if self.log_start_offset().is_none_or(|s| offset < s) {
             return None;
         }
-        let i = self
-            .segments
-            .partition_point(|s| s.base_offset <= offset)
-            .checked_sub(1)?;
+        let i = self.segments.partition_point(|s| s.base_offset <= offset).checked_sub(1)?;
         (offset <= self.segments[i].last_offset).then_some(i)
     }
 
@@ -252,17 +244,10 @@ impl ManifestFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(TierError::io("read", &path, e)),
         };
-        let f: ManifestFile = serde_json::from_slice(&bytes).map_err(|e| TierError::LocalIo {
-            op: "parse",
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let f: ManifestFile =
+            serde_json::from_slice(&bytes).map_err(|e| TierError::LocalIo { op: "parse", path: path.display().to_string(), reason: e.to_string() })?;
         if f.format != FORMAT {
-            return Err(TierError::LocalIo {
-                op: "parse",
-                path: path.display().to_string(),
-                reason: format!("unknown manifest format {}", f.format),
-            });
+            return Err(TierError::LocalIo { op: "parse", path: path.display().to_string(), reason: format!("unknown manifest format {}", f.format) });
         }
         Ok(Some(f))
     }
@@ -272,25 +257,14 @@ impl ManifestFile {
         use std::io::Write;
         let path = Self::path(dir);
         let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-        let mut f = ManifestFile {
-            format: FORMAT,
-            ..self.clone()
-        };
+        let mut f = ManifestFile { format: FORMAT, ..self.clone() };
         f.pending_deletes.dedup();
-        let bytes = serde_json::to_vec(&f).map_err(|e| TierError::LocalIo {
-            op: "encode",
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let bytes = serde_json::to_vec(&f).map_err(|e| TierError::LocalIo { op: "encode", path: path.display().to_string(), reason: e.to_string() })?;
         let mut file = std::fs::File::create(&tmp).map_err(|e| TierError::io("create", &tmp, e))?;
-        file.write_all(&bytes)
-            .map_err(|e| TierError::io("write", &tmp, e))?;
-        file.sync_all()
-            .map_err(|e| TierError::io("fsync", &tmp, e))?;
+        file.write_all(&bytes).map_err(|e| TierError::io("write", &tmp, e))?;
+        file.sync_all().map_err(|e| TierError::io("fsync", &tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| TierError::io("rename", &tmp, e))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| TierError::io("fsync directory", dir, e))
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| TierError::io("fsync directory", dir, e))
     }
 }
 
@@ -319,61 +293,32 @@ pub struct ChunkObject {
 }
 
 fn json<T: Serialize>(v: &T) -> Result<PutPayload> {
-    serde_json::to_vec(v)
-        .map(PutPayload::from)
-        .map_err(|e| TierError::Config(format!("cannot encode manifest object: {e}")))
+    serde_json::to_vec(v).map(PutPayload::from).map_err(|e| TierError::Config(format!("cannot encode manifest object: {e}")))
 }
 
 /// Writes what the bucket lacks of `file`'s manifest: new sealed chunks, then a root of the
 /// current version, then deletes older roots and chunks nobody references. Returns the new
 /// mirror state (the caller persists it). Safe to repeat after any failure.
-pub async fn mirror(
-    store: &Arc<dyn ObjectStore>,
-    p: &PartitionRef,
-    file: &ManifestFile,
-) -> Result<MirrorState> {
+pub async fn mirror(store: &Arc<dyn ObjectStore>, p: &PartitionRef, file: &ManifestFile) -> Result<MirrorState> {
     let m = &file.manifest;
     let sealed_chunks = m.next_seq / CHUNK_ENTRIES;
     let first_live_seq = m.segments.first().map_or(m.next_seq, |s| s.seq);
     let mut chunks: Vec<ChunkRef> = file.mirror.chunks.clone();
     // chunks whose entries all left the manifest
-    let (dead, live): (Vec<ChunkRef>, Vec<ChunkRef>) = chunks
-        .drain(..)
-        .partition(|c| (c.index + 1) * CHUNK_ENTRIES <= first_live_seq);
+    let (dead, live): (Vec<ChunkRef>, Vec<ChunkRef>) = chunks.drain(..).partition(|c| (c.index + 1) * CHUNK_ENTRIES <= first_live_seq);
     chunks = live;
     let have: std::collections::BTreeSet<u64> = chunks.iter().map(|c| c.index).collect();
     for k in (first_live_seq / CHUNK_ENTRIES)..sealed_chunks {
         if have.contains(&k) {
             continue;
         }
-        let entries: Vec<RemoteSegment> = m
-            .segments
-            .iter()
-            .filter(|s| s.seq / CHUNK_ENTRIES == k)
-            .cloned()
-            .collect();
+        let entries: Vec<RemoteSegment> = m.segments.iter().filter(|s| s.seq / CHUNK_ENTRIES == k).cloned().collect();
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             continue;
         };
         let key = paths::manifest_chunk(p, k);
-        let r = ChunkRef {
-            index: k,
-            key: key.to_string(),
-            first_offset: first.base_offset,
-            last_offset: last.last_offset,
-            entries: entries.len() as u32,
-        };
-        store
-            .put(
-                &key,
-                json(&ChunkObject {
-                    format: FORMAT,
-                    index: k,
-                    entries,
-                })?,
-            )
-            .await
-            .map_err(|e| TierError::store(key.as_ref(), e))?;
+        let r = ChunkRef { index: k, key: key.to_string(), first_offset: first.base_offset, last_offset: last.last_offset, entries: entries.len() as u32 };
+        store.put(&key, json(&ChunkObject { format: FORMAT, index: k, entries })?).await.map_err(|e| TierError::store(key.as_ref(), e))?;
         chunks.push(r);
     }
     chunks.sort_by_key(|c| c.index);
@@ -387,25 +332,14 @@ pub async fn mirror(
         uploaded_end: m.uploaded_end,
         next_seq: m.next_seq,
         chunks: chunks.clone(),
-        tail: m
-            .segments
-            .iter()
-            .filter(|s| s.seq >= sealed_chunks * CHUNK_ENTRIES)
-            .cloned()
-            .collect(),
+        tail: m.segments.iter().filter(|s| s.seq >= sealed_chunks * CHUNK_ENTRIES).cloned().collect(),
     };
     let root_key = paths::manifest_root(p, m.version);
-    store
-        .put(&root_key, json(&root)?)
-        .await
-        .map_err(|e| TierError::store(root_key.as_ref(), e))?;
+    store.put(&root_key, json(&root)?).await.map_err(|e| TierError::store(root_key.as_ref(), e))?;
     // older roots: the previous one is known; after a restart (or a recovery) one listing of a
     // directory that holds one or two objects finds any leftovers
     let old: Vec<object_store::path::Path> = if file.mirror.root_version > 0 {
-        vec![paths::manifest_root(p, file.mirror.root_version)]
-            .into_iter()
-            .filter(|_| file.mirror.root_version < m.version)
-            .collect()
+        vec![paths::manifest_root(p, file.mirror.root_version)].into_iter().filter(|_| file.mirror.root_version < m.version).collect()
     } else {
         store
             .list(Some(&paths::manifest_roots_dir(p)))
@@ -417,25 +351,13 @@ pub async fn mirror(
             .await
             .map_err(|e| TierError::store(paths::manifest_roots_dir(p).as_ref(), e))?
     };
-    let doomed: Vec<object_store::path::Path> = old
-        .into_iter()
-        .chain(
-            dead.iter()
-                .map(|c| object_store::path::Path::from(c.key.as_str())),
-        )
-        .collect();
+    let doomed: Vec<object_store::path::Path> = old.into_iter().chain(dead.iter().map(|c| object_store::path::Path::from(c.key.as_str()))).collect();
     delete_all(store, doomed).await?;
-    Ok(MirrorState {
-        root_version: m.version,
-        chunks,
-    })
+    Ok(MirrorState { root_version: m.version, chunks })
 }
 
 /// Deletes objects, ignoring those already gone.
-pub async fn delete_all(
-    store: &Arc<dyn ObjectStore>,
-    keys: Vec<object_store::path::Path>,
-) -> Result<()> {
+pub async fn delete_all(store: &Arc<dyn ObjectStore>, keys: Vec<object_store::path::Path>) -> Result<()> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -450,45 +372,20 @@ pub async fn delete_all(
     Ok(())
 }
 
-async fn get_json<T: for<'de> Deserialize<'de>>(
-    store: &Arc<dyn ObjectStore>,
-    key: &object_store::path::Path,
-) -> Result<T> {
-    let bytes = store
-        .get(key)
-        .await
-        .map_err(|e| TierError::store(key.as_ref(), e))?
-        .bytes()
-        .await
-        .map_err(|e| TierError::store(key.as_ref(), e))?;
+async fn get_json<T: for<'de> Deserialize<'de>>(store: &Arc<dyn ObjectStore>, key: &object_store::path::Path) -> Result<T> {
+    let bytes = store.get(key).await.map_err(|e| TierError::store(key.as_ref(), e))?.bytes().await.map_err(|e| TierError::store(key.as_ref(), e))?;
     serde_json::from_slice(&bytes).map_err(|e| TierError::corrupt(key.as_ref(), e.to_string()))
 }
 
 /// Reads a segment object's footer (one ranged GET of its last bytes).
-pub async fn read_footer(
-    store: &Arc<dyn ObjectStore>,
-    key: &object_store::path::Path,
-    size: u64,
-) -> Result<Footer> {
+pub async fn read_footer(store: &Arc<dyn ObjectStore>, key: &object_store::path::Path, size: u64) -> Result<Footer> {
     if size < FOOTER_LEN as u64 {
-        return Err(TierError::corrupt(
-            key.as_ref(),
-            format!("object of {size} bytes has no footer"),
-        ));
+        return Err(TierError::corrupt(key.as_ref(), format!("object of {size} bytes has no footer")));
     }
-    let b = store
-        .get_range(key, size - FOOTER_LEN as u64..size)
-        .await
-        .map_err(|e| TierError::store(key.as_ref(), e))?;
+    let b = store.get_range(key, size - FOOTER_LEN as u64..size).await.map_err(|e| TierError::store(key.as_ref(), e))?;
     let f = Footer::decode(&b).map_err(|r| TierError::corrupt(key.as_ref(), r))?;
     if f.object_len() != size {
-        return Err(TierError::corrupt(
-            key.as_ref(),
-            format!(
-                "object has {size} bytes, its footer describes {}",
-                f.object_len()
-            ),
-        ));
+        return Err(TierError::corrupt(key.as_ref(), format!("object has {size} bytes, its footer describes {}", f.object_len())));
     }
     Ok(f)
 }
@@ -496,18 +393,10 @@ pub async fn read_footer(
 /// Rebuilds a partition's manifest from the bucket alone: the newest root, its chunks, and
 /// any segment objects uploaded after that root was written. `None` if the bucket has nothing
 /// for the partition.
-pub async fn load_from_bucket(
-    store: &Arc<dyn ObjectStore>,
-    p: &PartitionRef,
-) -> Result<Option<Manifest>> {
+pub async fn load_from_bucket(store: &Arc<dyn ObjectStore>, p: &PartitionRef) -> Result<Option<Manifest>> {
     let roots: Vec<(u64, object_store::path::Path)> = store
         .list(Some(&paths::manifest_roots_dir(p)))
-        .try_filter_map(|o| async move {
-            Ok(o.location
-                .filename()
-                .and_then(paths::parse_version_name)
-                .map(|v| (v, o.location)))
-        })
+        .try_filter_map(|o| async move { Ok(o.location.filename().and_then(paths::parse_version_name).map(|v| (v, o.location))) })
         .try_collect()
         .await
         .map_err(|e| TierError::store(paths::manifest_roots_dir(p).as_ref(), e))?;
@@ -520,8 +409,7 @@ pub async fn load_from_bucket(
             Ok(root) => {
                 let mut segments = Vec::new();
                 for c in &root.chunks {
-                    let chunk: ChunkObject =
-                        get_json(store, &object_store::path::Path::from(c.key.as_str())).await?;
+                    let chunk: ChunkObject = get_json(store, &object_store::path::Path::from(c.key.as_str())).await?;
                     segments.extend(chunk.entries);
                 }
                 segments.extend(root.tail);
@@ -546,18 +434,11 @@ pub async fn load_from_bucket(
     // segments uploaded after the newest root (or with no root at all)
     let dir = paths::segments_dir(p);
     let listing = match m.segments.last() {
-        Some(s) => {
-            store.list_with_offset(Some(&dir), &object_store::path::Path::from(s.key.as_str()))
-        }
+        Some(s) => store.list_with_offset(Some(&dir), &object_store::path::Path::from(s.key.as_str())),
         None => store.list(Some(&dir)),
     };
     let mut listed: Vec<(i64, i64, i32, object_store::path::Path, u64)> = listing
-        .try_filter_map(|o| async move {
-            Ok(o.location
-                .filename()
-                .and_then(paths::parse_segment_name)
-                .map(|(b, l, e)| (b, l, e, o.location.clone(), o.size)))
-        })
+        .try_filter_map(|o| async move { Ok(o.location.filename().and_then(paths::parse_segment_name).map(|(b, l, e)| (b, l, e, o.location.clone(), o.size))) })
         .try_collect()
         .await
         .map_err(|e| TierError::store(dir.as_ref(), e))?;
@@ -572,10 +453,7 @@ pub async fn load_from_bucket(
         }
         let f = read_footer(store, &key, size).await?;
         if f.base_offset != base || f.last_offset != last {
-            return Err(TierError::corrupt(
-                key.as_ref(),
-                "footer does not match the object key",
-            ));
+            return Err(TierError::corrupt(key.as_ref(), "footer does not match the object key"));
         }
         let seg = RemoteSegment {
             base_offset: base,
@@ -588,8 +466,7 @@ pub async fn load_from_bucket(
             leader_epoch: epoch,
             seq: 0,
         };
-        m.apply(ManifestOp::Add(seg))
-            .map_err(|r| TierError::corrupt(key.as_ref(), r))?;
+        m.apply(ManifestOp::Add(seg)).map_err(|r| TierError::corrupt(key.as_ref(), r))?;
         found = true;
     }
     Ok(found.then_some(m))
@@ -617,25 +494,10 @@ mod tests {
     fn add_is_idempotent_and_ordered() {
         let mut m = Manifest::default();
         assert_eq!(m.apply(ManifestOp::Add(seg(0, 9))), Ok(Applied::Added));
-        assert_eq!(
-            m.apply(ManifestOp::Add(seg(0, 9))),
-            Ok(Applied::AlreadyPresent)
-        );
+        assert_eq!(m.apply(ManifestOp::Add(seg(0, 9))), Ok(Applied::AlreadyPresent));
         assert_eq!(m.apply(ManifestOp::Add(seg(10, 19))), Ok(Applied::Added));
-        assert_eq!(
-            m.apply(ManifestOp::Add(seg(5, 12))),
-            Ok(Applied::AlreadyPresent),
-            "nothing past the uploaded end: a late retry"
-        );
-        assert_eq!(
-            (
-                m.log_start_offset(),
-                m.end_offset(),
-                m.uploaded_end,
-                m.version
-            ),
-            (Some(0), Some(20), 20, 2)
-        );
+        assert_eq!(m.apply(ManifestOp::Add(seg(5, 12))), Ok(Applied::AlreadyPresent), "nothing past the uploaded end: a late retry");
+        assert_eq!((m.log_start_offset(), m.end_offset(), m.uploaded_end, m.version), (Some(0), Some(20), 20, 2));
         assert_eq!(m.find(0), Some(0));
         assert_eq!(m.find(15), Some(1));
         assert_eq!(m.find(20), None);
@@ -646,21 +508,12 @@ mod tests {
     fn a_new_leaders_segments_may_start_below_the_uploaded_end() {
         let mut m = Manifest::default();
         for i in 0..4 {
-            m.apply(ManifestOp::Add(seg(i * 10, i * 10 + 9)))
-                .expect("add");
+            m.apply(ManifestOp::Add(seg(i * 10, i * 10 + 9))).expect("add");
         }
         // rolled at 25: overlaps [20, 29] in part, covers [30, 39] wholly
-        let Ok(Applied::Replaced(r)) = m.apply(ManifestOp::Add(seg(25, 49))) else {
-            panic!("not replacing")
-        };
+        let Ok(Applied::Replaced(r)) = m.apply(ManifestOp::Add(seg(25, 49))) else { panic!("not replacing") };
         assert_eq!(r.iter().map(|s| s.base_offset).collect::<Vec<_>>(), vec![30]);
-        assert_eq!(
-            m.segments
-                .iter()
-                .map(|s| (s.base_offset, s.last_offset))
-                .collect::<Vec<_>>(),
-            vec![(0, 9), (10, 19), (20, 29), (25, 49)]
-        );
+        assert_eq!(m.segments.iter().map(|s| (s.base_offset, s.last_offset)).collect::<Vec<_>>(), vec![(0, 9), (10, 19), (20, 29), (25, 49)]);
         assert_eq!(m.uploaded_end, 50);
         // every offset is in the segment `find` names
         for o in 0..50 {
@@ -668,15 +521,11 @@ mod tests {
             assert!(m.segments[i].base_offset <= o && o <= m.segments[i].last_offset, "{o}");
         }
         // retention drops by last offset, which still ascends
-        let Ok(Applied::Dropped(d)) = m.apply(ManifestOp::RaiseLogStart(30)) else {
-            panic!("not dropped")
-        };
+        let Ok(Applied::Dropped(d)) = m.apply(ManifestOp::RaiseLogStart(30)) else { panic!("not dropped") };
         assert_eq!(d.len(), 3);
         assert_eq!(m.log_start_offset(), Some(30));
         // a segment covering everything left replaces it; the log start stays
-        let Ok(Applied::Replaced(r)) = m.apply(ManifestOp::Add(seg(20, 59))) else {
-            panic!("not replacing")
-        };
+        let Ok(Applied::Replaced(r)) = m.apply(ManifestOp::Add(seg(20, 59))) else { panic!("not replacing") };
         assert_eq!(r.len(), 1);
         assert_eq!(m.segments.len(), 1);
         assert_eq!((m.log_start_offset(), m.end_offset()), (Some(30), Some(60)));
@@ -690,22 +539,16 @@ mod tests {
         }
         gathered.reverse();
         let n = normalize(gathered);
-        assert_eq!(
-            n.iter().map(|s| (s.base_offset, s.last_offset)).collect::<Vec<_>>(),
-            vec![(0, 9), (10, 19), (15, 39)]
-        );
+        assert_eq!(n.iter().map(|s| (s.base_offset, s.last_offset)).collect::<Vec<_>>(), vec![(0, 9), (10, 19), (15, 39)]);
     }
 
     #[test]
     fn raising_the_start_drops_whole_segments_only() {
         let mut m = Manifest::default();
         for i in 0..5 {
-            m.apply(ManifestOp::Add(seg(i * 10, i * 10 + 9)))
-                .expect("add");
+            m.apply(ManifestOp::Add(seg(i * 10, i * 10 + 9))).expect("add");
         }
-        let Ok(Applied::Dropped(d)) = m.apply(ManifestOp::RaiseLogStart(25)) else {
-            panic!("not dropped")
-        };
+        let Ok(Applied::Dropped(d)) = m.apply(ManifestOp::RaiseLogStart(25)) else { panic!("not dropped") };
         assert_eq!(d.len(), 2);
         assert_eq!(m.log_start_offset(), Some(25));
         assert_eq!(m.find(24), None);
@@ -713,11 +556,7 @@ mod tests {
         // everything gone: the uploaded end stays, so nothing is uploaded twice
         m.apply(ManifestOp::RaiseLogStart(50)).expect("raise");
         assert_eq!((m.log_start_offset(), m.uploaded_end), (None, 50));
-        assert_eq!(
-            m.apply(ManifestOp::Add(seg(40, 49))),
-            Ok(Applied::AlreadyPresent),
-            "late retry of a dropped segment"
-        );
+        assert_eq!(m.apply(ManifestOp::Add(seg(40, 49))), Ok(Applied::AlreadyPresent), "late retry of a dropped segment");
     }
 
     #[test]
@@ -728,9 +567,7 @@ mod tests {
         f.manifest.apply(ManifestOp::Add(seg(0, 9))).expect("add");
         f.pending_deletes.push("x".into());
         f.store(dir.path()).expect("store");
-        let back = ManifestFile::load(dir.path())
-            .expect("load")
-            .expect("present");
+        let back = ManifestFile::load(dir.path()).expect("load").expect("present");
         assert_eq!(back.manifest, f.manifest);
         assert_eq!(back.pending_deletes, vec!["x".to_string()]);
     }

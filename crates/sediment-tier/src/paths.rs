@@ -75,10 +75,7 @@ pub fn segments_dir(p: &PartitionRef) -> Path {
 
 /// `.../<partition>/segments/<base>-<last>-<epoch>.seg`
 pub fn segment(p: &PartitionRef, base_offset: i64, last_offset: i64, leader_epoch: i32) -> Path {
-    segments_dir(p).join(format!(
-        "{base_offset:020}-{last_offset:020}-{:010}{SEGMENT_SUFFIX}",
-        leader_epoch.max(0)
-    ))
+    segments_dir(p).join(format!("{base_offset:020}-{last_offset:020}-{:010}{SEGMENT_SUFFIX}", leader_epoch.max(0)))
 }
 
 /// Parses a segment object's file name back into (base offset, last offset, leader epoch).
@@ -126,38 +123,19 @@ mod tests {
     use super::*;
 
     fn p() -> PartitionRef {
-        PartitionRef {
-            topic: "orders.v1".into(),
-            topic_id: "3f2c".into(),
-            partition: 7,
-        }
+        PartitionRef { topic: "orders.v1".into(), topic_id: "3f2c".into(), partition: 7 }
     }
 
     #[test]
     fn keys_are_stable_and_parse_back() {
         let k = segment(&p(), 42, 99, 3);
-        assert_eq!(
-            k.as_ref(),
-            "topics/orders.v1/3f2c/7/segments/00000000000000000042-00000000000000000099-0000000003.seg"
-        );
-        assert_eq!(
-            parse_segment_name(k.filename().unwrap_or_default()),
-            Some((42, 99, 3))
-        );
+        assert_eq!(k.as_ref(), "topics/orders.v1/3f2c/7/segments/00000000000000000042-00000000000000000099-0000000003.seg");
+        assert_eq!(parse_segment_name(k.filename().unwrap_or_default()), Some((42, 99, 3)));
         assert_eq!(parse_segment_name("00042-0099-3.seg"), None);
-        assert_eq!(
-            manifest_root(&p(), 5).as_ref(),
-            "topics/orders.v1/3f2c/7/manifest/roots/00000000000000000005.json"
-        );
+        assert_eq!(manifest_root(&p(), 5).as_ref(), "topics/orders.v1/3f2c/7/manifest/roots/00000000000000000005.json");
         assert_eq!(parse_version_name("00000000000000000005.json"), Some(5));
-        assert_eq!(
-            manifest_chunk(&p(), 2).as_ref(),
-            "topics/orders.v1/3f2c/7/manifest/chunks/0000000002.json"
-        );
-        assert_eq!(
-            topic_meta("t", "id", 9).as_ref(),
-            "topics/t/id/meta/00000000000000000009.json"
-        );
+        assert_eq!(manifest_chunk(&p(), 2).as_ref(), "topics/orders.v1/3f2c/7/manifest/chunks/0000000002.json");
+        assert_eq!(topic_meta("t", "id", 9).as_ref(), "topics/t/id/meta/00000000000000000009.json");
     }
 
     #[test]

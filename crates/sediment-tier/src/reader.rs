@@ -24,10 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    PsyncIoEngineConfig,
-};
+use foyer::{BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, PsyncIoEngineConfig};
 use object_store::{ObjectStore, ObjectStoreExt};
 use sediment_log::index::{lookup_offset, lookup_time};
 use sediment_protocol::batch::{BatchHeader, BatchIter, HEADER_LEN, verify_crc};
@@ -121,21 +118,15 @@ impl ChunkKey {
         if len > MAX_OBJECT_KEY_BYTES {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!(
-                    "cache key claims a {len}-byte object key (at most {MAX_OBJECT_KEY_BYTES})"
-                ),
+                format!("cache key claims a {len}-byte object key (at most {MAX_OBJECT_KEY_BYTES})"),
             ));
         }
         let mut b = vec![0u8; len];
         r.read_exact(&mut b)?;
         let mut c = [0u8; 4];
         r.read_exact(&mut c)?;
-        let object = String::from_utf8(b)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        Ok(ChunkKey {
-            object,
-            chunk: u32::from_be_bytes(c),
-        })
+        let object = String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok(ChunkKey { object, chunk: u32::from_be_bytes(c) })
     }
 }
 
@@ -171,10 +162,7 @@ pub struct ChunkCache {
 
 impl std::fmt::Debug for ChunkCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkCache")
-            .field("chunk_bytes", &self.chunk_bytes)
-            .field("read_ahead", &self.read_ahead)
-            .finish()
+        f.debug_struct("ChunkCache").field("chunk_bytes", &self.chunk_bytes).field("read_ahead", &self.read_ahead).finish()
     }
 }
 
@@ -265,8 +253,7 @@ impl ByteBucket {
         let mut b = bucket.lock().await;
         loop {
             let now = std::time::Instant::now();
-            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * b.per_sec)
-                .min(b.per_sec.max(n as f64));
+            b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * b.per_sec).min(b.per_sec.max(n as f64));
             b.at = now;
             if b.tokens >= n as f64 {
                 b.tokens -= n as f64;
@@ -279,15 +266,9 @@ impl ByteBucket {
 }
 
 impl ChunkCache {
-    pub async fn open(
-        store: Arc<dyn ObjectStore>,
-        stats: Arc<TierStats>,
-        cfg: &CacheConfig,
-    ) -> Result<ChunkCache> {
+    pub async fn open(store: Arc<dyn ObjectStore>, stats: Arc<TierStats>, cfg: &CacheConfig) -> Result<ChunkCache> {
         let chunk_bytes = cfg.chunk_bytes.clamp(64 << 10, (DISK_BLOCK as u64) / 2);
-        let runtime = (cfg.cold_read_threads > 0)
-            .then(|| ColdRuntime::new(cfg.cold_read_threads))
-            .transpose()?;
+        let runtime = (cfg.cold_read_threads > 0).then(|| ColdRuntime::new(cfg.cold_read_threads)).transpose()?;
         let mut builder = HybridCacheBuilder::new()
             .with_name("sediment-chunks")
             .memory(cfg.memory_bytes.max(chunk_bytes as usize * 2))
@@ -299,15 +280,12 @@ impl ChunkCache {
         }
         let chunks = match &cfg.dir {
             Some(dir) if cfg.disk_bytes > 0 => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| TierError::io("create cache directory", dir, e))?;
+                std::fs::create_dir_all(dir).map_err(|e| TierError::io("create cache directory", dir, e))?;
                 let capacity = (cfg.disk_bytes as usize).max(4 * DISK_BLOCK);
                 let device = FsDeviceBuilder::new(dir)
                     .with_capacity(capacity)
                     .build()
-                    .map_err(|e| {
-                        TierError::Config(format!("cache directory {}: {e}", dir.display()))
-                    })?;
+                    .map_err(|e| TierError::Config(format!("cache directory {}: {e}", dir.display())))?;
                 builder
                     .with_io_engine_config(PsyncIoEngineConfig::new())
                     .with_engine_config(
@@ -326,19 +304,11 @@ impl ChunkCache {
             _ => builder.build().await,
         }
         .map_err(|e| TierError::Config(format!("cannot open the read-through cache: {e}")))?;
-        let metas = foyer::CacheBuilder::new(cfg.meta_bytes.max(1 << 20))
-            .with_weighter(|k: &String, v: &Arc<SegmentMeta>| k.len() + v.weight())
-            .build();
+        let metas = foyer::CacheBuilder::new(cfg.meta_bytes.max(1 << 20)).with_weighter(|k: &String, v: &Arc<SegmentMeta>| k.len() + v.weight()).build();
         Ok(ChunkCache {
             _runtime: runtime,
-            rate: cfg
-                .cold_read_bytes_per_sec
-                .filter(|r| *r > 0)
-                .map(|r| Arc::new(tokio::sync::Mutex::new(ByteBucket::new(r)))),
-            under_load: cfg
-                .cold_read_bytes_per_sec_under_load
-                .filter(|r| *r > 0)
-                .map(|r| tokio::sync::Mutex::new(ByteBucket::new(r))),
+            rate: cfg.cold_read_bytes_per_sec.filter(|r| *r > 0).map(|r| Arc::new(tokio::sync::Mutex::new(ByteBucket::new(r)))),
+            under_load: cfg.cold_read_bytes_per_sec_under_load.filter(|r| *r > 0).map(|r| tokio::sync::Mutex::new(ByteBucket::new(r))),
             produce_seen: Clock::new(),
             store,
             chunks,
@@ -400,7 +370,13 @@ impl ChunkCache {
                 let meta = SegmentMeta::decode_tail(&s.key, &tail)?;
                 let f = &meta.footer;
                 if f.base_offset != s.base_offset || f.last_offset != s.last_offset || f.log_len != s.log_bytes {
-                    return Err(corrupt(&s, format!("footer describes offsets [{}, {}] in {} bytes, the manifest [{}, {}] in {}", f.base_offset, f.last_offset, f.log_len, s.base_offset, s.last_offset, s.log_bytes)));
+                    return Err(corrupt(
+                        &s,
+                        format!(
+                            "footer describes offsets [{}, {}] in {} bytes, the manifest [{}, {}] in {}",
+                            f.base_offset, f.last_offset, f.log_len, s.base_offset, s.last_offset, s.log_bytes
+                        ),
+                    ));
                 }
                 Ok::<_, TierError>(Arc::new(meta))
             })
@@ -414,10 +390,7 @@ impl ChunkCache {
     }
 
     fn chunk_key(seg: &RemoteSegment, idx: u32) -> ChunkKey {
-        ChunkKey {
-            object: seg.key.clone(),
-            chunk: idx,
-        }
+        ChunkKey { object: seg.key.clone(), chunk: idx }
     }
 
     /// Chunk `idx` of the segment's `.log` bytes.
@@ -425,10 +398,7 @@ impl ChunkCache {
         let start = idx as u64 * self.chunk_bytes;
         let end = (start + self.chunk_bytes).min(seg.log_bytes);
         if start >= end {
-            return Err(corrupt(
-                seg,
-                format!("chunk {idx} lies outside the {} log bytes", seg.log_bytes),
-            ));
+            return Err(corrupt(seg, format!("chunk {idx} lies outside the {} log bytes", seg.log_bytes)));
         }
         let store = self.store.clone();
         let key = seg.key.clone();
@@ -447,15 +417,9 @@ impl ChunkCache {
                     ByteBucket::take(rate, end - start).await;
                 }
                 let path = object_store::path::Path::from(key.as_str());
-                let b = store
-                    .get_range(&path, start..end)
-                    .await
-                    .map_err(|e| TierError::store(&key, e))?;
+                let b = store.get_range(&path, start..end).await.map_err(|e| TierError::store(&key, e))?;
                 if b.len() as u64 != end - start {
-                    return Err(TierError::corrupt(
-                        key,
-                        format!("ranged get of {}..{end} returned {} bytes", start, b.len()),
-                    ));
+                    return Err(TierError::corrupt(key, format!("ranged get of {}..{end} returned {} bytes", start, b.len())));
                 }
                 Ok::<_, TierError>(b)
             })
@@ -471,13 +435,7 @@ impl ChunkCache {
     /// copy when one chunk holds them).
     async fn read_range(&self, seg: &RemoteSegment, start: u64, end: u64) -> Result<Bytes> {
         if end > seg.log_bytes || start >= end {
-            return Err(corrupt(
-                seg,
-                format!(
-                    "read of {start}..{end} outside the {} log bytes",
-                    seg.log_bytes
-                ),
-            ));
+            return Err(corrupt(seg, format!("read of {start}..{end} outside the {} log bytes", seg.log_bytes)));
         }
         let first = (start / self.chunk_bytes) as u32;
         let last = ((end - 1) / self.chunk_bytes) as u32;
@@ -539,45 +497,22 @@ impl ChunkCache {
     /// Whole batches of `seg` starting with the one holding `offset`: at most `max_bytes`,
     /// or the first batch alone when `min_one` and it is bigger. Empty if `offset` is past the
     /// segment. `next` is the following segment (for read-ahead).
-    pub async fn read(
-        self: &Arc<Self>,
-        seg: &RemoteSegment,
-        next: Option<&RemoteSegment>,
-        offset: i64,
-        max_bytes: usize,
-        min_one: bool,
-    ) -> Result<Bytes> {
+    pub async fn read(self: &Arc<Self>, seg: &RemoteSegment, next: Option<&RemoteSegment>, offset: i64, max_bytes: usize, min_one: bool) -> Result<Bytes> {
         let meta = self.meta(seg).await?;
         let f = meta.footer;
         if offset > f.last_offset {
             return Ok(Bytes::new());
         }
-        let rel = offset
-            .saturating_sub(f.base_offset)
-            .clamp(0, u32::MAX as i64) as u32;
+        let rel = offset.saturating_sub(f.base_offset).clamp(0, u32::MAX as i64) as u32;
         let mut pos = lookup_offset(&meta.offsets, rel).map_or(0, |e| e.position as u64);
         let first = loop {
             if pos + HEADER_LEN as u64 > f.log_len {
-                return Err(corrupt(
-                    seg,
-                    format!("no batch holds offset {offset} (walked to position {pos})"),
-                ));
+                return Err(corrupt(seg, format!("no batch holds offset {offset} (walked to position {pos})")));
             }
             let hb = self.read_range(seg, pos, pos + HEADER_LEN as u64).await?;
-            let h = BatchHeader::parse(&hb)
-                .map_err(|e| corrupt(seg, format!("invalid batch at position {pos}: {e}")))?;
-            if pos + h.total_len() as u64 > f.log_len
-                || h.base_offset < f.base_offset
-                || h.last_offset() > f.last_offset
-            {
-                return Err(corrupt(
-                    seg,
-                    format!(
-                        "batch at position {pos} (offsets {}..={}) does not fit the segment",
-                        h.base_offset,
-                        h.last_offset()
-                    ),
-                ));
+            let h = BatchHeader::parse(&hb).map_err(|e| corrupt(seg, format!("invalid batch at position {pos}: {e}")))?;
+            if pos + h.total_len() as u64 > f.log_len || h.base_offset < f.base_offset || h.last_offset() > f.last_offset {
+                return Err(corrupt(seg, format!("batch at position {pos} (offsets {}..={}) does not fit the segment", h.base_offset, h.last_offset())));
             }
             if h.last_offset() >= offset {
                 break h;
@@ -606,17 +541,9 @@ impl ChunkCache {
         let mut expected = first.base_offset;
         for (h, b) in BatchIter::new(&bytes) {
             if h.base_offset != expected {
-                return Err(corrupt(
-                    seg,
-                    format!(
-                        "batch at position {} has base offset {}, expected {expected}",
-                        pos + cut as u64,
-                        h.base_offset
-                    ),
-                ));
+                return Err(corrupt(seg, format!("batch at position {} has base offset {}, expected {expected}", pos + cut as u64, h.base_offset)));
             }
-            verify_crc(b)
-                .map_err(|e| corrupt(seg, format!("batch at offset {}: {e}", h.base_offset)))?;
+            verify_crc(b).map_err(|e| corrupt(seg, format!("batch at offset {}: {e}", h.base_offset)))?;
             expected = h.next_offset();
             cut += b.len();
         }
@@ -630,37 +557,25 @@ impl ChunkCache {
 
     /// The first batch of `seg` at or above `min_offset` whose max timestamp is `>= ts`, found
     /// through the time index (ListOffsets by timestamp).
-    pub async fn find_by_timestamp(
-        &self,
-        seg: &RemoteSegment,
-        ts: i64,
-        min_offset: i64,
-    ) -> Result<Option<Bytes>> {
+    pub async fn find_by_timestamp(&self, seg: &RemoteSegment, ts: i64, min_offset: i64) -> Result<Option<Bytes>> {
         let meta = self.meta(seg).await?;
         let f = meta.footer;
         if f.max_timestamp < ts || f.last_offset < min_offset {
             return Ok(None);
         }
-        let from = lookup_time(&meta.times, ts)
-            .map_or(f.base_offset, |e| f.base_offset + e.relative_offset as i64)
-            .max(min_offset);
+        let from = lookup_time(&meta.times, ts).map_or(f.base_offset, |e| f.base_offset + e.relative_offset as i64).max(min_offset);
         let rel = (from - f.base_offset).clamp(0, u32::MAX as i64) as u32;
         let mut pos = lookup_offset(&meta.offsets, rel).map_or(0, |e| e.position as u64);
         while pos + HEADER_LEN as u64 <= f.log_len {
             let hb = self.read_range(seg, pos, pos + HEADER_LEN as u64).await?;
-            let h = BatchHeader::parse(&hb)
-                .map_err(|e| corrupt(seg, format!("invalid batch at position {pos}: {e}")))?;
+            let h = BatchHeader::parse(&hb).map_err(|e| corrupt(seg, format!("invalid batch at position {pos}: {e}")))?;
             let len = h.total_len() as u64;
             if pos + len > f.log_len {
-                return Err(corrupt(
-                    seg,
-                    format!("batch at position {pos} extends past the log bytes"),
-                ));
+                return Err(corrupt(seg, format!("batch at position {pos} extends past the log bytes")));
             }
             if h.max_timestamp >= ts && h.last_offset() >= min_offset {
                 let b = self.read_range(seg, pos, pos + len).await?;
-                verify_crc(&b)
-                    .map_err(|e| corrupt(seg, format!("batch at offset {}: {e}", h.base_offset)))?;
+                verify_crc(&b).map_err(|e| corrupt(seg, format!("batch at offset {}: {e}", h.base_offset)))?;
                 return Ok(Some(b));
             }
             pos += len;
@@ -676,10 +591,7 @@ mod chunk_key_tests {
 
     #[test]
     fn a_cache_key_round_trips_and_a_forged_length_is_an_error() {
-        let k = ChunkKey {
-            object: "topics/t/id/0/segments/00000000000000000000-1.seg".into(),
-            chunk: 7,
-        };
+        let k = ChunkKey { object: "topics/t/id/0/segments/00000000000000000000-1.seg".into(), chunk: 7 };
         let mut b = Vec::new();
         k.encode(&mut b).unwrap();
         assert_eq!(ChunkKey::read_from(&mut &b[..]).unwrap(), k);

@@ -62,13 +62,7 @@ pub struct RemotePolicy {
 
 impl Default for RemotePolicy {
     fn default() -> Self {
-        RemotePolicy {
-            upload: true,
-            retention: RetentionPolicy {
-                retention_ms: -1,
-                retention_bytes: -1,
-            },
-        }
+        RemotePolicy { upload: true, retention: RetentionPolicy { retention_ms: -1, retention_bytes: -1 } }
     }
 }
 
@@ -93,9 +87,7 @@ pub struct RemoteLog {
 
 impl std::fmt::Debug for RemoteLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteLog")
-            .field("partition", &self.pref)
-            .finish()
+        f.debug_struct("RemoteLog").field("partition", &self.pref).finish()
     }
 }
 
@@ -117,12 +109,7 @@ impl RemoteLog {
     /// Opens the partition's remote side from its local manifest (`dir` is the partition
     /// directory). Without one, the uploader first rebuilds the manifest from the bucket, unless
     /// the partition is `fresh` (just created: the bucket cannot hold anything of it).
-    pub(crate) fn open(
-        tier: Arc<Tier>,
-        pref: PartitionRef,
-        dir: PathBuf,
-        fresh: bool,
-    ) -> Result<Arc<RemoteLog>> {
+    pub(crate) fn open(tier: Arc<Tier>, pref: PartitionRef, dir: PathBuf, fresh: bool) -> Result<Arc<RemoteLog>> {
         let (file, recover) = match ManifestFile::load(&dir)? {
             Some(f) => (f, false),
             None if fresh => {
@@ -239,11 +226,7 @@ impl RemoteLog {
 
     fn out_of_range(&self, offset: i64) -> TierError {
         let f = self.manifest();
-        TierError::OutOfRange {
-            offset,
-            start: f.manifest.log_start_offset().unwrap_or(-1),
-            end: f.manifest.end_offset().unwrap_or(-1),
-        }
+        TierError::OutOfRange { offset, start: f.manifest.log_start_offset().unwrap_or(-1), end: f.manifest.end_offset().unwrap_or(-1) }
     }
 
     /// Whole batches from the remote segment holding `offset` (see [`crate::reader`]).
@@ -259,11 +242,7 @@ impl RemoteLog {
                 }
             }
         };
-        let r = self
-            .tier
-            .cache
-            .read(&seg, next.as_ref(), offset, max_bytes, min_one)
-            .await;
+        let r = self.tier.cache.read(&seg, next.as_ref(), offset, max_bytes, min_one).await;
         if let Err(e) = &r {
             log_read_error(&self.pref, offset, e);
         }
@@ -275,15 +254,9 @@ impl RemoteLog {
     pub async fn find_batch_by_timestamp(&self, ts: i64) -> Result<Option<Bytes>> {
         let (segs, start) = {
             let f = self.manifest();
-            (
-                f.manifest.segments.clone(),
-                f.manifest.log_start_offset().unwrap_or(0),
-            )
+            (f.manifest.segments.clone(), f.manifest.log_start_offset().unwrap_or(0))
         };
-        for s in segs
-            .iter()
-            .filter(|s| s.max_timestamp >= ts && s.last_offset >= start)
-        {
+        for s in segs.iter().filter(|s| s.max_timestamp >= ts && s.last_offset >= start) {
             if let Some(b) = self.tier.cache.find_by_timestamp(s, ts, start).await? {
                 return Ok(Some(b));
             }
@@ -332,33 +305,16 @@ impl RemoteLog {
         use futures::TryStreamExt;
         let (named, uploaded_end) = {
             let f = self.manifest();
-            let named: std::collections::HashSet<String> = f
-                .manifest
-                .segments
-                .iter()
-                .map(|s| s.key.clone())
-                .chain(f.pending_deletes.iter().cloned())
-                .collect();
+            let named: std::collections::HashSet<String> = f.manifest.segments.iter().map(|s| s.key.clone()).chain(f.pending_deletes.iter().cloned()).collect();
             (named, f.manifest.uploaded_end)
         };
         let dir = crate::paths::segments_dir(&self.pref);
         let cutoff_ms = now_ms() - grace.as_millis() as i64;
-        let listed: Vec<object_store::ObjectMeta> = self
-            .tier
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| TierError::store(dir.as_ref(), e))?;
+        let listed: Vec<object_store::ObjectMeta> = self.tier.store.list(Some(&dir)).try_collect().await.map_err(|e| TierError::store(dir.as_ref(), e))?;
         let orphans: Vec<object_store::path::Path> = listed
             .into_iter()
             .filter(|o| !named.contains(o.location.as_ref()))
-            .filter(|o| {
-                o.location
-                    .filename()
-                    .and_then(crate::paths::parse_segment_name)
-                    .is_some_and(|(_, last, _)| last < uploaded_end)
-            })
+            .filter(|o| o.location.filename().and_then(crate::paths::parse_segment_name).is_some_and(|(_, last, _)| last < uploaded_end))
             .filter(|o| o.last_modified.timestamp_millis() <= cutoff_ms)
             .map(|o| o.location)
             .collect();
@@ -380,10 +336,7 @@ impl RemoteLog {
             None => Ok(!matches!(self.commit_op(op).await?, Applied::AlreadyPresent)),
             Some(fut) => {
                 let before = self.manifest().manifest.version;
-                fut.await.map_err(|reason| TierError::Fenced {
-                    partition: self.pref.to_string(),
-                    reason,
-                })?;
+                fut.await.map_err(|reason| TierError::Fenced { partition: self.pref.to_string(), reason })?;
                 Ok(self.manifest().manifest.version != before)
             }
         }
@@ -394,18 +347,13 @@ impl RemoteLog {
     async fn commit_op(&self, op: ManifestOp) -> Result<Applied> {
         let _g = self.commit.lock().await;
         let mut next = self.manifest().clone();
-        let applied = next
-            .manifest
-            .apply(op)
-            .map_err(|r| TierError::corrupt(format!("manifest of {}", self.pref), r))?;
+        let applied = next.manifest.apply(op).map_err(|r| TierError::corrupt(format!("manifest of {}", self.pref), r))?;
         match &applied {
             Applied::AlreadyPresent => return Ok(applied),
             Applied::Dropped(d) if d.is_empty() && next.manifest == self.manifest().manifest => {
                 return Ok(applied);
             }
-            Applied::Dropped(d) | Applied::Replaced(d) => {
-                next.pending_deletes.extend(d.iter().map(|s| s.key.clone()))
-            }
+            Applied::Dropped(d) | Applied::Replaced(d) => next.pending_deletes.extend(d.iter().map(|s| s.key.clone())),
             Applied::Added => {}
         }
         self.persist(next).await?;
@@ -415,13 +363,11 @@ impl RemoteLog {
     async fn persist(&self, next: ManifestFile) -> Result<()> {
         let dir = self.dir.clone();
         let file = next.clone();
-        tokio::task::spawn_blocking(move || file.store(&dir))
-            .await
-            .map_err(|e| TierError::LocalIo {
-                op: "write manifest",
-                path: self.dir.display().to_string(),
-                reason: e.to_string(),
-            })??;
+        tokio::task::spawn_blocking(move || file.store(&dir)).await.map_err(|e| TierError::LocalIo {
+            op: "write manifest",
+            path: self.dir.display().to_string(),
+            reason: e.to_string(),
+        })??;
         *self.manifest() = next;
         Ok(())
     }
@@ -436,11 +382,7 @@ impl RemoteLog {
             next.mirror = manifest::mirror(&self.tier.store, &self.pref, &snap).await?;
         }
         if !snap.pending_deletes.is_empty() {
-            let keys = snap
-                .pending_deletes
-                .iter()
-                .map(|k| object_store::path::Path::from(k.as_str()))
-                .collect();
+            let keys = snap.pending_deletes.iter().map(|k| object_store::path::Path::from(k.as_str())).collect();
             manifest::delete_all(&self.tier.store, keys).await?;
             next.pending_deletes.clear();
             tracing::info!(partition = %self.pref, objects = snap.pending_deletes.len(), "deleted remote segments past retention");
@@ -453,8 +395,7 @@ impl RemoteLog {
 
     fn bucket_dirty(&self) -> bool {
         let f = self.manifest();
-        (f.manifest.version != f.mirror.root_version && f.manifest.version > 0)
-            || !f.pending_deletes.is_empty()
+        (f.manifest.version != f.mirror.root_version && f.manifest.version > 0) || !f.pending_deletes.is_empty()
     }
 
     /// No local manifest: take the bucket's (a replaced broker or disk), or start empty.
@@ -464,10 +405,7 @@ impl RemoteLog {
             Some(m) => {
                 tracing::info!(partition = %self.pref, segments = m.segments.len(), log_start_offset = ?m.log_start_offset(), uploaded_end = m.uploaded_end, "rebuilt the remote manifest from the bucket");
                 // the mirror state starts empty: the next sync rewrites the same chunks and a new root
-                let file = ManifestFile {
-                    manifest: m,
-                    ..ManifestFile::default()
-                };
+                let file = ManifestFile { manifest: m, ..ManifestFile::default() };
                 self.persist(file).await?;
             }
             None => self.persist(ManifestFile::default()).await?,
@@ -477,21 +415,13 @@ impl RemoteLog {
     }
 
     /// Uploads and commits one sealed segment.
-    async fn upload_and_commit(
-        &self,
-        seg: &SegmentInfo,
-        local: &Weak<dyn LocalLog>,
-    ) -> Result<u64> {
+    async fn upload_and_commit(&self, seg: &SegmentInfo, local: &Weak<dyn LocalLog>) -> Result<u64> {
         let _permit = self.tier.upload_permits.clone().acquire_owned().await;
         let started = Instant::now();
-        let entry =
-            upload_segment(&self.tier.store, &self.pref, seg, &self.tier.config.upload).await?;
+        let entry = upload_segment(&self.tier.store, &self.pref, seg, &self.tier.config.upload).await?;
         // fenced: only the leader commits what it uploaded
         if local.upgrade().and_then(|l| l.leader_epoch()).is_none() {
-            return Err(TierError::Fenced {
-                partition: self.pref.to_string(),
-                reason: "no longer the leader".into(),
-            });
+            return Err(TierError::Fenced { partition: self.pref.to_string(), reason: "no longer the leader".into() });
         }
         let bytes = entry.size_bytes;
         let key = entry.key.clone();
@@ -506,12 +436,7 @@ impl RemoteLog {
 
     fn apply_remote_retention_op(&self, now_ms: i64, local_only_bytes: u64) -> Option<i64> {
         let p = self.policy();
-        remote_log_start_after_retention(
-            &self.manifest().manifest,
-            now_ms,
-            p.retention,
-            local_only_bytes,
-        )
+        remote_log_start_after_retention(&self.manifest().manifest, now_ms, p.retention, local_only_bytes)
     }
 }
 
@@ -552,11 +477,7 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
                 if rl2.closed.load(Ordering::SeqCst) {
                     return;
                 }
-                let _ = tokio::time::timeout_at(
-                    deadline.min(tokio::time::Instant::now() + Duration::from_millis(250)),
-                    rl2.wake.notified(),
-                )
-                .await;
+                let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + Duration::from_millis(250)), rl2.wake.notified()).await;
             }
             continue;
         }
@@ -566,19 +487,12 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
         drop(log);
         let policy = rl.policy();
         let uploaded_end = rl.manifest().manifest.uploaded_end;
-        let pending: Vec<&SegmentInfo> = segments
-            .iter()
-            .filter(|s| s.sealed && s.next_offset <= hw && s.base_offset >= uploaded_end)
-            .collect();
+        let pending: Vec<&SegmentInfo> = segments.iter().filter(|s| s.sealed && s.next_offset <= hw && s.base_offset >= uploaded_end).collect();
         let lag_bytes: u64 = pending.iter().map(|s| s.size_bytes).sum();
         // the lag is the leader's: followers upload nothing
         let uploading = policy.upload && leader.is_some();
-        rl.lag_bytes
-            .store(if uploading { lag_bytes } else { 0 }, Ordering::Relaxed);
-        rl.lag_segments.store(
-            if uploading { pending.len() as u64 } else { 0 },
-            Ordering::Relaxed,
-        );
+        rl.lag_bytes.store(if uploading { lag_bytes } else { 0 }, Ordering::Relaxed);
+        rl.lag_segments.store(if uploading { pending.len() as u64 } else { 0 }, Ordering::Relaxed);
         if rl.needs_recovery.load(Ordering::Acquire) {
             if let Err(e) = rl.recover().await {
                 let n = rl.failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -613,9 +527,7 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
                     commits_since_sync += 1;
                     // mirror every few commits or seconds (the local manifest is the truth; segments
                     // uploaded after the newest root are found by listing, see manifest.rs)
-                    if commits_since_sync >= cfg.mirror_every
-                        || last_sync.elapsed() >= cfg.mirror_interval
-                    {
+                    if commits_since_sync >= cfg.mirror_every || last_sync.elapsed() >= cfg.mirror_interval {
                         match rl.sync_bucket().await {
                             Ok(()) => {
                                 commits_since_sync = 0;
@@ -627,10 +539,7 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
                         }
                     }
                 }
-                Err(e)
-                    if e.kind() == ErrorKind::LocalIo
-                        && !std::path::Path::new(&seg.log_path).exists() =>
-                {
+                Err(e) if e.kind() == ErrorKind::LocalIo && !std::path::Path::new(&seg.log_path).exists() => {
                     tracing::debug!(partition = %rl.pref, base_offset = seg.base_offset, "segment deleted before upload");
                 }
                 Err(e) if e.kind() == ErrorKind::Fenced => {
@@ -657,10 +566,7 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
             let _ = tokio::time::timeout(cfg.upload_poll_interval, rl2.wake.notified()).await;
             continue;
         }
-        if rl.bucket_dirty()
-            && (last_sync.elapsed() >= cfg.mirror_interval
-                || !rl.manifest().pending_deletes.is_empty())
-        {
+        if rl.bucket_dirty() && (last_sync.elapsed() >= cfg.mirror_interval || !rl.manifest().pending_deletes.is_empty()) {
             if let Err(e) = rl.sync_bucket().await {
                 tracing::warn!(partition = %rl.pref, error = %e, "cannot sync the manifest with the bucket; will retry");
                 backoff = next_backoff(backoff, cfg.upload_backoff_max);
@@ -673,11 +579,7 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
         }
         if last_retention.elapsed() >= cfg.retention_check_interval {
             last_retention = Instant::now();
-            let local_only: u64 = segments
-                .iter()
-                .filter(|s| s.base_offset >= uploaded_end)
-                .map(|s| s.size_bytes)
-                .sum();
+            let local_only: u64 = segments.iter().filter(|s| s.base_offset >= uploaded_end).map(|s| s.size_bytes).sum();
             if let Some(start) = rl.apply_remote_retention_op(now_ms(), local_only) {
                 let before = rl.manifest().manifest.segments.len();
                 match rl.commit(ManifestOp::RaiseLogStart(start), &local).await {
@@ -707,9 +609,5 @@ async fn uploader(this: Weak<RemoteLog>, local: Weak<dyn LocalLog>) {
 }
 
 fn next_backoff(cur: Duration, max: Duration) -> Duration {
-    if cur.is_zero() {
-        Duration::from_millis(200)
-    } else {
-        (cur * 2).min(max)
-    }
+    if cur.is_zero() { Duration::from_millis(200) } else { (cur * 2).min(max) }
 }

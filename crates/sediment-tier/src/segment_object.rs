@@ -65,8 +65,7 @@ impl Footer {
     pub fn object_len(&self) -> u64 {
         // saturating: a footer read from the bucket may claim any `log_len`, and a sum that
         // wrapped around could match the object's real size
-        self.log_len
-            .saturating_add(self.index_len as u64 + self.time_index_len as u64 + FOOTER_LEN as u64)
+        self.log_len.saturating_add(self.index_len as u64 + self.time_index_len as u64 + FOOTER_LEN as u64)
     }
 
     pub fn encode(&self) -> [u8; FOOTER_LEN] {
@@ -91,10 +90,7 @@ impl Footer {
     /// Decodes and checks magic and CRC. The error is a reason for a log line.
     pub fn decode(b: &[u8]) -> std::result::Result<Footer, String> {
         if b.len() != FOOTER_LEN {
-            return Err(format!(
-                "footer is {} bytes, expected {FOOTER_LEN}",
-                b.len()
-            ));
+            return Err(format!("footer is {} bytes, expected {FOOTER_LEN}", b.len()));
         }
         if &b[0..8] != MAGIC {
             return Err("bad footer magic (not a sediment segment object)".into());
@@ -102,9 +98,7 @@ impl Footer {
         let want = u32::from_be_bytes([b[92], b[93], b[94], b[95]]);
         let got = crc32c::crc32c(&b[..92]);
         if want != got {
-            return Err(format!(
-                "footer crc mismatch: stored {want:#010x}, computed {got:#010x}"
-            ));
+            return Err(format!("footer crc mismatch: stored {want:#010x}, computed {got:#010x}"));
         }
         let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
         let i64_at = |i: usize| i64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
@@ -141,44 +135,22 @@ impl SegmentMeta {
     /// Decodes the object's tail: the bytes from `log_len` to the end (indexes and footer).
     pub fn decode_tail(key: &str, tail: &[u8]) -> Result<SegmentMeta> {
         if tail.len() < FOOTER_LEN {
-            return Err(TierError::corrupt(
-                key,
-                format!("object tail of {} bytes has no footer", tail.len()),
-            ));
+            return Err(TierError::corrupt(key, format!("object tail of {} bytes has no footer", tail.len())));
         }
-        let footer = Footer::decode(&tail[tail.len() - FOOTER_LEN..])
-            .map_err(|r| TierError::corrupt(key, r))?;
+        let footer = Footer::decode(&tail[tail.len() - FOOTER_LEN..]).map_err(|r| TierError::corrupt(key, r))?;
         let idx_len = footer.index_len as usize + footer.time_index_len as usize;
         if tail.len() != idx_len + FOOTER_LEN {
-            return Err(TierError::corrupt(
-                key,
-                format!(
-                    "indexes take {} bytes but the footer says {idx_len}",
-                    tail.len() - FOOTER_LEN
-                ),
-            ));
+            return Err(TierError::corrupt(key, format!("indexes take {} bytes but the footer says {idx_len}", tail.len() - FOOTER_LEN)));
         }
         let indexes = &tail[..idx_len];
         let crc = crc32c::crc32c(indexes);
         if crc != footer.index_crc {
-            return Err(TierError::corrupt(
-                key,
-                format!(
-                    "index crc mismatch: stored {:#010x}, computed {crc:#010x}",
-                    footer.index_crc
-                ),
-            ));
+            return Err(TierError::corrupt(key, format!("index crc mismatch: stored {:#010x}, computed {crc:#010x}", footer.index_crc)));
         }
         let (oi, ti) = indexes.split_at(footer.index_len as usize);
-        let offsets = decode_offset_index(oi)
-            .map_err(|r| TierError::corrupt(key, format!("offset index: {r}")))?;
-        let times = decode_time_index(ti)
-            .map_err(|r| TierError::corrupt(key, format!("time index: {r}")))?;
-        Ok(SegmentMeta {
-            footer,
-            offsets,
-            times,
-        })
+        let offsets = decode_offset_index(oi).map_err(|r| TierError::corrupt(key, format!("offset index: {r}")))?;
+        let times = decode_time_index(ti).map_err(|r| TierError::corrupt(key, format!("time index: {r}")))?;
+        Ok(SegmentMeta { footer, offsets, times })
     }
 
     /// Approximate memory held (cache weight).
@@ -202,29 +174,15 @@ struct HeaderTracker {
 
 impl HeaderTracker {
     fn new(base_offset: i64) -> HeaderTracker {
-        HeaderTracker {
-            next_pos: 0,
-            partial: Vec::new(),
-            expected: base_offset,
-            first_timestamp: None,
-            max_timestamp: -1,
-            last_epoch: -1,
-            batches: 0,
-        }
+        HeaderTracker { next_pos: 0, partial: Vec::new(), expected: base_offset, first_timestamp: None, max_timestamp: -1, last_epoch: -1, batches: 0 }
     }
 
     fn note(&mut self, h: &BatchHeader) -> std::result::Result<(), String> {
         if h.base_offset != self.expected {
-            return Err(format!(
-                "batch at position {} has base offset {}, expected {}",
-                self.next_pos, h.base_offset, self.expected
-            ));
+            return Err(format!("batch at position {} has base offset {}, expected {}", self.next_pos, h.base_offset, self.expected));
         }
         if h.last_offset_delta < 0 {
-            return Err(format!(
-                "batch at position {} has a negative last offset delta",
-                self.next_pos
-            ));
+            return Err(format!("batch at position {} has a negative last offset delta", self.next_pos));
         }
         self.first_timestamp.get_or_insert(h.base_timestamp);
         self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
@@ -243,14 +201,12 @@ impl HeaderTracker {
             if !self.partial.is_empty() {
                 let need = HEADER_LEN - self.partial.len();
                 let take = need.min(buf.len() - consumed);
-                self.partial
-                    .extend_from_slice(&buf[consumed..consumed + take]);
+                self.partial.extend_from_slice(&buf[consumed..consumed + take]);
                 consumed += take;
                 if self.partial.len() < HEADER_LEN {
                     return Ok(());
                 }
-                let h = BatchHeader::parse(&self.partial)
-                    .map_err(|e| format!("invalid batch at position {}: {e}", self.next_pos))?;
+                let h = BatchHeader::parse(&self.partial).map_err(|e| format!("invalid batch at position {}: {e}", self.next_pos))?;
                 self.partial.clear();
                 self.note(&h)?;
                 continue;
@@ -260,8 +216,7 @@ impl HeaderTracker {
             }
             let rel = (self.next_pos - start) as usize;
             if rel + HEADER_LEN <= buf.len() {
-                let h = BatchHeader::parse(&buf[rel..])
-                    .map_err(|e| format!("invalid batch at position {}: {e}", self.next_pos))?;
+                let h = BatchHeader::parse(&buf[rel..]).map_err(|e| format!("invalid batch at position {}: {e}", self.next_pos))?;
                 self.note(&h)?;
             } else {
                 self.partial.extend_from_slice(&buf[rel..]);
@@ -272,16 +227,10 @@ impl HeaderTracker {
 
     fn finish(&self, log_len: u64, next_offset: i64) -> std::result::Result<(), String> {
         if !self.partial.is_empty() || self.next_pos != log_len {
-            return Err(format!(
-                "batches end at position {} but the segment has {log_len} bytes",
-                self.next_pos
-            ));
+            return Err(format!("batches end at position {} but the segment has {log_len} bytes", self.next_pos));
         }
         if self.expected != next_offset {
-            return Err(format!(
-                "batches end at offset {} but the segment should end at {next_offset}",
-                self.expected
-            ));
+            return Err(format!("batches end at offset {} but the segment should end at {next_offset}", self.expected));
         }
         if self.batches == 0 {
             return Err("segment holds no batch".into());
@@ -303,11 +252,7 @@ pub struct UploadOptions {
 
 impl Default for UploadOptions {
     fn default() -> Self {
-        UploadOptions {
-            multipart_threshold: 64 << 20,
-            part_bytes: 16 << 20,
-            part_concurrency: 2,
-        }
+        UploadOptions { multipart_threshold: 64 << 20, part_bytes: 16 << 20, part_concurrency: 2 }
     }
 }
 
@@ -320,33 +265,22 @@ fn read_whole(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn read_exact_at(f: &File, path: &Path, buf: &mut [u8], pos: u64) -> Result<()> {
-    f.read_exact_at(buf, pos)
-        .map_err(|e| TierError::io("read segment", path, e))
+    f.read_exact_at(buf, pos).map_err(|e| TierError::io("read segment", path, e))
 }
 
 /// The header of the last batch, found from the last offset index entry.
-fn last_header(
-    f: &File,
-    path: &Path,
-    log_len: u64,
-    offsets: &[OffsetEntry],
-) -> Result<BatchHeader> {
+fn last_header(f: &File, path: &Path, log_len: u64, offsets: &[OffsetEntry]) -> Result<BatchHeader> {
     let mut pos = offsets.last().map_or(0, |e| e.position as u64);
     let mut last = None;
     let mut buf = [0u8; HEADER_LEN];
     while pos + HEADER_LEN as u64 <= log_len {
         read_exact_at(f, path, &mut buf, pos)?;
-        let h = BatchHeader::parse(&buf).map_err(|e| TierError::BadLocalSegment {
-            path: path.display().to_string(),
-            reason: format!("invalid batch at position {pos}: {e}"),
-        })?;
+        let h = BatchHeader::parse(&buf)
+            .map_err(|e| TierError::BadLocalSegment { path: path.display().to_string(), reason: format!("invalid batch at position {pos}: {e}") })?;
         pos += h.total_len() as u64;
         last = Some(h);
     }
-    last.ok_or_else(|| TierError::BadLocalSegment {
-        path: path.display().to_string(),
-        reason: "no batch found".into(),
-    })
+    last.ok_or_else(|| TierError::BadLocalSegment { path: path.display().to_string(), reason: "no batch found".into() })
 }
 
 /// Local files of one sealed segment, opened and checked, ready to be streamed.
@@ -363,19 +297,10 @@ struct Opened {
 fn open_sealed(seg: &SegmentInfo) -> Result<Opened> {
     let path = seg.log_path.clone();
     let file = File::open(&path).map_err(|e| TierError::io("open segment", &path, e))?;
-    let log_len = file
-        .metadata()
-        .map_err(|e| TierError::io("stat segment", &path, e))?
-        .len();
-    let bad = |reason: String| TierError::BadLocalSegment {
-        path: path.display().to_string(),
-        reason,
-    };
+    let log_len = file.metadata().map_err(|e| TierError::io("stat segment", &path, e))?.len();
+    let bad = |reason: String| TierError::BadLocalSegment { path: path.display().to_string(), reason };
     if log_len != seg.size_bytes {
-        return Err(bad(format!(
-            "file has {log_len} bytes, the log says {}",
-            seg.size_bytes
-        )));
+        return Err(bad(format!("file has {log_len} bytes, the log says {}", seg.size_bytes)));
     }
     let index = read_whole(&sibling(&path, "index"))?;
     let time_index = read_whole(&sibling(&path, "timeindex"))?;
@@ -386,30 +311,13 @@ fn open_sealed(seg: &SegmentInfo) -> Result<Opened> {
     }
     let last = last_header(&file, &path, log_len, &offsets)?;
     if last.last_offset() != seg.next_offset - 1 {
-        return Err(bad(format!(
-            "last batch ends at offset {} but the segment ends at {}",
-            last.last_offset(),
-            seg.next_offset - 1
-        )));
+        return Err(bad(format!("last batch ends at offset {} but the segment ends at {}", last.last_offset(), seg.next_offset - 1)));
     }
-    Ok(Opened {
-        file: Arc::new(file),
-        path,
-        log_len,
-        index,
-        time_index,
-        epoch: last.partition_leader_epoch,
-        last_offset: last.last_offset(),
-    })
+    Ok(Opened { file: Arc::new(file), path, log_len, index, time_index, epoch: last.partition_leader_epoch, last_offset: last.last_offset() })
 }
 
 /// The object key a sealed local segment is uploaded to (deterministic).
-pub fn object_key(
-    p: &PartitionRef,
-    base_offset: i64,
-    last_offset: i64,
-    epoch: i32,
-) -> object_store::path::Path {
+pub fn object_key(p: &PartitionRef, base_offset: i64, last_offset: i64, epoch: i32) -> object_store::path::Path {
     paths::segment(p, base_offset, last_offset, epoch)
 }
 
@@ -432,12 +340,7 @@ fn footer_from(t: &HeaderTracker, o: &Opened, base_offset: i64, log_crc: u32) ->
 }
 
 /// Builds a whole segment object in memory from its three files' bytes (small segments; tests).
-pub fn encode_object(
-    log: &[u8],
-    index: &[u8],
-    time_index: &[u8],
-    base_offset: i64,
-) -> std::result::Result<(Bytes, Footer), String> {
+pub fn encode_object(log: &[u8], index: &[u8], time_index: &[u8], base_offset: i64) -> std::result::Result<(Bytes, Footer), String> {
     let mut t = HeaderTracker::new(base_offset);
     t.feed(0, log)?;
     if !t.partial.is_empty() || t.next_pos != log.len() as u64 || t.batches == 0 {
@@ -468,26 +371,16 @@ pub fn encode_object(
 
 /// Uploads one sealed local segment to its deterministic key and returns its manifest entry.
 /// Idempotent: the same segment always produces the same bytes at the same key.
-pub async fn upload_segment(
-    store: &Arc<dyn ObjectStore>,
-    p: &PartitionRef,
-    seg: &SegmentInfo,
-    opts: &UploadOptions,
-) -> Result<RemoteSegment> {
+pub async fn upload_segment(store: &Arc<dyn ObjectStore>, p: &PartitionRef, seg: &SegmentInfo, opts: &UploadOptions) -> Result<RemoteSegment> {
     let seg2 = seg.clone();
-    let opened = tokio::task::spawn_blocking(move || open_sealed(&seg2))
-        .await
-        .map_err(|e| TierError::LocalIo {
-            op: "open segment",
-            path: seg.log_path.display().to_string(),
-            reason: e.to_string(),
-        })??;
+    let opened = tokio::task::spawn_blocking(move || open_sealed(&seg2)).await.map_err(|e| TierError::LocalIo {
+        op: "open segment",
+        path: seg.log_path.display().to_string(),
+        reason: e.to_string(),
+    })??;
     let key = object_key(p, seg.base_offset, opened.last_offset, opened.epoch);
     let key_str = key.to_string();
-    let total = opened.log_len
-        + opened.index.len() as u64
-        + opened.time_index.len() as u64
-        + FOOTER_LEN as u64;
+    let total = opened.log_len + opened.index.len() as u64 + opened.time_index.len() as u64 + FOOTER_LEN as u64;
     let footer = if total <= opts.multipart_threshold {
         let o = opened;
         let (o, log) = tokio::task::spawn_blocking(move || {
@@ -496,29 +389,14 @@ pub async fn upload_segment(
             r.map(|()| (o, log))
         })
         .await
-        .map_err(|e| TierError::LocalIo {
-            op: "read segment",
-            path: seg.log_path.display().to_string(),
-            reason: e.to_string(),
-        })??;
+        .map_err(|e| TierError::LocalIo { op: "read segment", path: seg.log_path.display().to_string(), reason: e.to_string() })??;
         let mut t = HeaderTracker::new(seg.base_offset);
         t.feed(0, &log)
             .and_then(|()| t.finish(o.log_len, seg.next_offset))
-            .map_err(|reason| TierError::BadLocalSegment {
-                path: o.path.display().to_string(),
-                reason,
-            })?;
+            .map_err(|reason| TierError::BadLocalSegment { path: o.path.display().to_string(), reason })?;
         let footer = footer_from(&t, &o, seg.base_offset, crc32c::crc32c(&log));
-        let payload = PutPayload::from_iter([
-            Bytes::from(log),
-            Bytes::from(o.index),
-            Bytes::from(o.time_index),
-            Bytes::copy_from_slice(&footer.encode()),
-        ]);
-        store
-            .put(&key, payload)
-            .await
-            .map_err(|e| TierError::store(&key_str, e))?;
+        let payload = PutPayload::from_iter([Bytes::from(log), Bytes::from(o.index), Bytes::from(o.time_index), Bytes::copy_from_slice(&footer.encode())]);
+        store.put(&key, payload).await.map_err(|e| TierError::store(&key_str, e))?;
         footer
     } else {
         upload_multipart(store, &key, opened, seg, opts).await?
@@ -536,18 +414,9 @@ pub async fn upload_segment(
     })
 }
 
-async fn upload_multipart(
-    store: &Arc<dyn ObjectStore>,
-    key: &object_store::path::Path,
-    o: Opened,
-    seg: &SegmentInfo,
-    opts: &UploadOptions,
-) -> Result<Footer> {
+async fn upload_multipart(store: &Arc<dyn ObjectStore>, key: &object_store::path::Path, o: Opened, seg: &SegmentInfo, opts: &UploadOptions) -> Result<Footer> {
     let key_str = key.to_string();
-    let upload = store
-        .put_multipart(key)
-        .await
-        .map_err(|e| TierError::store(&key_str, e))?;
+    let upload = store.put_multipart(key).await.map_err(|e| TierError::store(&key_str, e))?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, opts.part_bytes.max(5 << 20));
     let o = Arc::new(o);
     let result: Result<Footer> = async {
@@ -562,28 +431,14 @@ async fn upload_multipart(
                 read_exact_at(&o2.file, &o2.path, &mut b, pos).map(|()| b)
             })
             .await
-            .map_err(|e| TierError::LocalIo {
-                op: "read segment",
-                path: o.path.display().to_string(),
-                reason: e.to_string(),
-            })??;
-            t.feed(pos, &buf)
-                .map_err(|reason| TierError::BadLocalSegment {
-                    path: o.path.display().to_string(),
-                    reason,
-                })?;
+            .map_err(|e| TierError::LocalIo { op: "read segment", path: o.path.display().to_string(), reason: e.to_string() })??;
+            t.feed(pos, &buf).map_err(|reason| TierError::BadLocalSegment { path: o.path.display().to_string(), reason })?;
             crc = crc32c::crc32c_append(crc, &buf);
-            w.wait_for_capacity(opts.part_concurrency.max(1))
-                .await
-                .map_err(|e| TierError::store(&key_str, e))?;
+            w.wait_for_capacity(opts.part_concurrency.max(1)).await.map_err(|e| TierError::store(&key_str, e))?;
             w.put(Bytes::from(buf));
             pos += len as u64;
         }
-        t.finish(o.log_len, seg.next_offset)
-            .map_err(|reason| TierError::BadLocalSegment {
-                path: o.path.display().to_string(),
-                reason,
-            })?;
+        t.finish(o.log_len, seg.next_offset).map_err(|reason| TierError::BadLocalSegment { path: o.path.display().to_string(), reason })?;
         let footer = footer_from(&t, &o, seg.base_offset, crc);
         w.write(&o.index);
         w.write(&o.time_index);
@@ -593,9 +448,7 @@ async fn upload_multipart(
     .await;
     match result {
         Ok(footer) => {
-            w.finish()
-                .await
-                .map_err(|e| TierError::store(&key_str, e))?;
+            w.finish().await.map_err(|e| TierError::store(&key_str, e))?;
             Ok(footer)
         }
         Err(e) => {
@@ -649,10 +502,7 @@ mod tests {
     #[test]
     fn footer_round_trips_and_detects_damage() {
         let (obj, f) = encode_object(&log_bytes(100, 5, 4), &[], &[], 100).expect("encode");
-        assert_eq!(
-            (f.base_offset, f.last_offset, f.leader_epoch, f.batch_count),
-            (100, 114, 4, 5)
-        );
+        assert_eq!((f.base_offset, f.last_offset, f.leader_epoch, f.batch_count), (100, 114, 4, 5));
         assert_eq!(obj.len() as u64, f.object_len());
         let tail = &obj[f.log_len as usize..];
         let meta = SegmentMeta::decode_tail("k", tail).expect("decode");

@@ -19,16 +19,7 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 8] = [
-        OpKind::Get,
-        OpKind::GetRange,
-        OpKind::Put,
-        OpKind::PutPart,
-        OpKind::Delete,
-        OpKind::List,
-        OpKind::Head,
-        OpKind::Copy,
-    ];
+    pub const ALL: [OpKind; 8] = [OpKind::Get, OpKind::GetRange, OpKind::Put, OpKind::PutPart, OpKind::Delete, OpKind::List, OpKind::Head, OpKind::Copy];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,9 +81,7 @@ pub struct TierStats {
 
 impl std::fmt::Debug for TierStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TierStats")
-            .field("snapshot", &self.snapshot())
-            .finish()
+        f.debug_struct("TierStats").field("snapshot", &self.snapshot()).finish()
     }
 }
 
@@ -131,10 +120,7 @@ impl StatsSnapshot {
 
 impl TierStats {
     pub fn with_sink(sink: std::sync::Arc<dyn MetricsSink>) -> TierStats {
-        TierStats {
-            sink: Some(sink),
-            ..TierStats::default()
-        }
+        TierStats { sink: Some(sink), ..TierStats::default() }
     }
 
     pub(crate) fn request(&self, op: OpKind, read: u64, written: u64, elapsed: Duration, ok: bool) {
@@ -191,10 +177,7 @@ impl TierStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StatsSnapshot {
-            requests: OpKind::ALL
-                .iter()
-                .map(|op| (op.as_str(), load(&self.requests[op.index()])))
-                .collect(),
+            requests: OpKind::ALL.iter().map(|op| (op.as_str(), load(&self.requests[op.index()]))).collect(),
             request_errors: self.request_errors.iter().map(load).sum(),
             bytes_read: load(&self.bytes_read),
             bytes_written: load(&self.bytes_written),
@@ -210,8 +193,6 @@ impl TierStats {
     /// Mean latency of successful and failed requests of one kind, if any ran.
     pub fn mean_latency(&self, op: OpKind) -> Option<Duration> {
         let n = self.requests[op.index()].load(Ordering::Relaxed);
-        (n > 0).then(|| {
-            Duration::from_micros(self.request_micros[op.index()].load(Ordering::Relaxed) / n)
-        })
+        (n > 0).then(|| Duration::from_micros(self.request_micros[op.index()].load(Ordering::Relaxed) / n))
     }
 }

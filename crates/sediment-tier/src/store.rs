@@ -21,9 +21,7 @@ use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, RetryConfig};
 
-use crate::decorators::{
-    FaultControl, FaultStore, LimitedStore, MetricsStore, RetryPolicy, RetryStore,
-};
+use crate::decorators::{FaultControl, FaultStore, LimitedStore, MetricsStore, RetryPolicy, RetryStore};
 use crate::error::{Result, TierError};
 use crate::stats::TierStats;
 
@@ -49,17 +47,12 @@ impl StoreUrl {
             if bucket.is_empty() {
                 return Err(TierError::Config("s3:// needs a bucket name".into()));
             }
-            return Ok(StoreUrl::S3 {
-                bucket: bucket.into(),
-                prefix: prefix.trim_matches('/').into(),
-            });
+            return Ok(StoreUrl::S3 { bucket: bucket.into(), prefix: prefix.trim_matches('/').into() });
         }
         if v == "memory://" || v == "memory:" {
             return Ok(StoreUrl::Memory);
         }
-        Err(TierError::Config(format!(
-            "\"{v}\" is not file://PATH, s3://BUCKET/PREFIX or memory://"
-        )))
+        Err(TierError::Config(format!("\"{v}\" is not file://PATH, s3://BUCKET/PREFIX or memory://")))
     }
 }
 
@@ -88,19 +81,12 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            retry: RetryPolicy::default(),
-            max_concurrency: 64,
-            requests_per_sec: None,
-            fault: None,
-        }
+        StoreOptions { retry: RetryPolicy::default(), max_concurrency: 64, requests_per_sec: None, fault: None }
     }
 }
 
 fn env_true(name: &str) -> bool {
-    std::env::var(name)
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-        .unwrap_or(false)
+    std::env::var(name).map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")).unwrap_or(false)
 }
 
 /// The backend for `url`, without decorators. S3 clients are built but not contacted.
@@ -108,30 +94,17 @@ pub fn backend(url: &StoreUrl) -> Result<Arc<dyn ObjectStore>> {
     match url {
         StoreUrl::Memory => Ok(Arc::new(InMemory::new())),
         StoreUrl::File(path) => {
-            std::fs::create_dir_all(path)
-                .map_err(|e| TierError::io("create object store directory", path, e))?;
+            std::fs::create_dir_all(path).map_err(|e| TierError::io("create object store directory", path, e))?;
             let fs = LocalFileSystem::new_with_prefix(path)
-                .map_err(|e| {
-                    TierError::Config(format!(
-                        "file://{}: {}",
-                        path.display(),
-                        crate::error::flatten(&e)
-                    ))
-                })?
+                .map_err(|e| TierError::Config(format!("file://{}: {}", path.display(), crate::error::flatten(&e))))?
                 .with_automatic_cleanup(true);
             Ok(Arc::new(fs))
         }
         StoreUrl::S3 { bucket, prefix } => {
-            let custom_endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ENDPOINT_URL_S3"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some());
+            let custom_endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ENDPOINT_URL_S3"].iter().any(|v| std::env::var_os(v).is_some());
             let mut b = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_retry(RetryConfig {
-                    max_retries: 0,
-                    retry_timeout: Duration::from_secs(30),
-                    ..RetryConfig::default()
-                })
+                .with_retry(RetryConfig { max_retries: 0, retry_timeout: Duration::from_secs(30), ..RetryConfig::default() })
                 .with_client_options(
                     ClientOptions::new()
                         .with_timeout(Duration::from_secs(120))
@@ -142,40 +115,24 @@ pub fn backend(url: &StoreUrl) -> Result<Arc<dyn ObjectStore>> {
                 // MinIO-class servers answer path-style requests (http://host:port/bucket/key)
                 b = b.with_virtual_hosted_style_request(false);
             }
-            if std::env::var_os("AWS_REGION").is_none()
-                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-            {
+            if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
                 b = b.with_region("us-east-1");
             }
-            let s3 = b.build().map_err(|e| {
-                TierError::Config(format!("s3://{bucket}: {}", crate::error::flatten(&e)))
-            })?;
-            if prefix.is_empty() {
-                Ok(Arc::new(s3))
-            } else {
-                Ok(Arc::new(PrefixStore::new(s3, prefix.as_str())))
-            }
+            let s3 = b.build().map_err(|e| TierError::Config(format!("s3://{bucket}: {}", crate::error::flatten(&e))))?;
+            if prefix.is_empty() { Ok(Arc::new(s3)) } else { Ok(Arc::new(PrefixStore::new(s3, prefix.as_str()))) }
         }
     }
 }
 
 /// Stacks the decorators: limit → retry → metrics → [fault] → backend.
-pub fn decorate(
-    backend: Arc<dyn ObjectStore>,
-    opts: &StoreOptions,
-    stats: Arc<TierStats>,
-) -> Arc<dyn ObjectStore> {
+pub fn decorate(backend: Arc<dyn ObjectStore>, opts: &StoreOptions, stats: Arc<TierStats>) -> Arc<dyn ObjectStore> {
     let mut s = backend;
     if let Some(control) = &opts.fault {
         s = Arc::new(FaultStore::new(s, control.clone()));
     }
     s = Arc::new(MetricsStore::new(s, stats.clone()));
     s = Arc::new(RetryStore::new(s, opts.retry.clone(), stats));
-    Arc::new(LimitedStore::new(
-        s,
-        opts.max_concurrency,
-        opts.requests_per_sec,
-    ))
+    Arc::new(LimitedStore::new(s, opts.max_concurrency, opts.requests_per_sec))
 }
 
 #[cfg(test)]
@@ -185,25 +142,10 @@ mod tests {
     #[test]
     fn urls_parse() {
         assert_eq!(StoreUrl::parse("memory://").ok(), Some(StoreUrl::Memory));
-        assert_eq!(
-            StoreUrl::parse("file:///tmp/x").ok(),
-            Some(StoreUrl::File("/tmp/x".into()))
-        );
-        assert_eq!(
-            StoreUrl::parse("s3://b/p/q/").ok(),
-            Some(StoreUrl::S3 {
-                bucket: "b".into(),
-                prefix: "p/q".into()
-            })
-        );
+        assert_eq!(StoreUrl::parse("file:///tmp/x").ok(), Some(StoreUrl::File("/tmp/x".into())));
+        assert_eq!(StoreUrl::parse("s3://b/p/q/").ok(), Some(StoreUrl::S3 { bucket: "b".into(), prefix: "p/q".into() }));
         assert!(StoreUrl::parse("s3:///x").is_err());
         assert!(StoreUrl::parse("gs://x").is_err());
-        assert_eq!(
-            StoreUrl::parse("s3://b/p")
-                .map(|u| u.to_string())
-                .ok()
-                .as_deref(),
-            Some("s3://b/p")
-        );
+        assert_eq!(StoreUrl::parse("s3://b/p").map(|u| u.to_string()).ok().as_deref(), Some("s3://b/p"));
     }
 }

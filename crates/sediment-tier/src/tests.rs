@@ -45,13 +45,7 @@ fn test_config() -> TierConfig {
             },
             ..StoreOptions::default()
         },
-        cache: CacheConfig {
-            dir: None,
-            memory_bytes: 8 << 20,
-            chunk_bytes: 64 << 10,
-            read_ahead_chunks: 2,
-            ..CacheConfig::default()
-        },
+        cache: CacheConfig { dir: None, memory_bytes: 8 << 20, chunk_bytes: 64 << 10, read_ahead_chunks: 2, ..CacheConfig::default() },
         upload_poll_interval: Duration::from_millis(20),
         mirror_interval: Duration::from_millis(50),
         upload_backoff_max: Duration::from_millis(100),
@@ -70,16 +64,9 @@ struct Setup {
     pref: PartitionRef,
 }
 
-async fn tier_over(
-    backend: Arc<dyn ObjectStore>,
-    fault: Arc<FaultControl>,
-    config: TierConfig,
-) -> Arc<Tier> {
+async fn tier_over(backend: Arc<dyn ObjectStore>, fault: Arc<FaultControl>, config: TierConfig) -> Arc<Tier> {
     let stats = Arc::new(TierStats::default());
-    let opts = StoreOptions {
-        fault: Some(fault),
-        ..config.store.clone()
-    };
+    let opts = StoreOptions { fault: Some(fault), ..config.store.clone() };
     let store = store::decorate(backend, &opts, stats.clone());
     Tier::open(store, stats, config).await.expect("tier")
 }
@@ -91,15 +78,7 @@ async fn setup(config: TierConfig) -> Setup {
 async fn setup_with(config: TierConfig, segment_bytes: u64) -> Setup {
     let dir = tempfile::tempdir().expect("tmp");
     let pdir = dir.path().join("t-0");
-    let log = PartitionLog::open(
-        &pdir,
-        LogConfig {
-            segment_bytes,
-            index_interval_bytes: 1024,
-            ..LogConfig::default()
-        },
-    )
-    .expect("log");
+    let log = PartitionLog::open(&pdir, LogConfig { segment_bytes, index_interval_bytes: 1024, ..LogConfig::default() }).expect("log");
     let backend: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let fault = FaultControl::new(42);
     let tier = tier_over(backend.clone(), fault.clone(), config).await;
@@ -109,15 +88,8 @@ async fn setup_with(config: TierConfig, segment_bytes: u64) -> Setup {
         backend,
         fault,
         tier,
-        local: Arc::new(TestLog {
-            log: Mutex::new(log),
-            leader: AtomicBool::new(true),
-        }),
-        pref: PartitionRef {
-            topic: "t".into(),
-            topic_id: "id1".into(),
-            partition: 0,
-        },
+        local: Arc::new(TestLog { log: Mutex::new(log), leader: AtomicBool::new(true) }),
+        pref: PartitionRef { topic: "t".into(), topic_id: "id1".into(), partition: 0 },
     }
 }
 
@@ -125,9 +97,7 @@ async fn setup_with(config: TierConfig, segment_bytes: u64) -> Setup {
 fn produce(local: &TestLog, from: usize, n: usize) {
     let mut l = local.log.lock().unwrap_or_else(|e| e.into_inner());
     for i in from..from + n {
-        let values: Vec<Vec<u8>> = (0..4)
-            .map(|r| format!("batch-{i}-record-{r}-{}", "x".repeat(200)).into_bytes())
-            .collect();
+        let values: Vec<Vec<u8>> = (0..4).map(|r| format!("batch-{i}-record-{r}-{}", "x".repeat(200)).into_bytes()).collect();
         let mut b = batch_from_values(&values, 1_700_000_000_000 + i as i64);
         l.append(&mut b, 3, 1_700_000_000_000).expect("append");
     }
@@ -137,30 +107,19 @@ fn produce(local: &TestLog, from: usize, n: usize) {
 async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 fn sealed_end(local: &TestLog) -> i64 {
     let (segs, _) = local.segments();
-    segs.iter()
-        .filter(|s| s.sealed)
-        .map(|s| s.next_offset)
-        .max()
-        .unwrap_or(0)
+    segs.iter().filter(|s| s.sealed).map(|s| s.next_offset).max().unwrap_or(0)
 }
 
 async fn objects(store: &Arc<dyn ObjectStore>, under: &str) -> Vec<(String, u64)> {
-    let mut v: Vec<(String, u64)> = store
-        .list(Some(&object_store::path::Path::from(under)))
-        .map_ok(|o| (o.location.to_string(), o.size))
-        .try_collect()
-        .await
-        .expect("list");
+    let mut v: Vec<(String, u64)> =
+        store.list(Some(&object_store::path::Path::from(under))).map_ok(|o| (o.location.to_string(), o.size)).try_collect().await.expect("list");
     v.sort();
     v
 }
@@ -173,16 +132,10 @@ async fn check_remote_reads(s: &Setup, rl: &RemoteLog, from: i64, to: i64) {
         assert!(!remote.is_empty(), "empty read at {offset}");
         let local = {
             let l = s.local.log.lock().unwrap_or_else(|e| e.into_inner());
-            l.read(offset, remote.len(), i64::MAX, true)
-                .expect("plan")
-                .execute()
-                .expect("local read")
+            l.read(offset, remote.len(), i64::MAX, true).expect("plan").execute().expect("local read")
         };
         assert_eq!(remote, local, "bytes differ at offset {offset}");
-        let last = BatchIter::new(&remote)
-            .last()
-            .map(|(h, _)| h.next_offset())
-            .expect("a batch");
+        let last = BatchIter::new(&remote).last().map(|(h, _)| h.next_offset()).expect("a batch");
         for (_, b) in BatchIter::new(&remote) {
             verify_crc(b).expect("crc");
         }
@@ -194,10 +147,7 @@ async fn check_remote_reads(s: &Setup, rl: &RemoteLog, from: i64, to: i64) {
 async fn uploads_sealed_segments_and_reads_them_back() {
     let s = setup(test_config()).await;
     produce(&s.local, 0, 200);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     let end = sealed_end(&s.local);
     assert!(end > 0);
@@ -219,22 +169,12 @@ async fn uploads_sealed_segments_and_reads_them_back() {
     // the manifest is durable and mirrored
     let f = ManifestFile::load(&s.pdir).expect("load").expect("file");
     assert_eq!(f.manifest.uploaded_end, end);
-    wait_for("mirror", 5, || {
-        rl.status().mirrored_version == rl.status().manifest_version
-    })
-    .await;
-    let from_bucket = manifest::load_from_bucket(s.tier.store(), &s.pref)
-        .await
-        .expect("load")
-        .expect("some");
+    wait_for("mirror", 5, || rl.status().mirrored_version == rl.status().manifest_version).await;
+    let from_bucket = manifest::load_from_bucket(s.tier.store(), &s.pref).await.expect("load").expect("some");
     assert_eq!(from_bucket.segments, f.manifest.segments);
     let st = s.tier.stats().snapshot();
     assert_eq!(st.uploaded_segments as usize, segs);
-    assert_eq!(
-        st.puts() as usize,
-        segs + count_roots_written(&st),
-        "one PUT per segment plus manifest roots"
-    );
+    assert_eq!(st.puts() as usize, segs + count_roots_written(&st), "one PUT per segment plus manifest roots");
     rl.close();
 }
 
@@ -246,10 +186,7 @@ fn count_roots_written(st: &StatsSnapshot) -> usize {
 #[tokio::test]
 async fn uploads_back_off_during_an_outage_and_resume() {
     let s = setup(test_config()).await;
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     s.fault.set_outage(true);
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     produce(&s.local, 0, 120);
@@ -271,20 +208,14 @@ async fn uploads_back_off_during_an_outage_and_resume() {
 async fn random_failures_never_duplicate_objects() {
     let s = setup(test_config()).await;
     s.fault.set_error_rate(0.3);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     produce(&s.local, 0, 150);
     let end = sealed_end(&s.local);
     wait_for("uploads despite failures", 30, || rl.uploaded_end() == end).await;
     s.fault.set_error_rate(0.0);
     let segs = s.local.segments().0.iter().filter(|x| x.sealed).count();
-    assert_eq!(
-        objects(&s.backend, "topics/t/id1/0/segments").await.len(),
-        segs
-    );
+    assert_eq!(objects(&s.backend, "topics/t/id1/0/segments").await.len(), segs);
     check_remote_reads(&s, &rl, 0, end).await;
     rl.close();
 }
@@ -295,19 +226,11 @@ async fn crash_after_upload_before_commit_reuploads_to_the_same_key() {
     produce(&s.local, 0, 60);
     // "crash" after the object was written but before the manifest recorded it
     let first = s.local.segments().0[0].clone();
-    let entry =
-        segment_object::upload_segment(s.tier.store(), &s.pref, &first, &UploadOptions::default())
-            .await
-            .expect("upload");
+    let entry = segment_object::upload_segment(s.tier.store(), &s.pref, &first, &UploadOptions::default()).await.expect("upload");
     let before = objects(&s.backend, "topics/t/id1/0/segments").await;
     assert_eq!(before.len(), 1);
-    ManifestFile::default()
-        .store(&s.pdir)
-        .expect("empty manifest"); // the restarted broker's state
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    ManifestFile::default().store(&s.pdir).expect("empty manifest"); // the restarted broker's state
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     let end = sealed_end(&s.local);
     wait_for("uploads", 20, || rl.uploaded_end() == end).await;
@@ -324,17 +247,11 @@ async fn crash_after_upload_before_commit_reuploads_to_the_same_key() {
 async fn a_lost_local_manifest_is_rebuilt_from_the_bucket() {
     let s = setup(test_config()).await;
     produce(&s.local, 0, 100);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     let end = sealed_end(&s.local);
     wait_for("uploads", 20, || rl.uploaded_end() == end).await;
-    wait_for("mirror", 5, || {
-        rl.status().mirrored_version == rl.status().manifest_version
-    })
-    .await;
+    wait_for("mirror", 5, || rl.status().mirrored_version == rl.status().manifest_version).await;
     let expected = rl.manifest_snapshot().segments;
     rl.close();
     drop(rl);
@@ -342,31 +259,16 @@ async fn a_lost_local_manifest_is_rebuilt_from_the_bucket() {
     // segments are found from their keys and footers
     std::fs::remove_file(ManifestFile::path(&s.pdir)).expect("rm");
     for (root, _) in objects(&s.backend, "topics/t/id1/0/manifest/roots").await {
-        s.backend
-            .delete(&object_store::path::Path::from(root.as_str()))
-            .await
-            .expect("delete root");
+        s.backend.delete(&object_store::path::Path::from(root.as_str())).await.expect("delete root");
     }
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
-    assert_eq!(
-        rl.uploaded_end(),
-        0,
-        "nothing may be deleted locally before recovery"
-    );
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
+    assert_eq!(rl.uploaded_end(), 0, "nothing may be deleted locally before recovery");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     wait_for("recovery", 10, || rl.uploaded_end() == end).await;
     let got = rl.manifest_snapshot().segments;
     assert_eq!(
-        got.iter()
-            .map(|s| (&s.key, s.base_offset, s.last_offset, s.size_bytes))
-            .collect::<Vec<_>>(),
-        expected
-            .iter()
-            .map(|s| (&s.key, s.base_offset, s.last_offset, s.size_bytes))
-            .collect::<Vec<_>>()
+        got.iter().map(|s| (&s.key, s.base_offset, s.last_offset, s.size_bytes)).collect::<Vec<_>>(),
+        expected.iter().map(|s| (&s.key, s.base_offset, s.last_offset, s.size_bytes)).collect::<Vec<_>>()
     );
     rl.close();
 }
@@ -407,11 +309,7 @@ async fn concurrent_cold_reads_share_one_get_per_chunk() {
         first = Some(b);
     }
     let st = tier.stats().snapshot();
-    assert_eq!(
-        st.requests_of(OpKind::GetRange),
-        2,
-        "one GET for the segment's indexes, one for the chunk: {st:?}"
-    );
+    assert_eq!(st.requests_of(OpKind::GetRange), 2, "one GET for the segment's indexes, one for the chunk: {st:?}");
     assert_eq!(st.cache_misses, 1);
     assert!(st.cache_hits >= 15, "{st:?}");
 }
@@ -473,10 +371,7 @@ async fn cold_reads_keep_to_the_under_load_budget_only_while_produce_is_seen() {
 async fn damaged_or_missing_objects_are_errors_not_garbage() {
     let s = setup(test_config()).await;
     produce(&s.local, 0, 150);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     let end = sealed_end(&s.local);
     wait_for("uploads", 20, || rl.uploaded_end() == end).await;
@@ -485,85 +380,40 @@ async fn damaged_or_missing_objects_are_errors_not_garbage() {
     let (seg0, seg1) = (m.segments[0].clone(), m.segments[1].clone());
     // flip a byte inside the first segment's records; delete the second segment
     let key0 = object_store::path::Path::from(seg0.key.as_str());
-    let mut bytes = s
-        .backend
-        .get(&key0)
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("bytes")
-        .to_vec();
+    let mut bytes = s.backend.get(&key0).await.expect("get").bytes().await.expect("bytes").to_vec();
     bytes[200] ^= 0x40;
-    s.backend
-        .put(&key0, PutPayload::from(bytes))
-        .await
-        .expect("put");
-    s.backend
-        .delete(&object_store::path::Path::from(seg1.key.as_str()))
-        .await
-        .expect("delete");
+    s.backend.put(&key0, PutPayload::from(bytes)).await.expect("put");
+    s.backend.delete(&object_store::path::Path::from(seg1.key.as_str())).await.expect("delete");
     let tier = tier_over(s.backend.clone(), FaultControl::new(0), test_config()).await;
-    let rl2 = tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl2 = tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     let e = rl2.read(0, 100_000, true).await.expect_err("corrupt");
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(e.to_string().contains("crc"), "{e}");
-    let e = rl2
-        .read(seg1.base_offset, 1000, true)
-        .await
-        .expect_err("missing");
+    let e = rl2.read(seg1.base_offset, 1000, true).await.expect_err("missing");
     assert_eq!(e.kind(), ErrorKind::Missing, "{e}");
     // a truncated object is caught by its footer
     let key2 = object_store::path::Path::from(m.segments[2].key.as_str());
-    let b = s
-        .backend
-        .get(&key2)
-        .await
-        .expect("get")
-        .bytes()
-        .await
-        .expect("bytes");
-    s.backend
-        .put(&key2, PutPayload::from(b.slice(..b.len() - 10)))
-        .await
-        .expect("put");
-    let e = rl2
-        .read(m.segments[2].base_offset, 1000, true)
-        .await
-        .expect_err("truncated");
-    assert!(
-        matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Unavailable),
-        "{e}"
-    );
+    let b = s.backend.get(&key2).await.expect("get").bytes().await.expect("bytes");
+    s.backend.put(&key2, PutPayload::from(b.slice(..b.len() - 10))).await.expect("put");
+    let e = rl2.read(m.segments[2].base_offset, 1000, true).await.expect_err("truncated");
+    assert!(matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::Unavailable), "{e}");
 }
 
 #[tokio::test]
 async fn failed_multipart_uploads_are_retried_without_leftovers() {
     let mut config = test_config();
-    config.upload = UploadOptions {
-        multipart_threshold: 1,
-        part_bytes: 16 << 10,
-        part_concurrency: 2,
-    };
+    config.upload = UploadOptions { multipart_threshold: 1, part_bytes: 16 << 10, part_concurrency: 2 };
     let s = setup(config).await;
     produce(&s.local, 0, 60);
     s.fault.only(Some(vec![OpKind::PutPart]));
     s.fault.fail_next(3);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     let end = sealed_end(&s.local);
     wait_for("uploads", 20, || rl.uploaded_end() == end).await;
     assert!(s.fault.injected() >= 3);
     let segs = s.local.segments().0.iter().filter(|x| x.sealed).count();
-    assert_eq!(
-        objects(&s.backend, "topics/t/id1/0/segments").await.len(),
-        segs
-    );
+    assert_eq!(objects(&s.backend, "topics/t/id1/0/segments").await.len(), segs);
     check_remote_reads(&s, &rl, 0, end).await;
     rl.close();
 }
@@ -573,10 +423,7 @@ async fn only_the_leader_uploads() {
     let s = setup(test_config()).await;
     s.local.leader.store(false, Ordering::SeqCst);
     produce(&s.local, 0, 60);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rl.uploaded_end(), 0);
@@ -592,46 +439,22 @@ async fn only_the_leader_uploads() {
 async fn remote_retention_deletes_old_segments() {
     let s = setup(test_config()).await;
     produce(&s.local, 0, 150);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     let end = sealed_end(&s.local);
     wait_for("uploads", 20, || rl.uploaded_end() == end).await;
     let before = rl.manifest_snapshot().segments.len();
-    rl.set_policy(RemotePolicy {
-        upload: true,
-        retention: RetentionPolicy {
-            retention_ms: -1,
-            retention_bytes: 64 << 10,
-        },
-    });
-    wait_for("retention", 10, || {
-        rl.manifest_snapshot().segments.len() < before
-    })
-    .await;
-    wait_for("objects deleted", 10, || {
-        rl.status().mirrored_version == rl.status().manifest_version
-    })
-    .await;
+    rl.set_policy(RemotePolicy { upload: true, retention: RetentionPolicy { retention_ms: -1, retention_bytes: 64 << 10 } });
+    wait_for("retention", 10, || rl.manifest_snapshot().segments.len() < before).await;
+    wait_for("objects deleted", 10, || rl.status().mirrored_version == rl.status().manifest_version).await;
     let m = rl.manifest_snapshot();
     let start = rl.log_start_offset().expect("start");
     assert!(start > 0);
     assert_eq!(m.segments[0].base_offset, start);
-    wait_for("deletes", 10, || {
-        ManifestFile::load(&s.pdir)
-            .ok()
-            .flatten()
-            .is_some_and(|f| f.pending_deletes.is_empty())
-    })
-    .await;
+    wait_for("deletes", 10, || ManifestFile::load(&s.pdir).ok().flatten().is_some_and(|f| f.pending_deletes.is_empty())).await;
     let objs = objects(&s.backend, "topics/t/id1/0/segments").await;
     assert_eq!(objs.len(), m.segments.len());
-    assert_eq!(
-        rl.read(0, 100, true).await.expect_err("gone").kind(),
-        ErrorKind::OutOfRange
-    );
+    assert_eq!(rl.read(0, 100, true).await.expect_err("gone").kind(), ErrorKind::OutOfRange);
     check_remote_reads(&s, &rl, start, end).await;
     // DeleteRecords below the local log
     rl.raise_log_start(start + 1).await.expect("raise");
@@ -643,41 +466,22 @@ async fn remote_retention_deletes_old_segments() {
 async fn timestamps_are_found_in_remote_segments() {
     let s = setup(test_config()).await;
     produce(&s.local, 0, 100);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), false)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), false).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     let end = sealed_end(&s.local);
     wait_for("uploads", 20, || rl.uploaded_end() == end).await;
     // batch i has timestamps 1_700_000_000_000 + i .. + i + 3
-    let b = rl
-        .find_batch_by_timestamp(1_700_000_000_000 + 50)
-        .await
-        .expect("find")
-        .expect("some");
+    let b = rl.find_batch_by_timestamp(1_700_000_000_000 + 50).await.expect("find").expect("some");
     let (h, _) = BatchIter::new(&b).next().expect("batch");
-    assert!(
-        h.max_timestamp >= 1_700_000_000_000 + 50 && h.base_timestamp <= 1_700_000_000_000 + 50,
-        "{h:?}"
-    );
-    assert!(
-        rl.find_batch_by_timestamp(i64::MAX)
-            .await
-            .expect("find")
-            .is_none()
-    );
+    assert!(h.max_timestamp >= 1_700_000_000_000 + 50 && h.base_timestamp <= 1_700_000_000_000 + 50, "{h:?}");
+    assert!(rl.find_batch_by_timestamp(i64::MAX).await.expect("find").is_none());
     rl.close();
 }
 
 #[tokio::test]
 async fn manifest_mirror_chunks_and_round_trips() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let p = PartitionRef {
-        topic: "big".into(),
-        topic_id: "x".into(),
-        partition: 3,
-    };
+    let p = PartitionRef { topic: "big".into(), topic_id: "x".into(), partition: 3 };
     let mut f = ManifestFile::default();
     for i in 0..2_500i64 {
         f.manifest
@@ -695,46 +499,19 @@ async fn manifest_mirror_chunks_and_round_trips() {
             .expect("add");
     }
     f.mirror = manifest::mirror(&store, &p, &f).await.expect("mirror");
-    assert_eq!(
-        f.mirror.chunks.len(),
-        2,
-        "two sealed chunks of 1000, 500 entries in the root"
-    );
-    assert_eq!(
-        objects(&store, "topics/big/x/3/manifest/roots").await.len(),
-        1
-    );
-    let back = manifest::load_from_bucket(&store, &p)
-        .await
-        .expect("load")
-        .expect("some");
+    assert_eq!(f.mirror.chunks.len(), 2, "two sealed chunks of 1000, 500 entries in the root");
+    assert_eq!(objects(&store, "topics/big/x/3/manifest/roots").await.len(), 1);
+    let back = manifest::load_from_bucket(&store, &p).await.expect("load").expect("some");
     assert_eq!(back, f.manifest);
     // retention drops the first 1200 entries: chunk 0 goes, a new root replaces the old one
-    f.manifest
-        .apply(ManifestOp::RaiseLogStart(120_000))
-        .expect("raise");
+    f.manifest.apply(ManifestOp::RaiseLogStart(120_000)).expect("raise");
     f.mirror = manifest::mirror(&store, &p, &f).await.expect("mirror");
-    assert_eq!(
-        f.mirror.chunks.iter().map(|c| c.index).collect::<Vec<_>>(),
-        vec![1]
-    );
-    assert_eq!(
-        objects(&store, "topics/big/x/3/manifest/chunks")
-            .await
-            .len(),
-        1
-    );
+    assert_eq!(f.mirror.chunks.iter().map(|c| c.index).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(objects(&store, "topics/big/x/3/manifest/chunks").await.len(), 1);
     let roots = objects(&store, "topics/big/x/3/manifest/roots").await;
     assert_eq!(roots.len(), 1);
-    assert!(
-        roots[0].1 < 200_000,
-        "the root holds only the unsealed tail: {} bytes",
-        roots[0].1
-    );
-    let back = manifest::load_from_bucket(&store, &p)
-        .await
-        .expect("load")
-        .expect("some");
+    assert!(roots[0].1 < 200_000, "the root holds only the unsealed tail: {} bytes", roots[0].1);
+    let back = manifest::load_from_bucket(&store, &p).await.expect("load").expect("some");
     assert_eq!(back, f.manifest);
     assert_eq!(back.log_start_offset(), Some(120_000));
 }
@@ -742,46 +519,17 @@ async fn manifest_mirror_chunks_and_round_trips() {
 #[tokio::test]
 async fn topic_metadata_objects_list_every_topic() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let mut meta = TopicMeta {
-        name: "a".into(),
-        id: "id-a".into(),
-        partitions: 2,
-        configs: Default::default(),
-        created_ms: 1,
-        written_ms: 10,
-    };
+    let mut meta = TopicMeta { name: "a".into(), id: "id-a".into(), partitions: 2, configs: Default::default(), created_ms: 1, written_ms: 10 };
     bucket::put_topic_meta(&store, &meta).await.expect("put");
     meta.partitions = 4;
     meta.written_ms = 5; // clocks may go back: the version still goes up
     bucket::put_topic_meta(&store, &meta).await.expect("put");
-    bucket::put_topic_meta(
-        &store,
-        &TopicMeta {
-            name: "b".into(),
-            id: "id-b".into(),
-            partitions: 1,
-            ..meta.clone()
-        },
-    )
-    .await
-    .expect("put");
+    bucket::put_topic_meta(&store, &TopicMeta { name: "b".into(), id: "id-b".into(), partitions: 1, ..meta.clone() }).await.expect("put");
     let all = bucket::list_topics(&store).await.expect("list");
     assert_eq!(all.len(), 2);
-    assert_eq!(
-        all.iter().find(|t| t.name == "a").map(|t| t.partitions),
-        Some(4)
-    );
-    assert_eq!(
-        objects(&store, "topics/a/id-a/meta").await.len(),
-        1,
-        "older versions deleted"
-    );
-    assert_eq!(
-        bucket::delete_topic(&store, "a", "id-a")
-            .await
-            .expect("delete"),
-        1
-    );
+    assert_eq!(all.iter().find(|t| t.name == "a").map(|t| t.partitions), Some(4));
+    assert_eq!(objects(&store, "topics/a/id-a/meta").await.len(), 1, "older versions deleted");
+    assert_eq!(bucket::delete_topic(&store, "a", "id-a").await.expect("delete"), 1);
     assert_eq!(bucket::list_topics(&store).await.expect("list").len(), 1);
 }
 
@@ -790,14 +538,7 @@ async fn topic_metadata_objects_list_every_topic() {
 async fn decorated_store_passes_object_store_conformance() {
     use object_store::integration::*;
     let stats = Arc::new(TierStats::default());
-    let store = store::decorate(
-        Arc::new(InMemory::new()),
-        &StoreOptions {
-            fault: Some(FaultControl::new(0)),
-            ..StoreOptions::default()
-        },
-        stats.clone(),
-    );
+    let store = store::decorate(Arc::new(InMemory::new()), &StoreOptions { fault: Some(FaultControl::new(0)), ..StoreOptions::default() }, stats.clone());
     put_get_delete_list(&store).await;
     get_opts(store.as_ref()).await;
     put_opts(store.as_ref(), true).await;
@@ -820,15 +561,8 @@ async fn decorated_store_passes_object_store_conformance() {
 async fn real_s3_server_passes_conformance() {
     let bucket = std::env::var("SEDIMENT_TEST_S3_BUCKET").expect("SEDIMENT_TEST_S3_BUCKET names the bucket to test against");
     use object_store::integration::*;
-    let url = StoreUrl::S3 {
-        bucket,
-        prefix: format!("conformance-{}", std::process::id()),
-    };
-    let store = store::decorate(
-        store::backend(&url).expect("backend"),
-        &StoreOptions::default(),
-        Arc::new(TierStats::default()),
-    );
+    let url = StoreUrl::S3 { bucket, prefix: format!("conformance-{}", std::process::id()) };
+    let store = store::decorate(store::backend(&url).expect("backend"), &StoreOptions::default(), Arc::new(TierStats::default()));
     put_get_delete_list(&store).await;
     list_with_delimiter(&store).await;
     stream_get(&store).await;
@@ -838,10 +572,7 @@ async fn real_s3_server_passes_conformance() {
 async fn orphaned_objects_are_swept_and_everything_else_kept() {
     let s = setup(test_config()).await;
     produce(&s.local, 0, 60);
-    let rl = s
-        .tier
-        .open_partition(s.pref.clone(), s.pdir.clone(), true)
-        .expect("open");
+    let rl = s.tier.open_partition(s.pref.clone(), s.pdir.clone(), true).expect("open");
     rl.start(Arc::downgrade(&(s.local.clone() as Arc<dyn LocalLog>)));
     let end = sealed_end(&s.local);
     wait_for("uploads", 20, || rl.uploaded_end() == end).await;
@@ -849,35 +580,14 @@ async fn orphaned_objects_are_swept_and_everything_else_kept() {
     let first = rl.manifest_snapshot().segments[0].clone();
     // a deposed leader's upload that never committed (same offsets, other boundaries), and an
     // upload still in flight above the uploaded end
-    let orphan = format!(
-        "topics/t/id1/0/segments/{:020}-{:020}-{:010}.seg",
-        first.base_offset,
-        first.last_offset - 1,
-        2
-    );
-    let in_flight = format!(
-        "topics/t/id1/0/segments/{:020}-{:020}-{:010}.seg",
-        end,
-        end + 10,
-        3
-    );
+    let orphan = format!("topics/t/id1/0/segments/{:020}-{:020}-{:010}.seg", first.base_offset, first.last_offset - 1, 2);
+    let in_flight = format!("topics/t/id1/0/segments/{:020}-{:020}-{:010}.seg", end, end + 10, 3);
     for k in [&orphan, &in_flight] {
-        s.backend
-            .put(&object_store::path::Path::from(k.as_str()), PutPayload::from_static(b"x"))
-            .await
-            .expect("put");
+        s.backend.put(&object_store::path::Path::from(k.as_str()), PutPayload::from_static(b"x")).await.expect("put");
     }
-    assert_eq!(
-        rl.sweep_orphans(Duration::from_secs(3600)).await.expect("sweep"),
-        0,
-        "younger than the grace period: kept"
-    );
+    assert_eq!(rl.sweep_orphans(Duration::from_secs(3600)).await.expect("sweep"), 0, "younger than the grace period: kept");
     assert_eq!(rl.sweep_orphans(Duration::ZERO).await.expect("sweep"), 1);
-    let after: Vec<String> = objects(&s.backend, "topics/t/id1/0/segments")
-        .await
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let after: Vec<String> = objects(&s.backend, "topics/t/id1/0/segments").await.into_iter().map(|(k, _)| k).collect();
     assert!(!after.contains(&orphan), "orphan deleted");
     assert!(after.contains(&in_flight), "an upload above the uploaded end is left alone");
     for (k, _) in &committed {

@@ -18,9 +18,9 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration,
-    ExpirationStatus, LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration, ServerSideEncryption,
-    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration, ExpirationStatus, LifecycleRule,
+    LifecycleRuleFilter, PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+    ServerSideEncryptionRule,
 };
 
 /// Id of the lifecycle rule `init` owns (other rules of the bucket are kept).
@@ -115,9 +115,7 @@ impl Bucket {
                 let mut req = self.s3.create_bucket().bucket(name);
                 // us-east-1 is the one region that refuses an explicit location constraint
                 if let Some(r) = region.filter(|r| *r != "us-east-1") {
-                    req = req.create_bucket_configuration(
-                        CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(r)).build(),
-                    );
+                    req = req.create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(r)).build());
                 }
                 match req.send().await {
                     Ok(_) => println!("created bucket {name}"),
@@ -145,15 +143,7 @@ impl Bucket {
                 failed.push(what.to_string());
             }
         };
-        let r = self
-            .s3
-            .put_bucket_encryption()
-            .bucket(name)
-            .server_side_encryption_configuration(encryption)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(sdk);
+        let r = self.s3.put_bucket_encryption().bucket(name).server_side_encryption_configuration(encryption).send().await.map(|_| ()).map_err(sdk);
         report("default encryption", if kms_key.is_some() { "aws:kms" } else { "AES256" }, r);
 
         let r = self
@@ -246,9 +236,7 @@ impl Bucket {
                     None => Finding { ok: false, what, detail: "no default rule".into() },
                 }
             }
-            Err(e) if e.code() == Some("ServerSideEncryptionConfigurationNotFoundError") => {
-                Finding { ok: false, what, detail: "not configured".into() }
-            }
+            Err(e) if e.code() == Some("ServerSideEncryptionConfigurationNotFoundError") => Finding { ok: false, what, detail: "not configured".into() },
             Err(e) if not_implemented(&e) => unsupported(what),
             Err(e) => return Err(sdk(e)).context("cannot read the bucket encryption"),
         })
@@ -267,9 +255,7 @@ impl Bucket {
                 });
                 Finding { ok: all, what, detail: if all { "all four flags set".into() } else { "some flags off".into() } }
             }
-            Err(e) if e.code() == Some("NoSuchPublicAccessBlockConfiguration") => {
-                Finding { ok: false, what, detail: "not configured".into() }
-            }
+            Err(e) if e.code() == Some("NoSuchPublicAccessBlockConfiguration") => Finding { ok: false, what, detail: "not configured".into() },
             Err(e) if not_implemented(&e) => unsupported(what),
             Err(e) => return Err(sdk(e)).context("cannot read the public access block"),
         })
@@ -292,9 +278,7 @@ impl Bucket {
                     None => Finding { ok: false, what, detail: format!("no rule aborts incomplete uploads under \"{dir}\"") },
                 }
             }
-            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => {
-                Finding { ok: false, what, detail: "no lifecycle configuration".into() }
-            }
+            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => Finding { ok: false, what, detail: "no lifecycle configuration".into() },
             Err(e) if not_implemented(&e) => unsupported(what),
             Err(e) => return Err(sdk(e)).context("cannot read the lifecycle configuration"),
         })
@@ -323,11 +307,7 @@ impl Bucket {
                 Finding { ok: true, what, detail: "a second create of the same key is refused".into() }
             }
             Err(e) => return Err(sdk(e)).context("cannot write a probe object"),
-            Ok(_) => Finding {
-                ok: false,
-                what,
-                detail: "If-None-Match is ignored: a retried upload could overwrite a segment object".into(),
-            },
+            Ok(_) => Finding { ok: false, what, detail: "If-None-Match is ignored: a retried upload could overwrite a segment object".into() },
         })
     }
 }

@@ -373,10 +373,7 @@ fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
         return Err(bad(key, format!("\"{v}\" has no host")));
     }
     port.parse::<u16>().map_err(|_| bad(key, format!("\"{port}\" is not a port")))?;
-    v.to_socket_addrs()
-        .map_err(|e| bad(key, format!("cannot resolve \"{v}\": {e}")))?
-        .next()
-        .ok_or_else(|| bad(key, format!("\"{v}\" resolves to no address")))
+    v.to_socket_addrs().map_err(|e| bad(key, format!("cannot resolve \"{v}\": {e}")))?.next().ok_or_else(|| bad(key, format!("\"{v}\" resolves to no address")))
 }
 
 /// Parses `123`, `512MiB`, `4GiB`, `10MB`, `1G`.
@@ -497,20 +494,14 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     // A node missing from the list joins the running cluster the list names (it waits until
     // `sediment cluster add-broker` adds it); a list of one other node names no cluster.
     if !peers.is_empty() && !peers.contains_key(&raw.node_id) && peers.len() < 2 {
-        return Err(bad(
-            "peers",
-            format!("the voter list does not include this node ({}); to join a running cluster, list its brokers", raw.node_id),
-        ));
+        return Err(bad("peers", format!("the voter list does not include this node ({}); to join a running cluster, list its brokers", raw.node_id)));
     }
     let secret = match (&raw.cluster_secret, &raw.cluster_secret_file) {
         (Some(_), Some(_)) => return Err(bad("cluster_secret", "set cluster_secret or cluster_secret_file, not both")),
         (Some(s), None) => Some(s.trim().to_string()),
-        (None, Some(f)) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| bad("cluster_secret_file", format!("cannot read {}: {e}", f.display())))?
-                .trim()
-                .to_string(),
-        ),
+        (None, Some(f)) => {
+            Some(std::fs::read_to_string(f).map_err(|e| bad("cluster_secret_file", format!("cannot read {}: {e}", f.display())))?.trim().to_string())
+        }
         (None, None) => None,
     };
     let cluster_key = if peers.len() > 1 {
@@ -531,11 +522,16 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     };
     let cache_size = parse_size(&raw.cache_size).ok_or_else(|| bad("cache_size", format!("\"{}\" is not a size (e.g. 512MiB, 4GiB)", raw.cache_size)))?;
     let cache_memory = match &raw.cache_memory {
-        Some(v) => parse_size(v).filter(|n| *n >= 8 << 20).ok_or_else(|| bad("cache_memory", format!("\"{v}\" is not a size of at least 8MiB (e.g. 512MiB, 4GiB)")))?,
+        Some(v) => {
+            parse_size(v).filter(|n| *n >= 8 << 20).ok_or_else(|| bad("cache_memory", format!("\"{v}\" is not a size of at least 8MiB (e.g. 512MiB, 4GiB)")))?
+        }
         None => (cache_size / 8).clamp(32 << 20, 512 << 20),
     };
     let rate = |key: &str, v: &Option<String>| match v {
-        Some(v) => parse_size(v).filter(|n| *n >= 1 << 20).map(Some).ok_or_else(|| bad(key, format!("\"{v}\" is not a rate of at least 1MiB (bytes per second, e.g. 100MiB)"))),
+        Some(v) => parse_size(v)
+            .filter(|n| *n >= 1 << 20)
+            .map(Some)
+            .ok_or_else(|| bad(key, format!("\"{v}\" is not a rate of at least 1MiB (bytes per second, e.g. 100MiB)"))),
         None => Ok(None),
     };
     let cold_read_max_bytes_per_sec = rate("cold_read_max_bytes_per_sec", &raw.cold_read_max_bytes_per_sec)?;
@@ -573,9 +569,9 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     if raw.max_non_produce_request_bytes < 64 * 1024 {
         return Err(bad("max_non_produce_request_bytes", "must be at least 65536"));
     }
-    let queued_max_request_bytes = parse_size(&raw.queued_max_request_bytes)
-        .filter(|n| *n >= raw.max_request_bytes as u64)
-        .ok_or_else(|| bad("queued_max_request_bytes", format!("\"{}\" is not a size of at least max_request_bytes ({})", raw.queued_max_request_bytes, raw.max_request_bytes)))?;
+    let queued_max_request_bytes = parse_size(&raw.queued_max_request_bytes).filter(|n| *n >= raw.max_request_bytes as u64).ok_or_else(|| {
+        bad("queued_max_request_bytes", format!("\"{}\" is not a size of at least max_request_bytes ({})", raw.queued_max_request_bytes, raw.max_request_bytes))
+    })?;
     if raw.connections_max_idle_ms < 1000 {
         return Err(bad("connections_max_idle_ms", "must be at least 1000"));
     }
@@ -698,11 +694,7 @@ mod tests {
         assert_eq!(t.orphan_sweep_interval, Duration::from_secs(3600));
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(
-            &f,
-            "cold_read_bytes_per_sec_under_load = \"64MiB\"\ncold_read_max_bytes_per_sec = \"1GiB\"\nremote_orphan_grace_ms = 5000\n",
-        )
-        .unwrap();
+        std::fs::write(&f, "cold_read_bytes_per_sec_under_load = \"64MiB\"\ncold_read_max_bytes_per_sec = \"1GiB\"\nremote_orphan_grace_ms = 5000\n").unwrap();
         let mut a = args();
         a.config = Some(f.clone());
         a.cache_memory = Some("3GiB".into());

@@ -62,11 +62,8 @@ fn main() -> ExitCode {
             };
             // Logs, trace and metric export. HTTP exporters are built here, outside the runtime
             // (their blocking client must not live in async code); gRPC ones inside it.
-            let telemetry_cfg = sediment_telemetry::TelemetryConfig {
-                log_format: cfg.log_format,
-                otlp: cfg.otlp.clone(),
-                instance_id: Some(cfg.broker.node_id.to_string()),
-            };
+            let telemetry_cfg =
+                sediment_telemetry::TelemetryConfig { log_format: cfg.log_format, otlp: cfg.otlp.clone(), instance_id: Some(cfg.broker.node_id.to_string()) };
             let telemetry = match sediment_telemetry::init(&telemetry_cfg, Some(rt.handle())) {
                 Ok(t) => t,
                 Err(e) => {
@@ -117,7 +114,12 @@ fn run_tool(work: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
 
 fn init_tracing_quiet() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
@@ -174,7 +176,8 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     } else {
         // a single-node data dir of an earlier path: its partitions get their Raft entries
         // before any group opens them
-        let defaults = sediment_broker::topic_config::BrokerDefaults::new(&cfg.broker.topic_defaults).map_err(|e| anyhow::anyhow!("invalid broker topic defaults: {e}"))?;
+        let defaults = sediment_broker::topic_config::BrokerDefaults::new(&cfg.broker.topic_defaults)
+            .map_err(|e| anyhow::anyhow!("invalid broker topic defaults: {e}"))?;
         let legacy = sediment_broker::migrate::pending(&cfg.broker.data_dir, cfg.broker.node_id, alone)?;
         if let Some(legacy) = legacy.clone() {
             let (dir, node, addr) = (cfg.broker.data_dir.clone(), cfg.broker.node_id, cfg.raft_listen.to_string());
@@ -255,7 +258,10 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             match sediment_broker::cluster::hand_over_controller(&broker, left).await {
                 Some(to) => tracing::info!(to, elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown: metadata leadership handed over"),
-                None => tracing::warn!(elapsed_ms = started.elapsed().as_millis() as u64, "controlled shutdown: metadata leadership not handed over; the others elect after the lease"),
+                None => tracing::warn!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "controlled shutdown: metadata leadership not handed over; the others elect after the lease"
+                ),
             }
         }
     }

@@ -32,10 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 /// How long the kernel may cache names and attributes. Every change goes through this mount,
@@ -151,11 +149,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn system_time(secs: i64, nanos: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::new(secs as u64, nanos as u32)
-    } else {
-        UNIX_EPOCH
-    }
+    if secs >= 0 { UNIX_EPOCH + Duration::new(secs as u64, nanos as u32) } else { UNIX_EPOCH }
 }
 
 fn kind_of(meta: &fs::Metadata) -> FileType {
@@ -272,10 +266,7 @@ impl LazyFs {
         if let Some(d) = dirty.get(&ino) {
             return Ok(d.clone());
         }
-        let own = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let own = OpenOptions::new().read(true).write(true).open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
         let synced_len = own.metadata()?.len();
         let d = Arc::new(Mutex::new(Dirty { file: own, synced_len, undo: Vec::new(), retired: false }));
         dirty.insert(ino, d.clone());
@@ -396,10 +387,7 @@ impl Filesystem for LazyFs {
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let result = self.child(parent, name).and_then(|p| {
-            fs::DirBuilder::new()
-                .mode(mode & !umask)
-                .create(&p)
-                .map_err(errno)?;
+            fs::DirBuilder::new().mode(mode & !umask).create(&p).map_err(errno)?;
             self.remember(p)
         });
         match result {
@@ -418,10 +406,7 @@ impl Filesystem for LazyFs {
             }
             drop(paths);
             // A file with no name left cannot come back after a crash: forget its rollback.
-            let gone = lock(&self.dirty)
-                .get(&ino)
-                .map(|d| lock(d).file.metadata().map(|m| m.nlink() == 0).unwrap_or(true))
-                .unwrap_or(false);
+            let gone = lock(&self.dirty).get(&ino).map(|d| lock(d).file.metadata().map(|m| m.nlink() == 0).unwrap_or(true)).unwrap_or(false);
             if gone {
                 lock(&self.dirty).remove(&ino);
             }
@@ -440,24 +425,13 @@ impl Filesystem for LazyFs {
         }
     }
 
-    fn rename(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
+    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
         let result = (|| -> Result<(), Errno> {
             let from = self.child(parent, name)?;
             let to = self.child(newparent, newname)?;
             let (cfrom, cto) = (cstr(&from)?, cstr(&to)?);
             // SAFETY: both paths are NUL-terminated strings that outlive the call.
-            let rc = unsafe {
-                libc::renameat2(libc::AT_FDCWD, cfrom.as_ptr(), libc::AT_FDCWD, cto.as_ptr(), flags.bits())
-            };
+            let rc = unsafe { libc::renameat2(libc::AT_FDCWD, cfrom.as_ptr(), libc::AT_FDCWD, cto.as_ptr(), flags.bits()) };
             if rc != 0 {
                 return Err(errno(io::Error::last_os_error()));
             }
@@ -491,16 +465,7 @@ impl Filesystem for LazyFs {
         }
     }
 
-    fn create(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-        reply: ReplyCreate,
-    ) {
+    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let result = (|| -> Result<(FileAttr, FileHandle), Errno> {
             let path = self.child(parent, name)?;
             let file = match Self::open_file(&path, flags, Some(mode & !umask)) {
@@ -527,17 +492,7 @@ impl Filesystem for LazyFs {
         }
     }
 
-    fn read(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
+    fn read(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, _lock_owner: Option<LockOwner>, reply: ReplyData) {
         let result = self.handle(fh).and_then(|h| {
             let mut buf = vec![0u8; size as usize];
             let n = read_full_at(&h.file, &mut buf, offset).map_err(errno)?;
@@ -584,16 +539,7 @@ impl Filesystem for LazyFs {
         reply.ok();
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, _lock_owner: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
         lock(&self.handles).remove(&fh.0);
         reply.ok();
     }
@@ -621,17 +567,10 @@ impl Filesystem for LazyFs {
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let result = (|| -> Result<Vec<(u64, FileType, OsString)>, Errno> {
             let path = self.path(ino)?;
-            let mut entries = vec![
-                (ino.0, FileType::Directory, OsString::from(".")),
-                (ino.0, FileType::Directory, OsString::from("..")),
-            ];
+            let mut entries = vec![(ino.0, FileType::Directory, OsString::from(".")), (ino.0, FileType::Directory, OsString::from(".."))];
             for e in fs::read_dir(&path).map_err(errno)? {
                 let e = e.map_err(errno)?;
-                let kind = e
-                    .file_type()
-                    .ok()
-                    .and_then(FileType::from_std)
-                    .unwrap_or(FileType::RegularFile);
+                let kind = e.file_type().ok().and_then(FileType::from_std).unwrap_or(FileType::RegularFile);
                 let meta_ino = std::os::unix::fs::DirEntryExt::ino(&e);
                 entries.push((self.fuse_ino(meta_ino), kind, e.file_name()));
             }
@@ -665,16 +604,7 @@ impl Filesystem for LazyFs {
         if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
             return reply.error(errno(io::Error::last_os_error()));
         }
-        reply.statfs(
-            st.f_blocks,
-            st.f_bfree,
-            st.f_bavail,
-            st.f_files,
-            st.f_ffree,
-            st.f_bsize as u32,
-            st.f_namemax as u32,
-            st.f_frsize as u32,
-        );
+        reply.statfs(st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree, st.f_bsize as u32, st.f_namemax as u32, st.f_frsize as u32);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -723,10 +653,7 @@ impl Drop for Session {
 /// Mounts `fs` at `mountpoint`, served by a few threads until the session is dropped.
 pub fn mount(fs: Arc<LazyFs>, mountpoint: &Path) -> io::Result<Session> {
     let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::FSName("sediment-lazyfs".into()),
-        fuser::MountOption::DefaultPermissions,
-    ];
+    config.mount_options = vec![fuser::MountOption::FSName("sediment-lazyfs".into()), fuser::MountOption::DefaultPermissions];
     // stalled writes (`LazyFs::stall`) each hold a thread: enough for the rest to go on
     config.n_threads = Some(16);
     let session = fuser::spawn_mount(Shared(fs), mountpoint, &config)?;

@@ -164,9 +164,10 @@ impl GroupCoordinator {
                 }
                 let leader = match topic.partition(p).and_then(|x| x.replica()) {
                     Some(r) => r.leader(),
-                    None => broker.cluster.as_ref().and_then(|c| {
-                        c.state().topics.get(OFFSETS_TOPIC).and_then(|rec| rec.leaders.get(p as usize)).filter(|l| l.0 >= 0).map(|l| l.0 as u64)
-                    }),
+                    None => broker
+                        .cluster
+                        .as_ref()
+                        .and_then(|c| c.state().topics.get(OFFSETS_TOPIC).and_then(|rec| rec.leaders.get(p as usize)).filter(|l| l.0 >= 0).map(|l| l.0 as u64)),
                 };
                 if leader.is_some_and(|l| l != broker.node_id() as u64) {
                     return; // coordinated elsewhere: FindCoordinator names it
@@ -486,7 +487,8 @@ impl Shard {
     pub fn fetch_offsets(&self, group: &str, topics: Option<&[(String, Vec<i32>)]>) -> (Vec<FetchedOffset>, Option<i64>) {
         let st = self.lock();
         let pending = st.offsets.pending_end(group);
-        let missing = |topic: &str, partition: i32| FetchedOffset { topic: topic.to_string(), partition, offset: -1, leader_epoch: -1, metadata: String::new() };
+        let missing =
+            |topic: &str, partition: i32| FetchedOffset { topic: topic.to_string(), partition, offset: -1, leader_epoch: -1, metadata: String::new() };
         let found = |topic: &str, partition: i32, v: &OffsetValue| FetchedOffset {
             topic: topic.to_string(),
             partition,
@@ -971,7 +973,13 @@ pub async fn lead_offsets_partition(broker: Weak<Broker>, p: Arc<Partition>, rep
         let s2 = shard.clone();
         let loaded = tokio::task::spawn_blocking(move || s2.load()).await;
         match loaded {
-            Ok(Ok(n)) => tracing::info!(partition = p.index, term, records = n, elapsed_ms = started.elapsed().as_millis() as u64, "coordinating the groups of an offsets partition"),
+            Ok(Ok(n)) => tracing::info!(
+                partition = p.index,
+                term,
+                records = n,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "coordinating the groups of an offsets partition"
+            ),
             Ok(Err(e)) => {
                 tracing::error!(partition = p.index, error = %e, "cannot load offsets partition");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -131,11 +131,7 @@ impl Member {
     }
 
     fn has_satisfied_heartbeat(&self) -> bool {
-        if self.is_new {
-            false
-        } else {
-            self.awaiting_join.is_some() || self.awaiting_sync.is_some()
-        }
+        if self.is_new { false } else { self.awaiting_join.is_some() || self.awaiting_sync.is_some() }
     }
 
     pub fn is_static(&self) -> bool {
@@ -146,7 +142,10 @@ impl Member {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum JoinTimer {
     /// The initial delay of a new group; `remaining` is what is left of the rebalance timeout.
-    Initial { delay: i64, remaining: i64 },
+    Initial {
+        delay: i64,
+        remaining: i64,
+    },
     Rebalance,
 }
 
@@ -375,9 +374,7 @@ impl Group {
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     session_timeout_ms: m.session_timeout_ms,
                     subscription: m.metadata(&proto),
-                    assignment: assignment
-                        .map(|a| a.get(&m.id).cloned().unwrap_or_default())
-                        .unwrap_or_else(|| m.assignment.clone()),
+                    assignment: assignment.map(|a| a.get(&m.id).cloned().unwrap_or_default()).unwrap_or_else(|| m.assignment.clone()),
                 })
                 .collect(),
         }
@@ -413,8 +410,7 @@ impl Group {
         if self.state == GroupState::Empty {
             !protocol_type.is_empty() && !protocols.is_empty()
         } else {
-            self.protocol_type.as_deref() == Some(protocol_type)
-                && protocols.iter().any(|p| self.supported_count(&p.name) == self.members.len())
+            self.protocol_type.as_deref() == Some(protocol_type) && protocols.iter().any(|p| self.supported_count(&p.name) == self.members.len())
         }
     }
 
@@ -567,7 +563,15 @@ impl Group {
 
     /// Sets the member's protocols and timeouts and parks (or unparks) its JoinGroup. A join
     /// already parked for the member is answered first so that no request is left hanging.
-    fn update_member(&mut self, member_id: &str, protocols: Vec<Protocol>, rebalance_timeout_ms: i32, session_timeout_ms: i32, wait: Option<JoinWait>, fx: &mut Vec<Effect>) {
+    fn update_member(
+        &mut self,
+        member_id: &str,
+        protocols: Vec<Protocol>,
+        rebalance_timeout_ms: i32,
+        session_timeout_ms: i32,
+        wait: Option<JoinWait>,
+        fx: &mut Vec<Effect>,
+    ) {
         if let Some(m) = self.members.get_mut(member_id) {
             m.protocols = protocols;
             m.rebalance_timeout_ms = rebalance_timeout_ms;
@@ -731,11 +735,7 @@ impl Groups {
                     }
                     let value = g.to_value(Some(&assignment));
                     g.pending_assignment = Some((g.generation, assignment));
-                    fx.push(Effect::Persist {
-                        group: g.id.clone(),
-                        value: Some(value),
-                        token: PersistToken::Assignment { generation: g.generation },
-                    });
+                    fx.push(Effect::Persist { group: g.id.clone(), value: Some(value), token: PersistToken::Assignment { generation: g.generation } });
                 }
             }
             GroupState::Stable => {
@@ -743,12 +743,7 @@ impl Groups {
                 let assignment = g.members.get(&req.member_id).map(|m| m.assignment.clone()).unwrap_or_default();
                 fx.push(Effect::Sync {
                     waiter,
-                    result: SyncResult {
-                        error: None,
-                        protocol_type: g.protocol_type.clone(),
-                        protocol_name: g.protocol_name.clone(),
-                        assignment,
-                    },
+                    result: SyncResult { error: None, protocol_type: g.protocol_type.clone(), protocol_name: g.protocol_name.clone(), assignment },
                 });
             }
             GroupState::Empty | GroupState::Dead => {
@@ -837,7 +832,15 @@ impl Groups {
 
     /// Checks whether an OffsetCommit may write (Kafka's `validateOffsetCommit`); creates a simple
     /// group for generation -1 commits to an unknown group. Keeps the member's session alive.
-    pub fn validate_offset_commit(&mut self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32, api_version: i16, now: i64) -> Result<(), ErrorCode> {
+    pub fn validate_offset_commit(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        api_version: i16,
+        now: i64,
+    ) -> Result<(), ErrorCode> {
         let Some(g) = self.groups.get_mut(group_id) else {
             if generation < 0 {
                 self.groups.insert(group_id.to_string(), Group::new(group_id, now));
@@ -1091,7 +1094,15 @@ fn update_member_then_rebalance_or_complete_join(g: &mut Group, limits: Limits, 
     maybe_prepare_rebalance_or_complete_join(g, limits, now, fx);
 }
 
-fn add_member_then_rebalance_or_complete_join(g: &mut Group, limits: Limits, req: JoinRequest, member_id: String, waiter: Waiter, now: i64, fx: &mut Vec<Effect>) {
+fn add_member_then_rebalance_or_complete_join(
+    g: &mut Group,
+    limits: Limits,
+    req: JoinRequest,
+    member_id: String,
+    waiter: Waiter,
+    now: i64,
+    fx: &mut Vec<Effect>,
+) {
     let member = Member {
         id: member_id.clone(),
         instance_id: req.instance_id,
@@ -1325,11 +1336,7 @@ fn validate_sync(g: &Group, req: &SyncRequest) -> Result<(), ErrorCode> {
 fn next_group_deadline(g: &Group) -> Option<i64> {
     let members = g.members.values().filter_map(|m| m.heartbeat_deadline);
     let pending = g.pending_join.values().copied();
-    members
-        .chain(pending)
-        .chain(g.join_timer.map(|(d, _)| d))
-        .chain(g.sync_timer.map(|(d, _)| d))
-        .min()
+    members.chain(pending).chain(g.join_timer.map(|(d, _)| d)).chain(g.sync_timer.map(|(d, _)| d)).min()
 }
 
 #[derive(Debug)]
@@ -1385,10 +1392,7 @@ fn fire_due(g: &mut Group, limits: Limits, now: i64, fx: &mut Vec<Effect>) {
             }
             Due::Sync(generation) => {
                 g.sync_timer = None;
-                if generation == g.generation
-                    && matches!(g.state, GroupState::CompletingRebalance | GroupState::Stable)
-                    && !g.pending_sync.is_empty()
-                {
+                if generation == g.generation && matches!(g.state, GroupState::CompletingRebalance | GroupState::Stable) && !g.pending_sync.is_empty() {
                     let missing: Vec<String> = g.pending_sync.iter().cloned().collect();
                     tracing::info!(group = %g.id, members = ?missing, "removing members that did not send SyncGroup in time");
                     for id in &missing {

@@ -32,9 +32,7 @@ struct Entry {
 }
 
 fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, ApiError> {
-    let topic = broker
-        .topic(name)
-        .ok_or_else(|| ApiError::unknown_topic(name))?;
+    let topic = broker.topic(name).ok_or_else(|| ApiError::unknown_topic(name))?;
     Ok(topic
         .config
         .resolve_all(&broker.defaults)
@@ -269,9 +267,7 @@ pub async fn incremental_alter(broker: Arc<Broker>, req: IncrementalAlterConfigs
     for res in req.resources {
         let name = res.resource_name.to_string();
         let planned = check_topic_resource(&broker, res.resource_type, &name).and_then(|()| {
-            let topic = broker
-                .topic(&name)
-                .ok_or_else(|| ApiError::unknown_topic(&name))?;
+            let topic = broker.topic(&name).ok_or_else(|| ApiError::unknown_topic(&name))?;
             let ops: Vec<(String, i8, Option<String>)> =
                 res.configs.iter().map(|c| (c.name.to_string(), c.config_operation, c.value.as_ref().map(|v| v.to_string()))).collect();
             let next = apply_ops(&topic.config.overrides, |k| topic.config.get(k, &broker.defaults), &ops)?;
@@ -302,12 +298,7 @@ mod tests {
     fn incremental_ops() {
         let cur: BTreeMap<String, String> = [("retention.ms".to_string(), "5".to_string())].into();
         let eff = |_: &str| "delete".to_string();
-        let next = apply_ops(
-            &cur,
-            eff,
-            &[("retention.ms".into(), OP_DELETE, None), ("segment.bytes".into(), OP_SET, Some("1024".into()))],
-        )
-        .unwrap();
+        let next = apply_ops(&cur, eff, &[("retention.ms".into(), OP_DELETE, None), ("segment.bytes".into(), OP_SET, Some("1024".into()))]).unwrap();
         assert_eq!(next.get("segment.bytes").map(String::as_str), Some("1024"));
         assert!(!next.contains_key("retention.ms"));
         let e = apply_ops(&cur, eff, &[("retention.ms".into(), OP_APPEND, Some("1".into()))]).unwrap_err();

@@ -14,10 +14,7 @@ pub async fn handle(broker: Arc<Broker>, req: CreatePartitionsRequest, _version:
     for t in req.topics {
         let mut res = CreatePartitionsTopicResult::default();
         res.name = t.name.clone();
-        let assignments_ok = t
-            .assignments
-            .as_ref()
-            .is_none_or(|a| a.iter().all(|x| x.broker_ids.len() == 1 && x.broker_ids[0].0 == broker.node_id()));
+        let assignments_ok = t.assignments.as_ref().is_none_or(|a| a.iter().all(|x| x.broker_ids.len() == 1 && x.broker_ids[0].0 == broker.node_id()));
         let result = if !assignments_ok {
             Err(crate::error::ApiError::new(ErrorCode::InvalidReplicaAssignment, "assignment names brokers that do not exist"))
         } else if let Err(e) = crate::topic_rules::client_may(t.name.0.as_str(), crate::topic_rules::ClientChange::AddPartitions) {

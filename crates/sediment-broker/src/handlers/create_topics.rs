@@ -59,11 +59,8 @@ pub async fn handle(broker: Arc<Broker>, req: CreateTopicsRequest, version: i16)
                     } else {
                         topic.partitions.len() as i32
                     };
-                    res.replication_factor = if req.validate_only {
-                        broker.default_replication_factor(t.replication_factor)
-                    } else {
-                        broker.replication_factor_of(&topic.name)
-                    };
+                    res.replication_factor =
+                        if req.validate_only { broker.default_replication_factor(t.replication_factor) } else { broker.replication_factor_of(&topic.name) };
                     res.configs = Some(describe(&broker, &topic.config));
                 }
             }

@@ -204,11 +204,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
 /// Waits for any requested partition's high watermark to move (or the deadline, or shutdown),
 /// reading again each time, until `min_bytes` are there.
 async fn long_poll(plan: Plan, parts: Vec<PartitionData>, deadline: Instant, mut shutdown: tokio::sync::watch::Receiver<bool>) -> ResponseKind {
-    let mut receivers: Vec<_> = plan
-        .wants
-        .iter()
-        .filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe()))
-        .collect();
+    let mut receivers: Vec<_> = plan.wants.iter().filter_map(|w| w.partition.as_ref().ok().map(|p| p.subscribe())).collect();
     for r in receivers.iter_mut() {
         r.borrow_and_update();
     }

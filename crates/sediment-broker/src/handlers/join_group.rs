@@ -11,8 +11,8 @@ use sediment_protocol::ErrorCode;
 
 use super::{Reply, RequestContext, sb};
 use crate::broker::Broker;
-use crate::group::state::{JoinRequest, JoinResult, Protocol};
 use crate::group::records::MAX_ID_BYTES;
+use crate::group::state::{JoinRequest, JoinResult, Protocol};
 use crate::group::{client_host, err_code};
 
 /// The first `max` bytes of `s`, cut at a character boundary (member ids embed the client id).

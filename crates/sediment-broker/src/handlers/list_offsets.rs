@@ -146,11 +146,8 @@ async fn respond(broker: Arc<Broker>, req: ListOffsetsRequest, version: i16) -> 
                 Err(code) => pr.error_code = code.code(),
                 Ok(p) => {
                     if version >= 4 && q.current_leader_epoch >= 0 && q.current_leader_epoch != p.leader_epoch() {
-                        pr.error_code = if q.current_leader_epoch > p.leader_epoch() {
-                            ErrorCode::UnknownLeaderEpoch.code()
-                        } else {
-                            ErrorCode::FencedLeaderEpoch.code()
-                        };
+                        pr.error_code =
+                            if q.current_leader_epoch > p.leader_epoch() { ErrorCode::UnknownLeaderEpoch.code() } else { ErrorCode::FencedLeaderEpoch.code() };
                     } else {
                         match lookup(p, q.timestamp, version).await {
                             Ok((offset, ts)) => {

@@ -73,21 +73,15 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
         // admin changes may go through the controller (cluster mode): answered when applied
         RequestKind::CreateTopics(r) => Reply::Later(create_topics::handle(broker.clone(), r, v).map(ResponseKind::CreateTopics).boxed()),
         RequestKind::DeleteTopics(r) => Reply::Later(delete_topics::handle(broker.clone(), r, v).map(ResponseKind::DeleteTopics).boxed()),
-        RequestKind::CreatePartitions(r) => {
-            Reply::Later(create_partitions::handle(broker.clone(), r, v).map(ResponseKind::CreatePartitions).boxed())
-        }
+        RequestKind::CreatePartitions(r) => Reply::Later(create_partitions::handle(broker.clone(), r, v).map(ResponseKind::CreatePartitions).boxed()),
         RequestKind::DescribeConfigs(r) => Reply::Ready(ResponseKind::DescribeConfigs(configs::describe(broker, r, v))),
         RequestKind::AlterConfigs(r) => Reply::Later(configs::alter(broker.clone(), r, v).map(ResponseKind::AlterConfigs).boxed()),
         RequestKind::IncrementalAlterConfigs(r) => {
             Reply::Later(configs::incremental_alter(broker.clone(), r, v).map(ResponseKind::IncrementalAlterConfigs).boxed())
         }
-        RequestKind::DescribeCluster(r) => {
-            Reply::Ready(ResponseKind::DescribeCluster(describe_cluster::handle(broker, r, v)))
-        }
+        RequestKind::DescribeCluster(r) => Reply::Ready(ResponseKind::DescribeCluster(describe_cluster::handle(broker, r, v))),
         RequestKind::DeleteRecords(r) => delete_records::handle(broker, r, v),
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            Reply::Ready(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, r, v)))
-        }
+        RequestKind::OffsetForLeaderEpoch(r) => Reply::Ready(ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, r, v))),
         // consumer groups (crate::group)
         RequestKind::FindCoordinator(r) => {
             if (v < 1 || r.key_type <= 1)
@@ -112,23 +106,17 @@ pub async fn dispatch(broker: &Arc<Broker>, ctx: &RequestContext, request: Reque
         }
         RequestKind::OffsetFetch(r) => offset_fetch::handle(broker, r, v),
         RequestKind::ListGroups(r) => Reply::Ready(ResponseKind::ListGroups(list_groups::handle(broker, r, v))),
-        RequestKind::DescribeGroups(r) => {
-            Reply::Ready(ResponseKind::DescribeGroups(describe_groups::handle(broker, r, v)))
-        }
+        RequestKind::DescribeGroups(r) => Reply::Ready(ResponseKind::DescribeGroups(describe_groups::handle(broker, r, v))),
         RequestKind::DeleteGroups(r) => delete_groups::handle(broker, r, v),
         RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r, v),
-        RequestKind::InitProducerId(r) => {
-            Reply::Later(init_producer_id::handle(broker.clone(), r, v).map(ResponseKind::InitProducerId).boxed())
-        }
+        RequestKind::InitProducerId(r) => Reply::Later(init_producer_id::handle(broker.clone(), r, v).map(ResponseKind::InitProducerId).boxed()),
         // cluster membership (sediment cluster add-broker|remove-broker)
         RequestKind::AddRaftVoter(r) => Reply::Later(raft_voters::add(broker.clone(), r, v).map(ResponseKind::AddRaftVoter).boxed()),
         RequestKind::RemoveRaftVoter(r) => Reply::Later(raft_voters::remove(broker.clone(), r, v).map(ResponseKind::RemoveRaftVoter).boxed()),
         RequestKind::AlterPartitionReassignments(r) => {
             Reply::Later(reassignments::alter(broker.clone(), r, v).map(ResponseKind::AlterPartitionReassignments).boxed())
         }
-        RequestKind::ListPartitionReassignments(r) => {
-            Reply::Ready(ResponseKind::ListPartitionReassignments(reassignments::list(broker, r, v)))
-        }
+        RequestKind::ListPartitionReassignments(r) => Reply::Ready(ResponseKind::ListPartitionReassignments(reassignments::list(broker, r, v))),
         other => {
             // Unreachable while the version table and this match agree; a unit test checks they do.
             tracing::error!(request = ?std::mem::discriminant(&other), "request reached dispatch without a handler");
@@ -163,13 +151,7 @@ mod tests {
                 req.encode(&mut buf, v).unwrap_or_else(|e| panic!("{:?} v{v} request encode: {e}", s.key));
                 let mut b = buf.freeze();
                 let decoded = RequestKind::decode(s.key, &mut b, v).unwrap();
-                let ctx = RequestContext {
-                    api_key: s.key,
-                    api_version: v,
-                    correlation_id: 1,
-                    client_id: None,
-                    peer: "127.0.0.1:1".parse().unwrap(),
-                };
+                let ctx = RequestContext { api_key: s.key, api_version: v, correlation_id: 1, client_id: None, peer: "127.0.0.1:1".parse().unwrap() };
                 let resp = match dispatch(&broker, &ctx, decoded).await {
                     Reply::Ready(r) => r,
                     Reply::Later(f) => f.await,

@@ -12,9 +12,9 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 
 use super::{Reply, sb};
 use crate::broker::Broker;
-use sediment_protocol::ErrorCode;
 use crate::group::Shard;
 use crate::group::coordinator::FetchedOffset;
+use sediment_protocol::ErrorCode;
 
 /// One group of the request: id and requested (topic, partitions), None = all.
 type GroupSpec = (String, Option<Vec<(String, Vec<i32>)>>);

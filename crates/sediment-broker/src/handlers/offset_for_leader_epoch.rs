@@ -32,11 +32,8 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetForLeaderEpochRequest, _version: 
                 Ok(p) => {
                     let current = p.leader_epoch();
                     if q.current_leader_epoch >= 0 && q.current_leader_epoch != current {
-                        e.error_code = if q.current_leader_epoch > current {
-                            ErrorCode::UnknownLeaderEpoch.code()
-                        } else {
-                            ErrorCode::FencedLeaderEpoch.code()
-                        };
+                        e.error_code =
+                            if q.current_leader_epoch > current { ErrorCode::UnknownLeaderEpoch.code() } else { ErrorCode::FencedLeaderEpoch.code() };
                     } else {
                         let (epoch, end) = p.end_offset_for_epoch(q.leader_epoch);
                         e.leader_epoch = epoch;

@@ -14,10 +14,10 @@ use sediment_protocol::batch;
 
 use super::{Reply, sb};
 use crate::broker::{Broker, Topic};
-use sediment_log::clock::now_ms;
 use crate::error::ApiError;
 use crate::partition::{AppendError, Appended, Partition, WaitError};
 use crate::replica::{Outcome as Proposal, ProposeError, Proposed};
+use sediment_log::clock::now_ms;
 
 struct Outcome {
     topic_idx: usize,
@@ -91,7 +91,8 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
             return Err(ApiError::new(
                 ErrorCode::NotLeaderOrFollower,
                 format!("broker {} is not the leader of this partition (leader: {:?})", broker.node_id(), r.leader()),
-            ).into());
+            )
+            .into());
         }
         let min_isr = topic.config.min_insync_replicas(&broker.defaults);
         // the ISR every broker reports (a leader that took over counts itself before it has
@@ -104,17 +105,17 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
         if acks == -1 && min_isr > 1 {
             let in_sync = in_sync();
             if min_isr as usize > in_sync {
-                return Err(ApiError::new(
-                    ErrorCode::NotEnoughReplicas,
-                    format!("min.insync.replicas is {min_isr} but only {in_sync} replicas are in sync"),
-                ).into());
+                return Err(
+                    ApiError::new(ErrorCode::NotEnoughReplicas, format!("min.insync.replicas is {min_isr} but only {in_sync} replicas are in sync")).into()
+                );
             }
         }
     } else if acks == -1 && topic.config.min_insync_replicas(&broker.defaults) > 1 {
         return Err(ApiError::new(
             ErrorCode::NotEnoughReplicas,
             format!("min.insync.replicas is {} but only 1 replica is in sync", topic.config.min_insync_replicas(&broker.defaults)),
-        ).into());
+        )
+        .into());
     }
     let max = topic.config.max_message_bytes(&broker.defaults);
     let validated = batch::validate_produce_records(records, max, broker.config.batch_validation).map_err(|e| {
@@ -132,11 +133,9 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
         let after = topic.config.timestamp_after_max_ms(&broker.defaults);
         for ts in [min_ts, max_ts] {
             if ts >= 0 && (now.saturating_sub(ts) > before || ts.saturating_sub(now) > after) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidTimestamp,
-                    format!("record timestamp {ts} is outside the allowed range around broker time {now}"),
-                )
-                .into());
+                return Err(
+                    ApiError::new(ErrorCode::InvalidTimestamp, format!("record timestamp {ts} is outside the allowed range around broker time {now}")).into()
+                );
             }
         }
     }
@@ -148,7 +147,16 @@ fn append_one(broker: &Broker, topic: &Topic, partition: &Partition, records: Op
         // as Kafka does: the stored max timestamp is the records' own, so the time index is true
         batch::set_max_timestamp(&mut buf, max_ts);
     }
-    let header = batch::BatchHeader { max_timestamp: if log_append_time { now } else if validated.records.is_some() { max_ts } else { header.max_timestamp }, ..header };
+    let header = batch::BatchHeader {
+        max_timestamp: if log_append_time {
+            now
+        } else if validated.records.is_some() {
+            max_ts
+        } else {
+            header.max_timestamp
+        },
+        ..header
+    };
     if let Some(r) = replica {
         // ordered with this connection's other requests: the proposal is queued now
         let len = records.len() as u64;
@@ -274,9 +282,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                 },
             };
             match result {
-                Ok((Appendage::Done(resp, end), p)) => {
-                    outcomes.push(Outcome { topic_idx: ti, resp, wait: (acks == -1).then_some((p, end)), proposed: None })
-                }
+                Ok((Appendage::Done(resp, end), p)) => outcomes.push(Outcome { topic_idx: ti, resp, wait: (acks == -1).then_some((p, end)), proposed: None }),
                 Ok((Appendage::Proposed(proposed, len, lat), p)) => {
                     let mut resp = PartitionProduceResponse::default();
                     resp.index = pd.index;

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::alter_partition_reassignments_response::{ReassignablePartitionResponse, ReassignableTopicResponse};
 use kafka_protocol::messages::list_partition_reassignments_response::{OngoingPartitionReassignment, OngoingTopicReassignment};
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 use sediment_protocol::ErrorCode;
 use sediment_raft::cluster::MetaCommand;
@@ -71,8 +70,7 @@ pub async fn alter(broker: Arc<Broker>, req: AlterPartitionReassignmentsRequest,
             };
             answers.push((p.partition_index, check()));
         }
-        let targets: Vec<(i32, Vec<i32>)> =
-            answers.iter().filter_map(|(p, a)| a.as_ref().ok().filter(|t| !t.is_empty()).map(|t| (*p, t.clone()))).collect();
+        let targets: Vec<(i32, Vec<i32>)> = answers.iter().filter_map(|(p, a)| a.as_ref().ok().filter(|t| !t.is_empty()).map(|t| (*p, t.clone()))).collect();
         // one controller command per topic: all of its valid moves start together or not at all
         let submitted: Result<(), ApiError> = match (&broker.cluster, targets.is_empty()) {
             (Some(c), false) => c.write(MetaCommand::ReassignPartitions { topic: name.clone(), targets }).await.map(|_| ()),
@@ -103,8 +101,7 @@ pub fn list(broker: &Arc<Broker>, req: ListPartitionReassignmentsRequest, _versi
     let mut r = ListPartitionReassignmentsResponse::default();
     let Some(c) = broker.cluster.as_ref() else { return r };
     let state = c.state();
-    let wanted: Option<BTreeMap<String, Vec<i32>>> =
-        req.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+    let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
     for rec in state.topics.values() {
         if rec.reassigning.is_empty() {
             continue;

@@ -20,7 +20,7 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{decode_request_header_from_buffer, Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes, decode_request_header_from_buffer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
@@ -64,8 +64,7 @@ impl Default for Caps {
     }
 }
 
-const DEFAULT_CONFIGS: [(&str, &str); 3] =
-    [("cleanup.policy", "delete"), ("retention.ms", "604800000"), ("segment.bytes", "1073741824")];
+const DEFAULT_CONFIGS: [(&str, &str); 3] = [("cleanup.policy", "delete"), ("retention.ms", "604800000"), ("segment.bytes", "1073741824")];
 
 impl MockBroker {
     pub async fn start(caps: Caps) -> MockBroker {
@@ -91,11 +90,7 @@ impl MockBroker {
         let mut st = self.state.lock().unwrap();
         st.topics.insert(
             name.to_owned(),
-            Topic {
-                id: Uuid::new_v4(),
-                partitions: (0..partitions).map(|_| Partition::default()).collect(),
-                configs: BTreeMap::new(),
-            },
+            Topic { id: Uuid::new_v4(), partitions: (0..partitions).map(|_| Partition::default()).collect(), configs: BTreeMap::new() },
         );
     }
 }
@@ -128,10 +123,7 @@ async fn serve_conn(mut sock: TcpStream, state: Arc<Mutex<State>>, addr: String,
         }
         let mut out = BytesMut::new();
         out.put_i32(0);
-        ResponseHeader::default()
-            .with_correlation_id(header.correlation_id)
-            .encode(&mut out, api.response_header_version(v))
-            .unwrap();
+        ResponseHeader::default().with_correlation_id(header.correlation_id).encode(&mut out, api.response_header_version(v)).unwrap();
         out.extend_from_slice(&body);
         let len = (out.len() - 4) as i32;
         out[..4].copy_from_slice(&len.to_be_bytes());
@@ -145,15 +137,7 @@ fn s(x: &str) -> StrBytes {
 
 /// Handles one request; returns false when no response is due (acks=0).
 #[allow(clippy::map_entry)]
-fn handle(
-    api: ApiKey,
-    v: i16,
-    frame: &mut Bytes,
-    state: &Mutex<State>,
-    addr: &str,
-    caps: Caps,
-    out: &mut BytesMut,
-) -> bool {
+fn handle(api: ApiKey, v: i16, frame: &mut Bytes, state: &Mutex<State>, addr: &str, caps: Caps, out: &mut BytesMut) -> bool {
     let mut st = state.lock().unwrap();
     match api {
         ApiKey::ApiVersions => {
@@ -169,9 +153,7 @@ fn handle(
                 (ApiKey::IncrementalAlterConfigs, 0, 1),
             ];
             let resp = ApiVersionsResponse::default().with_api_keys(
-                keys.iter()
-                    .map(|(k, min, max)| ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max))
-                    .collect(),
+                keys.iter().map(|(k, min, max)| ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max)).collect(),
             );
             resp.encode(out, v).unwrap();
         }
@@ -186,27 +168,21 @@ fn handle(
                 .iter()
                 .map(|n| match st.topics.get(n) {
                     None => MetadataResponseTopic::default().with_name(Some(TopicName(s(n)))).with_error_code(3),
-                    Some(t) => MetadataResponseTopic::default()
-                        .with_name(Some(TopicName(s(n))))
-                        .with_topic_id(t.id)
-                        .with_partitions(
-                            (0..t.partitions.len())
-                                .map(|p| {
-                                    MetadataResponsePartition::default()
-                                        .with_partition_index(p as i32)
-                                        .with_leader_id(BrokerId(1))
-                                        .with_replica_nodes(vec![BrokerId(1)])
-                                        .with_isr_nodes(vec![BrokerId(1)])
-                                })
-                                .collect(),
-                        ),
+                    Some(t) => MetadataResponseTopic::default().with_name(Some(TopicName(s(n)))).with_topic_id(t.id).with_partitions(
+                        (0..t.partitions.len())
+                            .map(|p| {
+                                MetadataResponsePartition::default()
+                                    .with_partition_index(p as i32)
+                                    .with_leader_id(BrokerId(1))
+                                    .with_replica_nodes(vec![BrokerId(1)])
+                                    .with_isr_nodes(vec![BrokerId(1)])
+                            })
+                            .collect(),
+                    ),
                 })
                 .collect();
             MetadataResponse::default()
-                .with_brokers(vec![MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(1))
-                    .with_host(s(host))
-                    .with_port(port.parse().unwrap())])
+                .with_brokers(vec![MetadataResponseBroker::default().with_node_id(BrokerId(1)).with_host(s(host)).with_port(port.parse().unwrap())])
                 .with_controller_id(BrokerId(1))
                 .with_topics(topics)
                 .encode(out, v)
@@ -217,11 +193,8 @@ fn handle(
             st.produce_versions.push(v);
             let mut responses = Vec::new();
             for td in req.topic_data {
-                let name = if v >= 13 {
-                    st.topics.iter().find(|(_, t)| t.id == td.topic_id).map(|(n, _)| n.clone()).unwrap_or_default()
-                } else {
-                    td.name.to_string()
-                };
+                let name =
+                    if v >= 13 { st.topics.iter().find(|(_, t)| t.id == td.topic_id).map(|(n, _)| n.clone()).unwrap_or_default() } else { td.name.to_string() };
                 let mut parts = Vec::new();
                 for pd in td.partition_data {
                     let mut r = PartitionProduceResponse::default().with_index(pd.index);
@@ -242,12 +215,7 @@ fn handle(
                     }
                     parts.push(r);
                 }
-                responses.push(
-                    TopicProduceResponse::default()
-                        .with_name(td.name)
-                        .with_topic_id(td.topic_id)
-                        .with_partition_responses(parts),
-                );
+                responses.push(TopicProduceResponse::default().with_name(td.name).with_topic_id(td.topic_id).with_partition_responses(parts));
             }
             if req.acks == 0 {
                 return false;
@@ -291,9 +259,7 @@ fn handle(
                     }
                     parts.push(pd);
                 }
-                responses.push(
-                    FetchableTopicResponse::default().with_topic(ft.topic).with_topic_id(ft.topic_id).with_partitions(parts),
-                );
+                responses.push(FetchableTopicResponse::default().with_topic(ft.topic).with_topic_id(ft.topic_id).with_partitions(parts));
             }
             FetchResponse::default().with_responses(responses).encode(out, v).unwrap();
         }
@@ -341,11 +307,7 @@ fn handle(
                             Topic {
                                 id,
                                 partitions: (0..n).map(|_| Partition::default()).collect(),
-                                configs: t
-                                    .configs
-                                    .iter()
-                                    .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()))
-                                    .collect(),
+                                configs: t.configs.iter().map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default())).collect(),
                             },
                         );
                     }

@@ -27,8 +27,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    UploadPart,
 };
 use rand::{Rng, SeedableRng};
 
@@ -81,14 +81,12 @@ impl FaultControl {
 
     /// Each request fails with this probability (0.0..=1.0).
     pub fn set_error_rate(&self, p: f64) {
-        self.error_ppm
-            .store((p.clamp(0.0, 1.0) * 1e6) as u32, Ordering::SeqCst);
+        self.error_ppm.store((p.clamp(0.0, 1.0) * 1e6) as u32, Ordering::SeqCst);
     }
 
     /// Added to every request before it runs.
     pub fn set_latency(&self, d: Duration) {
-        self.latency_us
-            .store(d.as_micros() as u64, Ordering::SeqCst);
+        self.latency_us.store(d.as_micros() as u64, Ordering::SeqCst);
     }
 
     /// The next `n` requests fail.
@@ -116,30 +114,17 @@ impl FaultControl {
         if latency > 0 {
             tokio::time::sleep(Duration::from_micros(latency)).await;
         }
-        let applies = self
-            .only
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_none_or(|k| k.contains(&op));
+        let applies = self.only.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_none_or(|k| k.contains(&op));
         if !applies {
             return Ok(());
         }
         let fail = if self.outage.load(Ordering::SeqCst) {
             Some("injected outage")
-        } else if self
-            .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
+        } else if self.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             Some("injected failure")
         } else {
             let ppm = self.error_ppm.load(Ordering::Relaxed);
-            let roll = self
-                .rng
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .random_range(0..1_000_000u32);
+            let roll = self.rng.lock().unwrap_or_else(|e| e.into_inner()).random_range(0..1_000_000u32);
             (roll < ppm).then_some("injected random failure")
         };
         match fail {
@@ -172,30 +157,15 @@ impl std::fmt::Display for FaultStore {
 
 #[async_trait]
 impl ObjectStore for FaultStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.control.before(OpKind::Put, location.as_ref()).await?;
         self.inner.put_opts(location, payload, opts).await
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.control
-            .before(OpKind::PutPart, location.as_ref())
-            .await?;
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.control.before(OpKind::PutPart, location.as_ref()).await?;
         let inner = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(FaultUpload {
-            inner,
-            control: self.control.clone(),
-            location: location.to_string(),
-        }))
+        Ok(Box::new(FaultUpload { inner, control: self.control.clone(), location: location.to_string() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -211,16 +181,11 @@ impl ObjectStore for FaultStore {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.control
-            .before(OpKind::GetRange, location.as_ref())
-            .await?;
+        self.control.before(OpKind::GetRange, location.as_ref()).await?;
         self.inner.get_ranges(location, ranges).await
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
         let control = self.control.clone();
         let inner = self.inner.clone();
         locations
@@ -230,8 +195,7 @@ impl ObjectStore for FaultStore {
                 async move {
                     let loc = loc?;
                     control.before(OpKind::Delete, loc.as_ref()).await?;
-                    let mut s =
-                        inner.delete_stream(futures::stream::once(async move { Ok(loc) }).boxed());
+                    let mut s = inner.delete_stream(futures::stream::once(async move { Ok(loc) }).boxed());
                     match s.next().await {
                         Some(r) => r,
                         None => Err(generic("fault", "delete yielded nothing")),

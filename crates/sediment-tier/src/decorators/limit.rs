@@ -12,8 +12,7 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -35,8 +34,7 @@ impl Bucket {
     /// Takes a token, or says how long to wait for one.
     fn take(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec)
-            .min(self.per_sec.max(1.0));
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(self.per_sec.max(1.0));
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -61,30 +59,12 @@ impl std::fmt::Display for LimitedStore {
 
 impl LimitedStore {
     /// At most `max_concurrency` requests at once; with `requests_per_sec`, also a rate.
-    pub fn new(
-        inner: Arc<dyn ObjectStore>,
-        max_concurrency: usize,
-        requests_per_sec: Option<f64>,
-    ) -> LimitedStore {
-        let rate = requests_per_sec.filter(|r| *r > 0.0).map(|per_sec| {
-            Arc::new(Mutex::new(Bucket {
-                per_sec,
-                tokens: per_sec,
-                at: Instant::now(),
-            }))
-        });
-        LimitedStore {
-            inner,
-            max_concurrency: max_concurrency.max(1),
-            permits: Arc::new(Semaphore::new(max_concurrency.max(1))),
-            rate,
-        }
+    pub fn new(inner: Arc<dyn ObjectStore>, max_concurrency: usize, requests_per_sec: Option<f64>) -> LimitedStore {
+        let rate = requests_per_sec.filter(|r| *r > 0.0).map(|per_sec| Arc::new(Mutex::new(Bucket { per_sec, tokens: per_sec, at: Instant::now() })));
+        LimitedStore { inner, max_concurrency: max_concurrency.max(1), permits: Arc::new(Semaphore::new(max_concurrency.max(1))), rate }
     }
 
-    async fn admit(
-        permits: Arc<Semaphore>,
-        rate: Option<Arc<Mutex<Bucket>>>,
-    ) -> OwnedSemaphorePermit {
+    async fn admit(permits: Arc<Semaphore>, rate: Option<Arc<Mutex<Bucket>>>) -> OwnedSemaphorePermit {
         if let Some(rate) = rate {
             loop {
                 let wait = rate.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -108,28 +88,16 @@ impl LimitedStore {
 
 #[async_trait]
 impl ObjectStore for LimitedStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         let _p = self.permit().await;
         self.inner.put_opts(location, payload, opts).await
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         // one permit for the whole upload: its parts are already bounded by the uploader
         let p = self.permit().await;
         let upload = self.inner.put_multipart_opts(location, opts).await?;
-        Ok(Box::new(LimitedUpload {
-            inner: upload,
-            _permit: p,
-        }))
+        Ok(Box::new(LimitedUpload { inner: upload, _permit: p }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -142,10 +110,7 @@ impl ObjectStore for LimitedStore {
         self.inner.get_ranges(location, ranges).await
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
         let inner = self.inner.clone();
         Self::admit(self.permits.clone(), self.rate.clone())
             .map(move |p| {
@@ -163,11 +128,7 @@ impl ObjectStore for LimitedStore {
         self.inner.list(prefix)
     }
 
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
         self.inner.list_with_offset(prefix, offset)
     }
 

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result, UploadPart,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    UploadPart,
 };
 
 use crate::stats::{OpKind, TierStats};
@@ -37,34 +37,20 @@ impl std::fmt::Display for MetricsStore {
 
 #[async_trait]
 impl ObjectStore for MetricsStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         let len = payload.content_length() as u64;
         let t = Instant::now();
         let r = self.inner.put_opts(location, payload, opts).await;
-        self.stats
-            .request(OpKind::Put, 0, len, t.elapsed(), r.is_ok());
+        self.stats.request(OpKind::Put, 0, len, t.elapsed(), r.is_ok());
         r
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         let t = Instant::now();
         let r = self.inner.put_multipart_opts(location, opts).await;
         // creating a multipart upload is a POST; count it with the parts
-        self.stats
-            .request(OpKind::PutPart, 0, 0, t.elapsed(), r.is_ok());
-        Ok(Box::new(MetricsUpload {
-            inner: r?,
-            stats: self.stats.clone(),
-        }))
+        self.stats.request(OpKind::PutPart, 0, 0, t.elapsed(), r.is_ok());
+        Ok(Box::new(MetricsUpload { inner: r?, stats: self.stats.clone() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -88,56 +74,38 @@ impl ObjectStore for MetricsStore {
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         let t = Instant::now();
         let r = self.inner.get_ranges(location, ranges).await;
-        let read = r
-            .as_ref()
-            .map(|v| v.iter().map(|b| b.len() as u64).sum())
-            .unwrap_or(0);
-        self.stats
-            .request(OpKind::GetRange, read, 0, t.elapsed(), r.is_ok());
+        let read = r.as_ref().map(|v| v.iter().map(|b| b.len() as u64).sum()).unwrap_or(0);
+        self.stats.request(OpKind::GetRange, read, 0, t.elapsed(), r.is_ok());
         r
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
         let stats = self.stats.clone();
         let t = Instant::now();
-        self.inner
-            .delete_stream(locations)
-            .inspect(move |r| stats.request(OpKind::Delete, 0, 0, t.elapsed(), r.is_ok()))
-            .boxed()
+        self.inner.delete_stream(locations).inspect(move |r| stats.request(OpKind::Delete, 0, 0, t.elapsed(), r.is_ok())).boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.stats
-            .request(OpKind::List, 0, 0, std::time::Duration::ZERO, true);
+        self.stats.request(OpKind::List, 0, 0, std::time::Duration::ZERO, true);
         self.inner.list(prefix)
     }
 
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.stats
-            .request(OpKind::List, 0, 0, std::time::Duration::ZERO, true);
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.stats.request(OpKind::List, 0, 0, std::time::Duration::ZERO, true);
         self.inner.list_with_offset(prefix, offset)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let t = Instant::now();
         let r = self.inner.list_with_delimiter(prefix).await;
-        self.stats
-            .request(OpKind::List, 0, 0, t.elapsed(), r.is_ok());
+        self.stats.request(OpKind::List, 0, 0, t.elapsed(), r.is_ok());
         r
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.copy_opts(from, to, options).await;
-        self.stats
-            .request(OpKind::Copy, 0, 0, t.elapsed(), r.is_ok());
+        self.stats.request(OpKind::Copy, 0, 0, t.elapsed(), r.is_ok());
         r
     }
 }
@@ -165,16 +133,14 @@ impl MultipartUpload for MetricsUpload {
     async fn complete(&mut self) -> Result<PutResult> {
         let t = Instant::now();
         let r = self.inner.complete().await;
-        self.stats
-            .request(OpKind::PutPart, 0, 0, t.elapsed(), r.is_ok());
+        self.stats.request(OpKind::PutPart, 0, 0, t.elapsed(), r.is_ok());
         r
     }
 
     async fn abort(&mut self) -> Result<()> {
         let t = Instant::now();
         let r = self.inner.abort().await;
-        self.stats
-            .request(OpKind::Delete, 0, 0, t.elapsed(), r.is_ok());
+        self.stats.request(OpKind::Delete, 0, 0, t.elapsed(), r.is_ok());
         r
     }
 }

@@ -34,21 +34,12 @@ pub(crate) async fn buffer_get(mut r: GetResult) -> object_store::Result<(GetRes
     let extensions = std::mem::take(&mut r.extensions);
     let bytes = r.bytes().await?;
     let b2 = bytes.clone();
-    let result = GetResult {
-        payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(b2) }).boxed()),
-        meta,
-        range,
-        attributes,
-        extensions,
-    };
+    let result = GetResult { payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(b2) }).boxed()), meta, range, attributes, extensions };
     Ok((result, bytes))
 }
 
 /// A generic error naming the decorator, as `object_store` builds its own.
 pub(crate) fn generic(store: &'static str, msg: impl Into<String>) -> object_store::Error {
     let msg: String = msg.into();
-    object_store::Error::Generic {
-        store,
-        source: msg.into(),
-    }
+    object_store::Error::Generic { store, source: msg.into() }
 }

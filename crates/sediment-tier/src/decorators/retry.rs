@@ -21,9 +21,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetRange, GetResult, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
-    UploadPart,
+    CopyOptions, GetOptions, GetRange, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult, Result, UploadPart,
 };
 use rand::{Rng, SeedableRng};
 
@@ -61,8 +60,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     fn deadline(&self, payload: u64) -> Duration {
-        self.request_timeout
-            + Duration::from_secs_f64(payload as f64 / self.min_throughput.max(1) as f64)
+        self.request_timeout + Duration::from_secs_f64(payload as f64 / self.min_throughput.max(1) as f64)
     }
 }
 
@@ -91,37 +89,19 @@ impl std::fmt::Display for RetryStore {
 
 /// `true` for failures a second attempt can fix.
 pub(crate) fn retryable(e: &object_store::Error) -> bool {
-    matches!(
-        e,
-        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-    )
+    matches!(e, object_store::Error::Generic { .. } | object_store::Error::JoinError { .. })
 }
 
 impl RetryStore {
-    pub fn new(
-        inner: Arc<dyn ObjectStore>,
-        policy: RetryPolicy,
-        stats: Arc<TierStats>,
-    ) -> RetryStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, policy: RetryPolicy, stats: Arc<TierStats>) -> RetryStore {
         let rng = Mutex::new(rand::rngs::StdRng::seed_from_u64(policy.seed));
-        RetryStore {
-            core: Arc::new(Core {
-                inner,
-                policy,
-                rng,
-                stats,
-            }),
-        }
+        RetryStore { core: Arc::new(Core { inner, policy, rng, stats }) }
     }
 }
 
 impl Core {
     fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self
-            .policy
-            .base_backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.policy.max_backoff);
+        let cap = self.policy.base_backoff.saturating_mul(1u32 << attempt.min(16)).min(self.policy.max_backoff);
         let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
         cap.mul_f64(rng.random_range(0.0..=1.0))
     }
@@ -136,10 +116,7 @@ impl Core {
         loop {
             let res = match tokio::time::timeout(deadline, op()).await {
                 Ok(r) => r,
-                Err(_) => Err(generic(
-                    "retry",
-                    format!("{what}: no answer within {deadline:?}"),
-                )),
+                Err(_) => Err(generic("retry", format!("{what}: no answer within {deadline:?}"))),
             };
             match res {
                 Ok(v) => return Ok(v),
@@ -166,36 +143,16 @@ fn range_len(r: &Option<GetRange>) -> u64 {
 
 #[async_trait]
 impl ObjectStore for RetryStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         let c = &self.core;
         let len = payload.content_length() as u64;
-        c.run(location.as_ref(), len, || {
-            c.inner.put_opts(location, payload.clone(), opts.clone())
-        })
-        .await
+        c.run(location.as_ref(), len, || c.inner.put_opts(location, payload.clone(), opts.clone())).await
     }
 
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
         let c = &self.core;
-        let upload = c
-            .run(location.as_ref(), 0, || {
-                c.inner.put_multipart_opts(location, opts.clone())
-            })
-            .await?;
-        Ok(Box::new(TimeoutUpload {
-            inner: upload,
-            policy: c.policy.clone(),
-            location: location.to_string(),
-        }))
+        let upload = c.run(location.as_ref(), 0, || c.inner.put_multipart_opts(location, opts.clone())).await?;
+        Ok(Box::new(TimeoutUpload { inner: upload, policy: c.policy.clone(), location: location.to_string() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -215,16 +172,10 @@ impl ObjectStore for RetryStore {
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         let c = &self.core;
         let len = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
-        c.run(location.as_ref(), len, || {
-            c.inner.get_ranges(location, ranges)
-        })
-        .await
+        c.run(location.as_ref(), len, || c.inner.get_ranges(location, ranges)).await
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
         let c = self.core.clone();
         locations
             .map(move |loc| {
@@ -243,26 +194,18 @@ impl ObjectStore for RetryStore {
         self.core.inner.list(prefix)
     }
 
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
         self.core.inner.list_with_offset(prefix, offset)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         let c = &self.core;
-        c.run("list", 0, || c.inner.list_with_delimiter(prefix))
-            .await
+        c.run("list", 0, || c.inner.list_with_delimiter(prefix)).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         let c = &self.core;
-        c.run(from.as_ref(), 0, || {
-            c.inner.copy_opts(from, to, options.clone())
-        })
-        .await
+        c.run(from.as_ref(), 0, || c.inner.copy_opts(from, to, options.clone())).await
     }
 }
 
@@ -283,14 +226,7 @@ impl MultipartUpload for TimeoutUpload {
         let location = self.location.clone();
         let fut = self.inner.put_part(data);
         Box::pin(async move {
-            tokio::time::timeout(deadline, fut)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(generic(
-                        "retry",
-                        format!("{location}: part upload timed out after {deadline:?}"),
-                    ))
-                })
+            tokio::time::timeout(deadline, fut).await.unwrap_or_else(|_| Err(generic("retry", format!("{location}: part upload timed out after {deadline:?}"))))
         })
     }
 
@@ -298,22 +234,12 @@ impl MultipartUpload for TimeoutUpload {
         let deadline = self.policy.deadline(0) * 4;
         tokio::time::timeout(deadline, self.inner.complete())
             .await
-            .unwrap_or_else(|_| {
-                Err(generic(
-                    "retry",
-                    format!("{}: completing the upload timed out", self.location),
-                ))
-            })
+            .unwrap_or_else(|_| Err(generic("retry", format!("{}: completing the upload timed out", self.location))))
     }
 
     async fn abort(&mut self) -> Result<()> {
         tokio::time::timeout(self.policy.deadline(0), self.inner.abort())
             .await
-            .unwrap_or_else(|_| {
-                Err(generic(
-                    "retry",
-                    format!("{}: aborting the upload timed out", self.location),
-                ))
-            })
+            .unwrap_or_else(|_| Err(generic("retry", format!("{}: aborting the upload timed out", self.location))))
     }
 }
