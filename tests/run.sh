@@ -10,7 +10,8 @@
 #   2. Python venv at $SEDIMENT_VENV (default $HOME/.cache/sediment-venv),
 #      rebuilt when tests/requirements.txt or the Python version changes
 #   3. vendor/check.sh: each vendored crate is its published release plus a patch file
-#   4. cargo build of every crate, test targets and the `sediment` binary in one
+#   4. cargo fmt --all --check (rustfmt.toml), then cargo build of every crate, test
+#      targets and the `sediment` binary in one
 #      invocation (one feature resolution, nothing compiled twice), then
 #      `cargo test --workspace`
 #   5. the end-to-end suites (pytest, tests/e2e) against that binary, with the
@@ -127,6 +128,18 @@ record "vendor" "$V_P" "$V_F" "($LOGS/vendor.log)"
 
 # ---------------------------------------------------------------- 4. cargo
 command -v cargo >/dev/null 2>&1 || { [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"; }
+say "formatting (cargo fmt --all --check, rustfmt.toml)"
+if ! cargo fmt --version >/dev/null 2>&1; then
+    rustup component add rustfmt >"$LOGS/fmt.log" 2>&1
+fi
+if cargo fmt --all --check >>"$LOGS/fmt.log" 2>&1; then
+    echo "formatted"
+    record "fmt" 1 0 "($LOGS/fmt.log)"
+else
+    head -60 "$LOGS/fmt.log"
+    echo "error: not formatted: run cargo fmt --all" >&2
+    record "fmt" 0 1 "($LOGS/fmt.log)"
+fi
 BIN="$CARGO_TARGET_DIR/debug/sediment"
 say "cargo build (workspace, test targets and binaries)"
 t=$(date +%s)
