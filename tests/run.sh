@@ -10,8 +10,8 @@
 #   2. Python venv at $SEDIMENT_VENV (default $HOME/.cache/sediment-venv),
 #      rebuilt when tests/requirements.txt or the Python version changes
 #   3. vendor/check.sh: each vendored crate is its published release plus a patch file
-#   4. cargo fmt --all --check (rustfmt.toml), then cargo build of every crate, test
-#      targets and the `sediment` binary in one
+#   4. cargo fmt --all --check (rustfmt.toml) and cargo clippy -D warnings, then cargo
+#      build of every crate, test targets and the `sediment` binary in one
 #      invocation (one feature resolution, nothing compiled twice), then
 #      `cargo test --workspace`
 #   5. the end-to-end suites (pytest, tests/e2e) against that binary, with the
@@ -139,6 +139,18 @@ else
     head -60 "$LOGS/fmt.log"
     echo "error: not formatted: run cargo fmt --all" >&2
     record "fmt" 0 1 "($LOGS/fmt.log)"
+fi
+say "lints (cargo clippy --workspace --all-targets -- -D warnings)"
+t=$(date +%s)
+if ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add clippy >"$LOGS/clippy.log" 2>&1
+fi
+if cargo clippy --workspace --all-targets -- -D warnings >>"$LOGS/clippy.log" 2>&1; then
+    echo "no clippy warnings ($(elapsed "$t"))"
+    record "clippy" 1 0 "($LOGS/clippy.log)"
+else
+    grep -E -A12 '^(warning|error)' "$LOGS/clippy.log" | head -80
+    record "clippy" 0 1 "($LOGS/clippy.log)"
 fi
 BIN="$CARGO_TARGET_DIR/debug/sediment"
 say "cargo build (workspace, test targets and binaries)"

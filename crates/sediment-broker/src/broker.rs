@@ -598,7 +598,7 @@ impl Broker {
     pub fn flush_all(&self) {
         // one fsync per partition: on several threads, so 10,000 partitions do not take 10,000
         // fsyncs in a row out of the grace period
-        let all: Vec<(String, Arc<Partition>)> = self.topics().iter().flat_map(|t| t.hosted().into_iter().map(|p| (t.name.clone(), p.clone()))).collect();
+        let all: Vec<(String, Arc<Partition>)> = self.topics().iter().flat_map(|t| t.hosted().map(|p| (t.name.clone(), p.clone()))).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..SHUTDOWN_FLUSH_THREADS.min(all.len()) {
