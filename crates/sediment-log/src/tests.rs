@@ -821,7 +821,7 @@ fn batches_without_timestamps_are_found_by_max_timestamp() {
     append(&mut log, 1, 10, -1);
     // the sealed segment has no timestamps: retention falls back to the file time
     log.set_config(LogConfig { retention_ms: 3_600_000, ..LogConfig::default() });
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = crate::clock::now_ms();
     assert_eq!(log.apply_retention(now).expect("retention").segments_deleted, 0);
     assert_eq!(log.apply_retention(now + 7_200_000).expect("retention").segments_deleted, 1);
 }

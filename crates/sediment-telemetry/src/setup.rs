@@ -60,6 +60,7 @@ pub fn sample_request() -> bool {
 fn next_random() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
+            #[allow(clippy::disallowed_methods)] // a sampler seed, not a timestamp
             let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
             let t = std::thread::current().id();
             let h = { use std::hash::{Hash, Hasher}; let mut h = std::collections::hash_map::DefaultHasher::new(); t.hash(&mut h); h.finish() };

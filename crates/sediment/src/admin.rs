@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -43,7 +43,7 @@ impl Admin {
     pub fn new(cfg: &crate::config::ServeConfig, admin_listen: SocketAddr) -> Arc<Admin> {
         Arc::new(Admin {
             started: Instant::now(),
-            started_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
+            started_at_ms: sediment_log::clock::now_ms().max(0) as u128,
             node_id: cfg.broker.node_id,
             kafka_listen: cfg.broker.listen,
             advertised: format!("{}:{}", cfg.broker.advertised_host, cfg.broker.advertised_port),
