@@ -79,20 +79,23 @@ def produce_until_crash(bootstrap: str, topic: str, parts: int, start_seq: int, 
     return seq
 
 
-def lost_acks(bootstrap: str, topic: str, parts: int, acks: AckLog) -> list:
-    """The acknowledged records not readable where their acknowledgement said: (seq, partition,
-    offset), empty if none. Everything that is readable must be intact and dense."""
-    # a broker that lost its metadata log with the power (fsync=never) may take a while to
-    # serve the partitions again: ask until it does
+def _watermarks_once_served(bootstrap: str, topic: str, parts: int) -> dict:
+    """Each partition's (low, high) watermarks, asked until the broker answers: one that lost its
+    metadata log with the power (fsync=never) may take a while to serve the partitions again."""
     deadline = time.monotonic() + 60
     while True:
         try:
-            hw = {q: watermarks(bootstrap, topic, q) for q in range(parts)}
-            break
+            return {q: watermarks(bootstrap, topic, q) for q in range(parts)}
         except KafkaException:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def lost_acks(bootstrap: str, topic: str, parts: int, acks: AckLog) -> list:
+    """The acknowledged records not readable where their acknowledgement said: (seq, partition,
+    offset), empty if none. Everything that is readable must be intact and dense."""
+    hw = _watermarks_once_served(bootstrap, topic, parts)
     for q, (lo, _) in hw.items():
         assert lo == 0
     got = consume_range(bootstrap, topic, {q: (0, hi) for q, (_, hi) in hw.items()}, timeout=120)
@@ -120,17 +123,7 @@ def verify(bootstrap: str, topic: str, parts: int, acks: AckLog,
     for q in range(parts):
         seqs = [s for s, qq, o in sorted(acks.acked, key=lambda x: (x[1], x[2])) if qq == q]
         assert seqs == sorted(seqs), f"partition {q}: acked records out of order"
-    # a broker that lost its metadata log with the power (fsync=never) may take a while to
-    # serve the partitions again: ask until it does
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            hw = {q: watermarks(bootstrap, topic, q) for q in range(parts)}
-            break
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    hw = _watermarks_once_served(bootstrap, topic, parts)
     # the batches on the wire have valid CRCs
     for q, (_, hi) in hw.items():
         with kw.Connection.to(leader_of(q) if leader_of else bootstrap) as c:

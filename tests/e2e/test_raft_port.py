@@ -40,13 +40,18 @@ def _raft_addr(node):
     return ("127.0.0.1", node.ports["raft"])
 
 
+def _hundred_records(bootstrap, topic):
+    """A replication-factor-3 topic holding the values b"0".."99", all acknowledged."""
+    create_topic(bootstrap, topic, 1, replication_factor=3)
+    p = producer(bootstrap)
+    for i in range(100):
+        p.produce(topic, value=b"%d" % i)
+    assert p.flush(30) == 0
+
+
 def test_a_stranger_on_the_raft_port_changes_nothing(cluster_factory, topic_name):
     c = cluster_factory(3)
-    create_topic(c.bootstrap, topic_name, 1, replication_factor=3)
-    p = producer(c.bootstrap)
-    for i in range(100):
-        p.produce(topic_name, value=b"%d" % i)
-    assert p.flush(30) == 0
+    _hundred_records(c.bootstrap, topic_name)
 
     for node in c.nodes:
         s = socket.create_connection(_raft_addr(node), timeout=5)
@@ -116,11 +121,7 @@ def test_two_clusters_sharing_a_secret_refuse_each_other(cluster_factory, topic_
     the two know different cluster ids. A's data and membership stay as they were."""
     a = cluster_factory(3)
     b = cluster_factory(3)
-    create_topic(a.bootstrap, topic_name, 1, replication_factor=3)
-    p = producer(a.bootstrap)
-    for i in range(100):
-        p.produce(topic_name, value=b"%d" % i)
-    assert p.flush(30) == 0
+    _hundred_records(a.bootstrap, topic_name)
     a_id, b_id = a.metadata().cluster_id, b.metadata().cluster_id
     assert a_id and b_id and a_id != b_id
 
