@@ -259,6 +259,23 @@ def pod_hot_log_bytes(pod, sts, data_dir):
     return None
 
 
+def hot_log_claim(rendered):
+    """The default values keep the hot log on a volume claim of the StatefulSet (it outlives the
+    pod), not on an emptyDir or ephemeral volume that a new pod gets empty."""
+    _, by_kind = load(rendered)
+    sts = by_kind["StatefulSet"][0]
+    pod = sts["spec"]["template"]
+    c = pod["spec"]["containers"][0]
+    data_dir = "/var/lib/sediment"
+    data = next((m["name"] for m in c["volumeMounts"] if m["mountPath"] == data_dir), None)
+    ok(data is not None, f"a volume is mounted at {data_dir}")
+    claims = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])]
+    ok(data in claims, f"the hot log ({data}) is a volumeClaimTemplate", f"claims: {claims}")
+    ok(not any(v["name"] == data for v in pod["spec"].get("volumes", [])), "no pod-scoped volume shadows it")
+    ok(sts["spec"].get("persistentVolumeClaimRetentionPolicy", {}).get("whenDeleted") == "Retain",
+       "deleting the StatefulSet keeps the claims")
+
+
 def image_runtime(dockerfile):
     """ENV, ENTRYPOINT, USER and WORKDIR of the Dockerfile's final stage."""
     text = Path(dockerfile).read_text().replace("\\\n", " ")
@@ -355,6 +372,8 @@ def check_config(rendered, dockerfile, binary):
 if __name__ == "__main__":
     if sys.argv[1] == "structure":
         structure(sys.argv[2])
+    elif sys.argv[1] == "hot-log-claim":
+        hot_log_claim(sys.argv[2])
     elif sys.argv[1] == "check-config":
         check_config(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

@@ -288,6 +288,7 @@ if [[ $TOOLS_OK == 1 ]]; then
         done
         check "rendered objects are consistent ($v)" "$TOOLS_PY" "$HERE/chart_checks.py" structure "$RENDER/$v.yaml"
     done
+    check "the default hot log is a volume claim that outlives the pod" "$TOOLS_PY" "$HERE/chart_checks.py" hot-log-claim "$RENDER/default.yaml"
     check "checkov on rendered manifests (${#VALUES[@]} value sets)" \
         "$CHECKOV" --quiet --compact --skip-download --framework kubernetes -d "$RENDER"
 
