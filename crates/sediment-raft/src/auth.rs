@@ -78,6 +78,12 @@ impl ClusterKey {
         self.cluster_id.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Whether this broker's cluster id is `id` (compared under the lock, without a copy: the
+    /// peer transport asks on every call).
+    pub fn cluster_id_is(&self, id: &str) -> bool {
+        *self.cluster_id.read().unwrap_or_else(|e| e.into_inner()) == id
+    }
+
     /// Records this broker's cluster id; whether it changed.
     pub fn set_cluster_id(&self, id: &str) -> bool {
         let mut cur = self.cluster_id.write().unwrap_or_else(|e| e.into_inner());

@@ -251,6 +251,9 @@ struct Conn {
     pending: Pending,
     /// Set once the connection broke; the next call reconnects.
     dead: Arc<std::sync::atomic::AtomicBool>,
+    /// This broker's cluster id when the peer's was compared with it: once the id changes
+    /// (learnt from the metadata), the next call dials again and compares again.
+    checked_with: String,
 }
 
 /// A connection to one peer, (re)established on demand and shared by all groups.
@@ -285,6 +288,7 @@ impl PeerClient {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref()
             && !c.dead.load(Ordering::Acquire)
+            && self.key.as_ref().is_none_or(|k| k.cluster_id_is(&c.checked_with))
         {
             return Ok(c.clone());
         }
@@ -332,9 +336,10 @@ impl PeerClient {
                 let _ = w.send(Err(CallError::Unreachable { addr: addr.clone(), reason: reason.clone() }));
             }
         });
-        let conn = Arc::new(Conn { tx, pending, dead });
-        if let Some(k) = &self.key
-            && let Err(e) = self.check_identity(&conn, k).await
+        let checked_with = self.key.as_ref().map(ClusterKey::cluster_id).unwrap_or_default();
+        let conn = Arc::new(Conn { tx, pending, dead, checked_with });
+        if self.key.is_some()
+            && let Err(e) = self.check_identity(&conn).await
         {
             conn.dead.store(true, Ordering::Release);
             return Err(e);
@@ -385,15 +390,15 @@ impl PeerClient {
     /// out, the peer's comes back, and the connection is dropped if both are known and differ.
     /// A peer of an earlier release answers that group 0 has no such request: it is taken as
     /// it is (nothing to compare), so a rolling upgrade keeps its connections.
-    async fn check_identity(&self, conn: &Conn, key: &ClusterKey) -> Result<(), CallError> {
-        let ours = key.cluster_id();
+    async fn check_identity(&self, conn: &Conn) -> Result<(), CallError> {
+        let ours = &conn.checked_with;
         let answer = tokio::time::timeout(crate::auth::HANDSHAKE_TIMEOUT, self.call_on(conn, IDENTITY_GROUP, KIND_IDENTITY, ours.as_bytes()))
             .await
             .map_err(|_| self.unreachable("peer did not answer the cluster id exchange"))?;
         match answer {
             Ok(theirs) => {
                 let theirs = String::from_utf8_lossy(&theirs);
-                if clash(&ours, &theirs) {
+                if clash(ours, &theirs) {
                     return Err(self.unreachable(format!("{IDENTITY_MISMATCH} the peer belongs to cluster {theirs}, this broker to {ours}")));
                 }
                 Ok(())
@@ -404,15 +409,6 @@ impl PeerClient {
                 Ok(())
             }
             Err(e) => Err(e),
-        }
-    }
-
-    /// Drops the current connection (the next call dials again, and checks the peer again).
-    pub fn reconnect(&self) {
-        if let Ok(g) = self.conn.try_lock()
-            && let Some(c) = g.as_ref()
-        {
-            c.dead.store(true, Ordering::Release);
         }
     }
 }
@@ -459,14 +455,10 @@ impl Peers {
     }
 
     /// Records this broker's cluster id (once its metadata names one). Connections made before
-    /// are dialled again, so every peer gets compared with it.
+    /// are dialled again on their next call, so every peer gets compared with it.
     pub fn set_cluster_id(&self, id: &str) {
-        if let Some(k) = &self.key
-            && k.set_cluster_id(id)
-        {
-            for c in self.clients.lock().unwrap_or_else(|e| e.into_inner()).values() {
-                c.reconnect();
-            }
+        if let Some(k) = &self.key {
+            k.set_cluster_id(id);
         }
     }
 
