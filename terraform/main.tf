@@ -1,6 +1,6 @@
 # Sediment on AWS: an S3 bucket (the durable archive and the cluster manifest),
 # a least-privilege IAM role for the brokers bound to their ServiceAccount
-# (IRSA), a VPC across three zones and an EKS cluster with an NVMe node group
+# (IRSA or EKS Pod Identity), a VPC across three zones and an EKS cluster with an NVMe node group
 # (or an existing cluster), and the Helm release of helm/sediment wired to them.
 
 data "aws_caller_identity" "current" {}
@@ -26,7 +26,8 @@ locals {
 
   private_subnet_ids = local.create_vpc ? module.network[0].private_subnet_ids : var.private_subnet_ids
 
-  oidc_provider_arn = local.create_cluster ? module.eks[0].oidc_provider_arn : data.aws_iam_openid_connect_provider.existing[0].arn
+  # IRSA only: Pod Identity needs no OIDC provider (an existing cluster may have none)
+  oidc_provider_arn = var.pod_credentials != "irsa" ? null : (local.create_cluster ? module.eks[0].oidc_provider_arn : data.aws_iam_openid_connect_provider.existing[0].arn)
 
   kms_key_arn = var.bucket_encryption == "SSE-KMS" ? module.bucket.kms_key_arn : null
 }
@@ -43,6 +44,8 @@ module "config" {
   kms_key_arn           = local.kms_key_arn
   namespace             = var.namespace
   service_account_name  = var.service_account_name
+  pod_credentials       = var.pod_credentials
+  cluster_name          = local.cluster_name
   oidc_provider_arn     = local.oidc_provider_arn
   node_instance_types   = var.node_instance_types
   dedicated_node_group  = local.create_cluster
@@ -85,6 +88,18 @@ module "iam" {
   tags               = module.config.tags
 }
 
+# EKS Pod Identity: the association hands the role to the brokers' ServiceAccount (the
+# eks-pod-identity-agent add-on on the node serves the credentials).
+resource "aws_eks_pod_identity_association" "brokers" {
+  count = var.pod_credentials == "pod_identity" ? 1 : 0
+
+  cluster_name    = local.create_cluster ? module.eks[0].cluster_name : var.existing_cluster_name
+  namespace       = var.namespace
+  service_account = var.service_account_name
+  role_arn        = module.iam.role_arn
+  tags            = module.config.tags
+}
+
 # ---------------------------------------------------------------- network + cluster
 
 module "network" {
@@ -123,7 +138,7 @@ data "aws_eks_cluster" "existing" {
 }
 
 data "aws_iam_openid_connect_provider" "existing" {
-  count = local.create_cluster ? 0 : 1
+  count = local.create_cluster || var.pod_credentials != "irsa" ? 0 : 1
   url   = data.aws_eks_cluster.existing[0].identity[0].oidc[0].issuer
 }
 
@@ -138,6 +153,7 @@ module "release" {
   values            = module.config.helm_values
   extra_values_yaml = var.extra_values_yaml
 
-  # The brokers need the role (to reach the bucket) and nodes to run on.
-  depends_on = [module.bucket, module.iam, module.eks]
+  # The brokers need the role (to reach the bucket) and nodes to run on. With Pod Identity
+  # the association must exist before the pods: its credentials are wired in at pod creation.
+  depends_on = [module.bucket, module.iam, module.eks, aws_eks_pod_identity_association.brokers]
 }

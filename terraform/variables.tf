@@ -286,6 +286,17 @@ variable "service_account_name" {
   }
 }
 
+variable "pod_credentials" {
+  description = "How the brokers get their IAM role: \"irsa\" (IAM roles for service accounts, through the cluster's OIDC provider) or \"pod_identity\" (EKS Pod Identity: an association of the role with the ServiceAccount; an existing cluster needs the eks-pod-identity-agent add-on)."
+  type        = string
+  default     = "irsa"
+
+  validation {
+    condition     = contains(["irsa", "pod_identity"], var.pod_credentials)
+    error_message = "pod_credentials must be \"irsa\" or \"pod_identity\"."
+  }
+}
+
 variable "replicas" {
   description = "Number of brokers (Raft voters): 3 or 5 for production."
   type        = number

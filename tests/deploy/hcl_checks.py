@@ -159,6 +159,8 @@ ok("sts:AssumeRoleWithWebIdentity" in cfg_text and ":sub\"" in cfg_text and ":au
    "trust policy is web identity with sub and aud conditions (IRSA)")
 ok("system:serviceaccount:${var.namespace}:${var.service_account_name}" in cfg_text,
    "trust subject is the chart's ServiceAccount")
+ok('"pods.eks.amazonaws.com"' in cfg_text and '"aws:RequestTag/kubernetes-service-account" = var.service_account_name' in cfg_text,
+   "Pod Identity trust: the EKS auth service, for the chart's ServiceAccount only")
 
 print("IAM (modules/iam):")
 iam = modules[ROOT / "modules/iam"]
@@ -213,6 +215,15 @@ ok(set(mods) >= {"config", "bucket", "iam", "network", "eks", "release"}, f"root
 ok("module.config.helm_values" in str(mods.get("release", {}).get("values")), "release gets the computed values")
 ok("module.config.trust_policy_json" in str(mods.get("iam", {})), "role trusts the chart's ServiceAccount via config")
 ok("oidc_provider_arn" in str(mods.get("config", {})), "config gets the cluster's OIDC provider")
+ok("var.pod_credentials" in str(mods.get("config", {})), "config gets the credential mode")
+assoc = [body for _, _, body in resources(root, "aws_eks_pod_identity_association")]
+ok(assoc and "pod_identity" in str(assoc[0].get("count")) and "module.iam.role_arn" in str(assoc[0].get("role_arn"))
+   and "var.service_account_name" in str(assoc[0].get("service_account")),
+   "Pod Identity: the role is associated with the brokers' ServiceAccount")
+ok("aws_eks_pod_identity_association.brokers" in str(mods.get("release", {}).get("depends_on")),
+   "the release waits for the association (pods get Pod Identity credentials only at creation)")
+addons = [body for _, _, body in resources(eks, "aws_eks_addon")]
+ok(addons and "eks-pod-identity-agent" in str(addons[0].get("for_each")), "the created cluster runs the Pod Identity agent")
 outs = dict(outputs(root))
 ok({"bootstrap_servers", "bucket_name", "broker_role_arn"} <= set(outs), "outputs: bootstrap address, bucket, role")
 for ex in ["examples/complete", "examples/existing-cluster"]:

@@ -65,7 +65,7 @@ locals {
 
   broker_policy_json = jsonencode({ Version = "2012-10-17", Statement = local.broker_statements })
 
-  trust_policy_json = var.oidc_provider_arn == null ? null : jsonencode({
+  irsa_trust_json = var.oidc_provider_arn == null ? null : jsonencode({
     Version = "2012-10-17"
     Statement = [{
       Sid       = "ServiceAccountViaIRSA"
@@ -80,6 +80,27 @@ locals {
       }
     }]
   })
+
+  # EKS Pod Identity: the EKS auth service assumes the role and tags the session with the
+  # pod's namespace, ServiceAccount and cluster; the conditions accept only the brokers'.
+  pod_identity_trust_json = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Sid       = "ServiceAccountViaPodIdentity"
+      Effect    = "Allow"
+      Principal = { Service = "pods.eks.amazonaws.com" }
+      Action    = ["sts:AssumeRole", "sts:TagSession"]
+      Condition = {
+        StringEquals = merge({
+          "aws:SourceAccount"                         = var.account_id
+          "aws:RequestTag/kubernetes-namespace"       = var.namespace
+          "aws:RequestTag/kubernetes-service-account" = var.service_account_name
+        }, var.cluster_name == null ? {} : { "aws:RequestTag/eks-cluster-name" = var.cluster_name })
+      }
+    }]
+  })
+
+  trust_policy_json = var.pod_credentials == "pod_identity" ? local.pod_identity_trust_json : local.irsa_trust_json
 
   # TLS-only access to the bucket, TLS 1.2 or newer.
   bucket_policy_json = jsonencode({
@@ -129,9 +150,11 @@ locals {
       }
     }
     serviceAccount = {
-      create     = true
-      name       = var.service_account_name
-      awsRoleArn = local.role_arn
+      create = true
+      name   = var.service_account_name
+      # with Pod Identity the association binds the role; an IRSA annotation would make the
+      # SDKs try the web identity exchange first, which this role does not trust
+      awsRoleArn = var.pod_credentials == "irsa" ? local.role_arn : ""
     }
     cache = {
       sizeBytes = var.cache_size_bytes

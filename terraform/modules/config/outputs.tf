@@ -39,7 +39,7 @@ output "broker_policy_json" {
 }
 
 output "trust_policy_json" {
-  description = "IRSA trust policy of the brokers' role (JSON); null without an OIDC provider."
+  description = "Trust policy of the brokers' role (JSON): IRSA (null without an OIDC provider) or EKS Pod Identity, by pod_credentials."
   value       = local.trust_policy_json
 }
 

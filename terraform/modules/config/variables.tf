@@ -94,6 +94,23 @@ variable "service_account_name" {
   }
 }
 
+variable "pod_credentials" {
+  description = "How the brokers' pods get the IAM role: \"irsa\" (the ServiceAccount's role-arn annotation, exchanged through the cluster's OIDC provider) or \"pod_identity\" (an EKS Pod Identity association; needs the eks-pod-identity-agent add-on)."
+  type        = string
+  default     = "irsa"
+
+  validation {
+    condition     = contains(["irsa", "pod_identity"], var.pod_credentials)
+    error_message = "pod_credentials must be \"irsa\" or \"pod_identity\"."
+  }
+}
+
+variable "cluster_name" {
+  description = "Name of the EKS cluster the brokers run on (the Pod Identity trust policy names it); null trusts any cluster of the account."
+  type        = string
+  default     = null
+}
+
 variable "oidc_provider_arn" {
   description = "ARN of the cluster's IAM OIDC identity provider (IRSA); null renders no trust policy."
   type        = string

@@ -75,7 +75,7 @@ class Broker:
         host: str = "127.0.0.1",
         ports: Optional[Mapping[str, int]] = None,
         extra_args: Sequence[str] = (),
-        env: Optional[Mapping[str, str]] = None,
+        env: Optional[Mapping[str, Optional[str]]] = None,
         object_store: Optional[str] = None,
         name: Optional[str] = None,
         data_dir: Optional[Path | str] = None,
@@ -168,6 +168,8 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
         env.update(self.env)
+        for k in [k for k, v in env.items() if v is None]:  # None takes a variable away
+            del env[k]
         with open(self.log_path, "ab") as log:
             self._log_mark = log.tell()
             log.write(

@@ -250,3 +250,46 @@ run "rejects_bad_name" {
 
   expect_failures = [var.name]
 }
+
+run "pod_identity_trusts_the_eks_auth_service_for_the_brokers_only" {
+  command = plan
+
+  variables {
+    pod_credentials      = "pod_identity"
+    cluster_name         = "acme-prod"
+    namespace            = "streaming"
+    service_account_name = "brokers"
+  }
+
+  assert {
+    condition     = jsondecode(output.trust_policy_json).Statement[0].Principal.Service == "pods.eks.amazonaws.com" && length(jsondecode(output.trust_policy_json).Statement) == 1
+    error_message = "only the EKS auth service may assume the role"
+  }
+  assert {
+    condition     = toset(jsondecode(output.trust_policy_json).Statement[0].Action) == toset(["sts:AssumeRole", "sts:TagSession"])
+    error_message = "Pod Identity needs AssumeRole and TagSession"
+  }
+  assert {
+    condition = jsondecode(output.trust_policy_json).Statement[0].Condition.StringEquals == {
+      "aws:SourceAccount"                         = "123456789012"
+      "aws:RequestTag/kubernetes-namespace"       = "streaming"
+      "aws:RequestTag/kubernetes-service-account" = "brokers"
+      "aws:RequestTag/eks-cluster-name"           = "acme-prod"
+    }
+    error_message = "trust is limited to the brokers' ServiceAccount on this cluster"
+  }
+  assert {
+    condition     = output.helm_values.serviceAccount.awsRoleArn == ""
+    error_message = "no IRSA annotation with Pod Identity (the SDKs would try web identity first)"
+  }
+}
+
+run "pod_credentials_is_irsa_or_pod_identity" {
+  command = plan
+
+  variables {
+    pod_credentials = "static"
+  }
+
+  expect_failures = [var.pod_credentials]
+}
