@@ -38,6 +38,11 @@ def _wait_views(c, topic, want, timeout=60.0):
     raise AssertionError(f"ISR views never became {want}: {last}")
 
 
+def _lag_of(c, follower):
+    """The most Raft entries `follower` lacks, as its leaders report it."""
+    return max(val(scrape(n)[1], "sediment_replication_follower_lag_entries", follower=follower) for n in c.live())
+
+
 def _under_replicated(c):
     return sum(val(scrape(n)[1], "sediment_under_replicated_partitions") for n in c.live())
 
@@ -84,8 +89,11 @@ def test_isr_shrinks_when_a_broker_dies_and_grows_when_it_returns(cluster_factor
         r = kw.produce(conn, 9, strict, 0, kw.build_record_batch([kw.Record(b"k", b"v")]))
     assert r.error_code == kw.NOT_ENOUGH_REPLICAS, r
 
-    # writes go on without it; it must catch up on them to rejoin
+    # writes go on without it; it must catch up on them to rejoin. Meanwhile its leaders count
+    # the entries it lacks
     _produce(c.bootstrap, topic_name, 3000, "meanwhile")
+    lag = _lag_of(c, 3)
+    assert lag > 0, "the follower lag gauge shows no lag for a dead follower"
     acked = {q: max(n.local_partitions(topic_name)[q]["high_watermark"] for n in c.live()) for q in range(PARTS)}
     victim.restart()
     took = _wait_views(c, topic_name, everyone, timeout=90)
@@ -94,6 +102,11 @@ def test_isr_shrinks_when_a_broker_dies_and_grows_when_it_returns(cluster_factor
     held = {q: p["log_end_offset"] for q, p in victim.local_partitions(topic_name).items()}
     assert all(held[q] >= acked[q] for q in range(PARTS)), f"back in the ISR holding {held}, acked {acked}"
     assert _under_replicated(c) == 0
+    deadline = time.monotonic() + 30
+    while _lag_of(c, 3) != 0:
+        assert time.monotonic() < deadline, f"broker 3 is in every ISR but its leaders report a lag of {_lag_of(c, 3)} entries"
+        time.sleep(0.5)
+    print(f"broker 3 lacked up to {lag:.0f} entries while it was down; none once back")
     with kw.Connection.to(victim.bootstrap) as conn:
         md = kw.metadata(conn, [topic_name])
     assert all(sorted(p.isr) == [1, 2, 3] and p.offline == [] for p in md.topics[topic_name].partitions)

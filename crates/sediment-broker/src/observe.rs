@@ -269,11 +269,16 @@ impl StorageSource for Broker {
     fn partition_stats(&self) -> Vec<PartitionStats> {
         let mut out = Vec::new();
         let mut under_replicated = 0u64;
+        let mut follower_lag = std::collections::BTreeMap::<u64, u64>::new();
         for t in self.topics() {
             for p in t.hosted() {
                 let leader = match p.replica() {
                     Some(r) => {
                         let leads = r.is_leader();
+                        for (follower, lag) in r.follower_lag() {
+                            let max = follower_lag.entry(follower).or_default();
+                            *max = (*max).max(lag);
+                        }
                         if leads && self.isr_of(&t.name, p.index).is_some_and(|isr| isr.len() < r.voter_count()) {
                             under_replicated += 1;
                         }
@@ -296,6 +301,7 @@ impl StorageSource for Broker {
         }
         let m = &sediment_telemetry::metrics().replication;
         m.set_under_replicated_partitions(under_replicated);
+        m.set_follower_lag(&follower_lag);
         if let Some(c) = &self.cluster {
             let q = c.quiescer.stats();
             m.set_quiesced_partitions(q.leading_quiet as u64, q.following_quiet as u64);

@@ -1506,6 +1506,16 @@ impl Replica {
         isr
     }
 
+    /// Raft entries of this leader's log each follower (voter or learner) does not have yet;
+    /// empty when this broker does not lead the group.
+    pub fn follower_lag(&self) -> Vec<(u64, u64)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let (true, Some(r)) = (m.state == ServerState::Leader, &m.replication) else { return Vec::new() };
+        let last = m.last_log_index.unwrap_or(0);
+        r.iter().filter(|(id, _)| **id != m.id).map(|(id, matched)| (*id, last.saturating_sub(matched.map_or(0, |l| l.index)))).collect()
+    }
+
     /// How long this broker has led the group (None when it does not).
     pub fn led_for(&self) -> Option<Duration> {
         self.leading_since.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed())

@@ -207,6 +207,9 @@ pub enum RaftGroup {
 /// Replication's instruments (zero on a single-node broker).
 pub struct ReplicationMetrics {
     under_replicated: Gauge<u64>,
+    follower_lag: Gauge<u64>,
+    /// Followers reported so far: one that no longer follows anything here reads 0.
+    lag_followers: Mutex<std::collections::BTreeSet<u64>>,
     quiesced: Gauge<u64>,
     commit_latency: [BoundHistogram<f64>; 2],
     leader_changes: BoundCounter<u64>,
@@ -216,6 +219,16 @@ impl ReplicationMetrics {
     /// Partitions led here whose in-sync voters are fewer than their replicas.
     pub fn set_under_replicated_partitions(&self, n: u64) {
         self.under_replicated.record(n, &[]);
+    }
+
+    /// The most Raft entries each follower lacks, over the partitions led here (`follower` is
+    /// its node id).
+    pub fn set_follower_lag(&self, lag: &std::collections::BTreeMap<u64, u64>) {
+        let mut seen = self.lag_followers.lock().unwrap_or_else(|e| e.into_inner());
+        seen.extend(lag.keys().copied());
+        for id in seen.iter() {
+            self.follower_lag.record(lag.get(id).copied().unwrap_or(0), &[KeyValue::new("follower", id.to_string())]);
+        }
     }
 
     /// Partition groups on this node with their Raft timers stopped while idle, as leader and
@@ -533,6 +546,11 @@ impl Metrics {
                 .u64_gauge("sediment_under_replicated_partitions")
                 .with_description("Partitions led here with fewer in-sync replicas than replicas")
                 .build(),
+            follower_lag: meter
+                .u64_gauge("sediment_replication_follower_lag_entries")
+                .with_description("Most Raft entries (record batches) a follower lacks of a partition led here, by follower node id")
+                .build(),
+            lag_followers: Mutex::new(Default::default()),
             quiesced: meter
                 .u64_gauge("sediment_raft_quiesced_partitions")
                 .with_description("Idle partition groups here whose Raft heartbeats and election timers are stopped, by role")
