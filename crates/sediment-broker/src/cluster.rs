@@ -245,12 +245,22 @@ pub async fn follow(broker: Weak<Broker>, ctx: Arc<ClusterCtx>) {
 
 async fn reconcile(b: &Arc<Broker>, ctx: &Arc<ClusterCtx>, state: &ClusterState) {
     let me = ctx.node_id;
+    // What each topic holds here and what it lacks; the missing replicas of every topic then
+    // open together: each costs a few fsyncs (its log, its vote, its first entries), which one
+    // topic at a time made a restart with many topics wait for them in turn
+    struct Plan<'a> {
+        rec: &'a TopicRecord,
+        existing: Option<Arc<Topic>>,
+        config: TopicConfig,
+        slots: Vec<Option<Arc<Partition>>>,
+        changed: bool,
+    }
+    let mut plans = Vec::with_capacity(state.topics.len());
+    let mut to_open = Vec::new();
     for rec in state.topics.values() {
         let existing = b.topic(&rec.name).filter(|t| t.id == rec.id);
-        let config = TopicConfig { overrides: rec.config.clone() };
         let mut slots: Vec<Option<Arc<Partition>>> = Vec::with_capacity(rec.assignments.len());
         let mut changed = existing.is_none();
-        let mut to_open = Vec::new();
         for (i, replicas) in rec.assignments.iter().enumerate() {
             let have = existing.as_ref().and_then(|t| t.partition(i as i32)).cloned();
             if !replicas.contains(&me) {
@@ -263,30 +273,34 @@ async fn reconcile(b: &Arc<Broker>, ctx: &Arc<ClusterCtx>, state: &ClusterState)
                 continue;
             }
             if have.is_none() {
-                to_open.push(i);
+                to_open.push((plans.len(), i));
             }
             slots.push(have);
         }
-        // new replicas open concurrently: each costs a few fsyncs (its log, its vote, its first
-        // entries), which one at a time made a 1,000-partition topic take seconds per hundred
-        if !to_open.is_empty() {
-            use futures::StreamExt;
-            let config = &config;
-            let opened: Vec<(usize, anyhow::Result<Arc<Partition>>)> = futures::stream::iter(to_open)
-                .map(|i| async move { (i, open_replica(b, ctx, state, rec, i as i32, config).await) })
-                .buffer_unordered(OPEN_CONCURRENCY)
-                .collect()
-                .await;
-            for (i, r) in opened {
-                match r {
-                    Ok(p) => {
-                        slots[i] = Some(p);
-                        changed = true;
-                    }
-                    Err(e) => tracing::error!(topic = %rec.name, partition = i, error = %e, "cannot open replica"),
+        plans.push(Plan { rec, existing, config: TopicConfig { overrides: rec.config.clone() }, slots, changed });
+    }
+    if !to_open.is_empty() {
+        use futures::StreamExt;
+        let plans_ref = &plans;
+        let opened: Vec<(usize, usize, anyhow::Result<Arc<Partition>>)> = futures::stream::iter(to_open)
+            .map(|(t, i)| async move {
+                let plan = &plans_ref[t];
+                (t, i, open_replica(b, ctx, state, plan.rec, i as i32, &plan.config).await)
+            })
+            .buffer_unordered(OPEN_CONCURRENCY)
+            .collect()
+            .await;
+        for (t, i, r) in opened {
+            match r {
+                Ok(p) => {
+                    plans[t].slots[i] = Some(p);
+                    plans[t].changed = true;
                 }
+                Err(e) => tracing::error!(topic = %plans[t].rec.name, partition = i, error = %e, "cannot open replica"),
             }
         }
+    }
+    for Plan { rec, existing, config, slots, changed } in plans {
         let config_changed = existing.as_ref().is_some_and(|t| t.config != config);
         if config_changed {
             crate::tiering::reconfigure(b.tier.as_ref(), &rec.name, &config, &b.defaults, slots.iter().flatten());
