@@ -155,6 +155,8 @@ pub struct Partition {
     remote: OnceLock<Arc<sediment_tier::RemoteLog>>,
     /// `remote.storage.enable` is on: local retention deletes only uploaded segments.
     tiered: AtomicBool,
+    /// A replicated partition: the end offset of the entries applied (committed) here.
+    committed_end: std::sync::atomic::AtomicI64,
 }
 
 /// Why a wait for the high watermark ended without reaching the target.
@@ -214,7 +216,35 @@ impl Partition {
             flush_parent: Mutex::new(TraceParent::default()),
             remote: OnceLock::new(),
             tiered: AtomicBool::new(false),
+            committed_end: std::sync::atomic::AtomicI64::new(hw),
         })
+    }
+
+    /// Whether this replicated partition's group acknowledges appends to Raft before they are
+    /// fsynced: a group of one with `fsync = always` (docs/design/0001). Its high watermark and
+    /// acks=all answers then wait for the fsync instead of the Raft commit.
+    pub(crate) fn acks_before_fsync(&self) -> bool {
+        self.policy == FsyncPolicy::Always && self.replica().is_some_and(|r| r.alone())
+    }
+
+    /// Raises a replicated partition's high watermark: to the end of the entries applied
+    /// (`committed`, when given, raises that first), held back to what is fsynced while the group
+    /// acknowledges appends before their fsync.
+    pub(crate) fn raise_hw(&self, committed: Option<i64>) {
+        if let Some(c) = committed {
+            self.committed_end.fetch_max(c, Ordering::AcqRel);
+        }
+        let mut hw = self.committed_end.load(Ordering::Acquire);
+        if self.acks_before_fsync() {
+            hw = hw.min(self.lock().log.flushed_offset());
+        }
+        self.wm_tx.send_if_modified(|w| {
+            let raised = hw > w.high_watermark;
+            if raised {
+                w.high_watermark = hw;
+            }
+            raised
+        });
     }
 
     pub(crate) fn set_leader_epoch(&self, epoch: i32) {

@@ -365,8 +365,9 @@ impl Proposals {
     }
 }
 
-/// One fsync request: openraft's callback for an append.
-type FlushReq = LogFlushed<DataTc>;
+/// An append's flush callback for the flusher to complete after the fsync, or `None`: the
+/// append completed its callback itself and asks only for an fsync pass.
+type FlushReq = Option<LogFlushed<DataTc>>;
 
 /// The partition log as openraft's log storage. `light` readers return batch entries without
 /// their bytes: openraft's core reads committed entries back only to apply them, and applying
@@ -558,19 +559,21 @@ impl ReplicaLog {
 }
 
 /// Group commit for a replicated partition: fsync segment + entry index once for every append
-/// queued meanwhile, then acknowledge them in order.
+/// queued meanwhile, then acknowledge them in order (a `None` asks for a pass only) and raise
+/// the high watermark where it waits for the fsync.
 async fn flusher(p: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<FlushReq>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.push(first);
+        batch.extend(first);
         while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+            batch.extend(more);
         }
         if p.policy == FsyncPolicy::Never {
+            let any = !batch.is_empty();
             for cb in batch.drain(..) {
                 cb.log_io_completed(Ok(()));
             }
-            if let Some(r) = p.replica() {
+            if let Some(r) = p.replica().filter(|_| any) {
                 r.flushed();
             }
             continue;
@@ -603,12 +606,14 @@ async fn flusher(p: Arc<Partition>, mut rx: mpsc::UnboundedReceiver<FlushReq>) {
                 if let Some(d) = done {
                     p.lock().log.complete_flush(d);
                 }
+                let any = !batch.is_empty();
                 for cb in batch.drain(..) {
                     cb.log_io_completed(Ok(()));
                 }
-                if let Some(r) = p.replica() {
+                if let Some(r) = p.replica().filter(|_| any) {
                     r.flushed();
                 }
+                p.raise_hw(None);
             }
             Err(e) => {
                 sediment_telemetry::metrics().fsync_failed();
@@ -681,8 +686,18 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        let dir = self.p.lock().log.dir().to_path_buf();
-        Ok(load_small::<Option<LogId<u64>>>(&dir.join(COMMITTED_FILE)).ok().flatten().flatten())
+        let (dir, last) = {
+            let inner = self.p.lock();
+            (inner.log.dir().to_path_buf(), inner.raft.as_ref().and_then(|r| r.last_log_id()))
+        };
+        let saved = load_small::<Option<LogId<u64>>>(&dir.join(COMMITTED_FILE)).ok().flatten().flatten();
+        // a hint, and never past the log: a group of one acknowledges appends before their
+        // fsync, so after a power cut the hint can name an entry the disk did not keep
+        Ok(match (saved, last) {
+            (Some(c), Some(l)) if c.index > l.index => Some(l),
+            (Some(_), None) => None,
+            (c, _) => c,
+        })
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<DataTc>) -> Result<(), StorageError<u64>>
@@ -692,11 +707,26 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
     {
         let now = sediment_log::clock::now_ms();
         // off the runtime's workers (a stalled disk must not stop the runtime)
-        off_worker(|| {
+        let records_only = off_worker(|| {
             let mut inner = self.p.lock();
-            entries.into_iter().try_for_each(|e| self.append_one(&mut inner, e, now))
+            entries.into_iter().try_fold(true, |only, e| {
+                let records = matches!(&e.payload, EntryPayload::Normal(Proposal { log_start: None, remote: None, .. }));
+                self.append_one(&mut inner, e, now).map(|()| only && records)
+            })
         })?;
-        self.flush_tx.send(callback).map_err(|_| st_err("partition flusher stopped"))
+        // openraft's core awaits this callback before it appends again: a group that takes
+        // records before their fsync (see `Partition::acks_before_fsync`) completes it now, so
+        // an acks=1 batch does not wait for the fsync of the entry ahead of it. Entries that
+        // change more than records (membership, log start, remote segments, a leader's blank)
+        // commit only once they and everything before them are on disk.
+        if records_only && self.p.acks_before_fsync() {
+            callback.log_io_completed(Ok(()));
+            if let Some(r) = self.p.replica() {
+                r.flushed();
+            }
+            return self.flush_tx.send(None).map_err(|_| st_err("partition flusher stopped"));
+        }
+        self.flush_tx.send(Some(callback)).map_err(|_| st_err("partition flusher stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
@@ -797,11 +827,19 @@ pub struct ReplicaSm {
 
 impl ReplicaSm {
     pub fn open(p: Arc<Partition>) -> ReplicaSm {
-        let (dir, purged) = {
+        let (dir, purged, last) = {
             let inner = p.lock();
-            (inner.log.dir().to_path_buf(), inner.raft.as_ref().and_then(|r| r.purged))
+            (inner.log.dir().to_path_buf(), inner.raft.as_ref().and_then(|r| r.purged), inner.raft.as_ref().and_then(|r| r.last_log_id()))
         };
-        let cp: AppliedCheckpoint = load_small(&dir.join(APPLIED_FILE)).ok().flatten().unwrap_or_default();
+        let mut cp: AppliedCheckpoint = load_small(&dir.join(APPLIED_FILE)).ok().flatten().unwrap_or_default();
+        // A group of one applies entries before they are fsynced (docs/design/0001): after a
+        // power cut the checkpoint can name an entry the log lost. What the log kept was applied.
+        if let (Some(a), Some(l)) = (cp.applied, last)
+            && a.index > l.index
+        {
+            tracing::warn!(topic = %p.topic, partition = p.index, checkpoint = a.index, log_end = l.index, "applied checkpoint past the log (a power cut took back unsynced entries); starting from the log's end");
+            cp.applied = Some(l);
+        }
         // The checkpoint is written at most once a second, so it can lag a purge that followed
         // a snapshot; but purged entries were applied (a snapshot never passes the applied
         // entry). Starting below the purge point would build a snapshot openraft refuses.
@@ -940,8 +978,7 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
                 inner.raft.as_mut().and_then(|r| r.index.get(last.index).ok().flatten())
             };
             if let Some(rec) = rec {
-                let hw = rec.next_offset();
-                self.p.wm_tx.send_modify(|w| w.high_watermark = w.high_watermark.max(hw));
+                self.p.raise_hw(Some(rec.next_offset()));
             }
             if membership_changed || st.checkpointed.elapsed() > Duration::from_secs(1) {
                 self.checkpoint(&mut st);
@@ -991,7 +1028,7 @@ impl RaftStateMachine<DataTc> for ReplicaSm {
         if let (Some(m), Some(remote)) = (snap.manifest, self.p.remote()) {
             remote.install_replicated(m).await.map_err(st_err)?;
         }
-        self.p.wm_tx.send_modify(|w| w.high_watermark = w.high_watermark.max(snap.next_offset));
+        self.p.raise_hw(Some(snap.next_offset));
         self.p.clamp_hw();
         st.applied = meta.last_log_id;
         st.membership = meta.last_membership.clone();
@@ -1067,6 +1104,8 @@ pub struct Replica {
     progress: crate::isr::Progress,
     /// Proposals waiting for the entry in flight to reach the disk (group commit).
     queue: Mutex<ProposalQueue>,
+    /// The partition whose log this group is (it holds the replica, so not owned).
+    partition: std::sync::Weak<Partition>,
 }
 
 #[derive(Default)]
@@ -1116,6 +1155,21 @@ impl Drop for Proposed {
     fn drop(&mut self) {
         self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.token);
         self.proposals.committing.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.token);
+    }
+}
+
+/// Longest a committed entry of a group of one waits for its fsync before its proposers hear
+/// of a failure (the produce request's own timeout is usually shorter).
+const DURABLE_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits until the high watermark passes entry `index` (see [`Partition::acks_before_fsync`]).
+async fn wait_durable(p: &Partition, index: u64) -> Result<(), ProposeError> {
+    let end = p.lock().raft.as_mut().and_then(|r| r.index.get(index).ok().flatten()).map(|rec| rec.next_offset());
+    let Some(end) = end else { return Ok(()) };
+    match p.wait_for_hw(end, Instant::now() + DURABLE_WAIT).await {
+        Ok(()) => Ok(()),
+        Err(crate::partition::WaitError::StorageFailed) => Err(ProposeError::Stopped("the partition's fsync failed".into())),
+        Err(crate::partition::WaitError::TimedOut) => Err(ProposeError::Stopped("the entry was not fsynced in time".into())),
     }
 }
 
@@ -1284,6 +1338,7 @@ impl Replica {
             leading_since: Mutex::new(None),
             progress: crate::isr::Progress::default(),
             queue: Mutex::new(ProposalQueue::default()),
+            partition: Arc::downgrade(&p),
         });
         let _ = p.replica.set(replica.clone());
         // the Kafka leader epoch follows the Raft term
@@ -1394,7 +1449,7 @@ impl Replica {
     }
 
     /// Whether this replica is its group's only member (no voter or learner to replicate to).
-    fn alone(&self) -> bool {
+    pub(crate) fn alone(&self) -> bool {
         self.raft.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).eq([self.node_id])
     }
 
@@ -1414,11 +1469,19 @@ impl Replica {
             all.freeze()
         };
         let handed = self.raft.client_write_ff(Proposal { batch, tokens: tokens.clone(), log_start: None, remote: None }).now_or_never();
+        // committed before it is fsynced (a group of one): its proposers hear of it once the
+        // high watermark, which waits for the fsync, passes it
+        let durable_after = self.partition.upgrade().filter(|p| p.acks_before_fsync()).map(|p| Arc::downgrade(&p));
         match handed.unwrap_or_else(|| Err(openraft::error::Fatal::Stopped)) {
             Ok(rx) => {
                 let proposals = self.proposals.clone();
                 tokio::spawn(async move {
-                    let r = committed_err(rx.await);
+                    let res = rx.await;
+                    let index = res.as_ref().ok().and_then(|r| r.as_ref().ok()).map(|w| w.log_id.index);
+                    let mut r = committed_err(res);
+                    if let (Ok(()), Some(index), Some(p)) = (&r, index, durable_after.and_then(|w| w.upgrade())) {
+                        r = wait_durable(&p, index).await;
+                    }
                     proposals.committed(&tokens, r);
                 });
                 Ok(())
