@@ -32,6 +32,16 @@ locals {
   kms_key_arn = var.bucket_encryption == "SSE-KMS" ? module.bucket.kms_key_arn : null
 }
 
+# The brokers that formed the cluster: the first apply's replicas, remembered, so that raising
+# replicas later renders joiners instead of changing every running broker's peers.
+resource "terraform_data" "initial_voters" {
+  input = var.replicas
+
+  lifecycle {
+    ignore_changes = [input]
+  }
+}
+
 module "config" {
   source = "./modules/config"
 
@@ -51,6 +61,7 @@ module "config" {
   dedicated_node_group  = local.create_cluster
   node_selector         = var.existing_cluster_node_selector
   replicas              = var.replicas
+  initial_voters        = coalesce(var.initial_voters, terraform_data.initial_voters.output)
   availability_zones    = local.create_cluster ? local.availability_zones : []
   image_repository      = var.image_repository
   image_tag             = var.image_tag

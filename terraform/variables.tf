@@ -308,6 +308,12 @@ variable "replicas" {
   }
 }
 
+variable "initial_voters" {
+  description = "Brokers that formed the cluster at its first install; null remembers the replicas of the first apply. Raising replicas later starts the new brokers as joiners, and `sediment cluster add-broker` makes each a voter (docs/deploy.md, Scale out). Set it only to scale in below the first install, after `sediment cluster remove-broker`."
+  type        = number
+  default     = null
+}
+
 variable "image_repository" {
   description = "Repository of the sediment image (built from the repository's Dockerfile and pushed to e.g. ECR)."
   type        = string

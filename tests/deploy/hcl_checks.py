@@ -216,6 +216,11 @@ ok("module.config.helm_values" in str(mods.get("release", {}).get("values")), "r
 ok("module.config.trust_policy_json" in str(mods.get("iam", {})), "role trusts the chart's ServiceAccount via config")
 ok("oidc_provider_arn" in str(mods.get("config", {})), "config gets the cluster's OIDC provider")
 ok("var.pod_credentials" in str(mods.get("config", {})), "config gets the credential mode")
+td = {n: body for _, n, body in resources(root, "terraform_data")}
+ok("initial_voters" in td and "input" in str(blocks(td["initial_voters"], "lifecycle")[0].get("ignore_changes")),
+   "the first apply's replicas are remembered as the initial voters (ignore_changes)")
+ok("terraform_data.initial_voters.output" in str(mods.get("config", {}).get("initial_voters")),
+   "raising replicas keeps the chart's initialVoters (new brokers are joiners)")
 assoc = [body for _, _, body in resources(root, "aws_eks_pod_identity_association")]
 ok(assoc and "pod_identity" in str(assoc[0].get("count")) and "module.iam.role_arn" in str(assoc[0].get("role_arn"))
    and "var.service_account_name" in str(assoc[0].get("service_account")),

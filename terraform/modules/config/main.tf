@@ -132,9 +132,13 @@ locals {
   external       = var.external_domain != null
   bootstrap_host = "${var.release_name}.${var.namespace}.svc.cluster.local"
 
+  initial_voters = coalesce(var.initial_voters, var.replicas)
+
   helm_values = {
     fullnameOverride = var.release_name
     replicaCount     = var.replicas
+    # Pinned, so raising replicas renders joiners instead of changing every broker's peers
+    broker = { initialVoters = local.initial_voters }
     image = {
       repository = var.image_repository
       tag        = var.image_tag
@@ -191,6 +195,9 @@ locals {
       loadBalancerSourceRanges = var.external_source_cidrs
     }
   }
+
+  # A scale-in below the brokers that formed the cluster needs remove-broker first
+  scale_in_ok = local.initial_voters <= var.replicas
 
   bootstrap_servers = local.external ? join(",", [for i in range(var.replicas) : "${var.release_name}-${i}.${var.external_domain}:9094"]) : "${local.bootstrap_host}:9092"
 }

@@ -77,3 +77,13 @@ output "tags" {
   description = "Tags for every AWS resource."
   value       = local.tags
 }
+
+output "initial_voters" {
+  description = "Brokers that form the cluster at its first start (the chart's broker.initialVoters)."
+  value       = local.initial_voters
+
+  precondition {
+    condition     = local.scale_in_ok
+    error_message = "initial_voters is more than replicas: remove brokers with `sediment cluster remove-broker`, then lower both."
+  }
+}

@@ -161,6 +161,17 @@ variable "replicas" {
   }
 }
 
+variable "initial_voters" {
+  description = "Brokers that formed the cluster at its first install (the chart's broker.initialVoters); null uses replicas. Keep it when raising replicas: the new brokers start as joiners and wait for `sediment cluster add-broker`."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.initial_voters == null || (try(var.initial_voters >= 1 && floor(var.initial_voters) == var.initial_voters, false))
+    error_message = "initial_voters must be a whole number of at least 1."
+  }
+}
+
 variable "availability_zones" {
   description = "Availability zones the brokers spread across (zone topology spread is hard when there are 3 or more)."
   type        = list(string)

@@ -293,3 +293,37 @@ run "pod_credentials_is_irsa_or_pod_identity" {
 
   expect_failures = [var.pod_credentials]
 }
+
+run "raising_replicas_keeps_the_initial_voters" {
+  command = plan
+
+  variables {
+    replicas       = 5
+    initial_voters = 3
+  }
+
+  assert {
+    condition     = output.helm_values.replicaCount == 5 && output.helm_values.broker.initialVoters == 3
+    error_message = "the two new brokers are joiners; the three that formed the cluster keep their peers"
+  }
+}
+
+run "initial_voters_default_to_replicas" {
+  command = plan
+
+  assert {
+    condition     = output.helm_values.broker.initialVoters == 3 && output.initial_voters == 3
+    error_message = "a first install forms the cluster from every broker"
+  }
+}
+
+run "scale_in_below_the_initial_voters_is_refused" {
+  command = plan
+
+  variables {
+    replicas       = 3
+    initial_voters = 5
+  }
+
+  expect_failures = [output.initial_voters]
+}
