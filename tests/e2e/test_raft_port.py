@@ -8,9 +8,14 @@ nothing, and the cluster keeps serving. A broker started with the wrong secret
 cannot join its peers.
 """
 
+import json
+import shutil
 import socket
 import struct
 import time
+import urllib.request
+
+import pytest
 
 from sediment_harness.clients import consume_range, create_topic, producer, watermarks
 
@@ -166,3 +171,55 @@ def test_a_cluster_whose_port_was_taken_starts_on_fresh_ports(cluster_factory):
         squatter.close()
     assert c.node(2).ports["kafka"] != taken
     assert sorted(x[0] for x in c.metadata().brokers) == [1, 2, 3]
+
+
+ID_A = "QUFBQUFBQUFBQUFBQUFBQQ"  # Kafka's format: 16 bytes, URL-safe base64, 22 characters
+ID_B = "QkJCQkJCQkJCQkJCQkJCQg"
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_a_pinned_cluster_id_keeps_a_broker_on_an_empty_disk_out_of_other_clusters(cluster_factory, topic_name, pinned):
+    """`cluster_id` (Kafka's cluster.id) set on every broker is the cluster's id from the first
+    start. B1 loses its disk and comes back on the Raft address A1 had (A1 went away), so A's
+    brokers dial it: pinned, B1 refuses them from the first connection and reports B's id.
+    Unpinned (the negative control), B1 has no id to compare before its first sync and refuses
+    nothing in the same time."""
+    a = cluster_factory(3, env={"SEDIMENT_CLUSTER_ID": ID_A} if pinned else {})
+    b = cluster_factory(3, env={"SEDIMENT_CLUSTER_ID": ID_B} if pinned else {})
+    a_id, b_id = a.metadata().cluster_id, b.metadata().cluster_id
+    if pinned:
+        assert (a_id, b_id) == (ID_A, ID_B)
+    _hundred_records(a.bootstrap, topic_name)
+
+    b1, a1 = b.node(1), a.node(1)
+    b1.stop()
+    a1.stop()
+    shutil.rmtree(b1.data_dir)
+    b1.ports["raft"] = a1.ports["raft"]
+    b1._spawn()  # not ready-waited: B cannot reach it at this address
+    deadline = time.monotonic() + (30 if pinned else 15)
+    refused = False
+    while not refused and time.monotonic() < deadline:
+        refused = "belongs to another cluster" in b1.log_tail(2000, since_last_start=True)
+        time.sleep(0.2)
+    assert refused == pinned, b1.log_tail(40)
+    if pinned:
+        with urllib.request.urlopen(f"{b1.admin_url}/v1/cluster", timeout=5) as r:
+            assert json.load(r)["cluster_id"] == ID_B
+    # A is untouched: its id, every record
+    assert a.metadata(via=a.node(2)).cluster_id == a_id
+    got = consume_range(a.node(2).bootstrap, topic_name, {0: (0, 100)})
+    assert [m.value() for m in got[0]] == [b"%d" % i for i in range(100)]
+
+
+def test_a_broker_refuses_a_data_dir_of_another_cluster_id(broker_factory):
+    """A lone broker (both paths) pinned to one cluster id refuses, at start, a data dir
+    written for another, naming both."""
+    for raft_of_one in ("false", "true"):
+        b = broker_factory(env={"SEDIMENT_CLUSTER_ID": ID_A, "SEDIMENT_SINGLE_NODE_RAFT": raft_of_one})
+        with urllib.request.urlopen(f"{b.admin_url}/v1/cluster", timeout=5) as r:
+            assert json.load(r)["cluster_id"] == ID_A
+        b.stop()
+        b.env["SEDIMENT_CLUSTER_ID"] = ID_B
+        code, log = b.run_to_exit(timeout=30)
+        assert code == 1 and ID_A in log and ID_B in log, (code, log[-2000:])

@@ -67,6 +67,10 @@ pub struct BrokerConfig {
     /// (uploads are behind, e.g. the bucket is unreachable), produce fails with
     /// KAFKA_STORAGE_ERROR instead of filling the disk. `None`: no limit.
     pub max_local_bytes: Option<u64>,
+    /// The cluster id this broker belongs to (Kafka's `cluster.id`), when the operator pins
+    /// it: a new data dir takes it, and a broker whose metadata names another refuses to start.
+    /// `None`: a new single node draws one, and a cluster keeps the first its brokers proposed.
+    pub cluster_id: Option<String>,
 }
 
 /// Default of `max_non_produce_request_bytes`: 4 MiB (an OffsetCommit of ~200,000 partitions, a
@@ -101,6 +105,7 @@ impl BrokerConfig {
             producer_id_expiration_ms: 86_400_000,
             groups: crate::group::GroupConfig::default(),
             max_local_bytes: None,
+            cluster_id: None,
         }
     }
 }
@@ -159,6 +164,8 @@ pub enum StartError {
     Groups(String),
     #[error("cannot open the remote log of {topic}-{partition}: {source}")]
     Tier { topic: String, partition: i32, source: sediment_tier::TierError },
+    #[error("this data dir belongs to cluster {found}, not to the configured cluster_id {configured}")]
+    ClusterIdMismatch { configured: String, found: String },
 }
 
 pub struct Broker {
@@ -233,8 +240,15 @@ impl Broker {
         let logs = config.data_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|source| StartError::DataDir { path: logs.clone(), source })?;
         remove_deleted_dirs(&logs);
-        let meta = MetadataStore::open(&config.data_dir.join("meta"), config.node_id)?;
-        let cluster_id = meta.cluster_id().to_string();
+        let meta = MetadataStore::open(&config.data_dir.join("meta"), config.node_id, config.cluster_id.as_deref())?;
+        // a lone broker's id is its metadata's; a cluster's is the controller's (checked there)
+        if cluster.is_none()
+            && let Some(want) = &config.cluster_id
+            && meta.cluster_id() != want
+        {
+            return Err(StartError::ClusterIdMismatch { configured: want.clone(), found: meta.cluster_id().to_string() });
+        }
+        let cluster_id = config.cluster_id.clone().unwrap_or_else(|| meta.cluster_id().to_string());
         let mut topics = HashMap::new();
         let mut by_id = HashMap::new();
         // in a cluster, the topics are the controller's (metadata.json keeps node id and cluster id)
@@ -272,8 +286,8 @@ impl Broker {
             cluster: cluster.clone(),
         });
         match &cluster {
-            // consumer groups in a cluster need replicated offsets partitions and coordinator
-            // failover: not yet (FindCoordinator answers COORDINATOR_NOT_AVAILABLE)
+            // a cluster's consumer groups live on its replicated __consumer_offsets partitions
+            // (cluster::open_replica starts each one's coordinator)
             Some(ctx) => {
                 let rec = sediment_raft::BrokerRecord {
                     id: broker.config.node_id,
@@ -304,12 +318,16 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Kafka's cluster id: the controller's in a cluster (empty until applied), else this node's.
+    /// Kafka's cluster id: the controller's in a cluster (until applied, the pinned
+    /// `cluster_id`, else empty), else this node's.
     pub fn cluster_id(&self) -> String {
         match &self.cluster {
             // empty until this broker has applied the controller's: a broker that restarted on
             // an empty disk must not announce an id of its own (clients would see two clusters)
-            Some(c) => c.state().cluster_id.clone(),
+            Some(c) => {
+                let applied = c.state().cluster_id.clone();
+                if applied.is_empty() { self.config.cluster_id.clone().unwrap_or_default() } else { applied }
+            }
             None => self.cluster_id.clone(),
         }
     }

@@ -59,6 +59,7 @@ impl ClusterCtx {
         raft_listener: Option<TcpListener>,
         voters: &BTreeMap<i32, String>,
         key: Option<sediment_raft::ClusterKey>,
+        configured_id: Option<&str>,
     ) -> anyhow::Result<Arc<ClusterCtx>> {
         let registry = Registry::new();
         let peers = Peers::with_key(key.clone());
@@ -68,20 +69,38 @@ impl ClusterCtx {
             tracing::info!(dir = %meta_dir.display(), "no metadata log on disk: a new broker, or one back on an empty disk; it votes once caught up");
         }
         let started_ms = sediment_log::clock::now_ms();
-        let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry, disk_lost).await?;
         // peers compare cluster ids once this broker knows its own (see sediment_raft::transport):
-        // a restarted broker knows it from its log before its listener opens
+        // a pinned id from the first connection on, so a new broker never joins another cluster
+        // that shares the secret; otherwise a restarted broker knows it from its log before its
+        // listener opens, and a new one from its first sync
+        if let Some(id) = configured_id {
+            peers.set_cluster_id(id);
+        }
+        let controller = Controller::start(node_id as u64, meta_dir, &voters, peers.clone(), &registry, disk_lost).await?;
         let mut states = controller.subscribe();
         let known = states.borrow().cluster_id.clone();
+        if let Some(want) = configured_id
+            && !known.is_empty()
+            && known != want
+        {
+            anyhow::bail!("this broker's metadata log belongs to cluster {known}, not to the configured cluster_id {want}");
+        }
         if !known.is_empty() {
             peers.set_cluster_id(&known);
         }
         let ids = peers.clone();
+        let pinned = configured_id.map(str::to_string);
         tokio::spawn(async move {
             loop {
                 let id = states.borrow_and_update().cluster_id.clone();
-                if !id.is_empty() {
-                    ids.set_cluster_id(&id);
+                match &pinned {
+                    // a broker of the cluster without the pinned id registered first
+                    Some(want) if !id.is_empty() && &id != want => {
+                        tracing::error!(cluster_id = %id, configured = %want, "the cluster took another id than the configured cluster_id; set the same cluster_id on every broker")
+                    }
+                    Some(_) => {}
+                    None if !id.is_empty() => ids.set_cluster_id(&id),
+                    None => {}
                 }
                 if states.changed().await.is_err() {
                     return;

@@ -56,8 +56,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> MetadataError + '_ {
 }
 
 impl MetadataStore {
-    /// Opens (or creates) `<dir>/metadata.json`.
-    pub fn open(dir: &Path, node_id: i32) -> Result<MetadataStore, MetadataError> {
+    /// Opens `<dir>/metadata.json`, or creates it with `cluster_id` (a new random id when `None`).
+    pub fn open(dir: &Path, node_id: i32, cluster_id: Option<&str>) -> Result<MetadataStore, MetadataError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join("metadata.json");
         if path.exists() {
@@ -68,7 +68,7 @@ impl MetadataStore {
             }
             return Ok(MetadataStore { path, doc });
         }
-        let cluster_id = base64_uuid(Uuid::new_v4());
+        let cluster_id = cluster_id.map_or_else(|| base64_uuid(Uuid::new_v4()), str::to_string);
         let store = MetadataStore { path, doc: Document { format: 1, cluster_id, node_id, topics: BTreeMap::new(), producer_id_block_end: 0 } };
         store.persist()?;
         Ok(store)
@@ -153,17 +153,17 @@ mod tests {
     fn survives_reopen_and_checks_node() {
         let dir = tempfile::tempdir().unwrap();
         let id = {
-            let mut m = MetadataStore::open(dir.path(), 1).unwrap();
+            let mut m = MetadataStore::open(dir.path(), 1, None).unwrap();
             m.update(|t| {
                 t.insert("a".into(), TopicRecord { name: "a".into(), id: Uuid::new_v4(), partitions: 3, config: TopicConfig::default(), created_ms: 0 })
             })
             .unwrap();
             m.cluster_id().to_string()
         };
-        let m = MetadataStore::open(dir.path(), 1).unwrap();
+        let m = MetadataStore::open(dir.path(), 1, None).unwrap();
         assert_eq!(m.cluster_id(), id);
         assert_eq!(id.len(), 22);
         assert_eq!(m.topics().next().unwrap().partitions, 3);
-        assert!(matches!(MetadataStore::open(dir.path(), 2), Err(MetadataError::NodeMismatch { .. })));
+        assert!(matches!(MetadataStore::open(dir.path(), 2, None), Err(MetadataError::NodeMismatch { .. })));
     }
 }

@@ -84,7 +84,7 @@ pub fn pending(data_dir: &Path, node_id: i32, alone: bool) -> Result<Option<Lega
     if marker.is_none() && meta_dir.join("raft").exists() {
         return Ok(None);
     }
-    let store = MetadataStore::open(&meta_dir, node_id)?;
+    let store = MetadataStore::open(&meta_dir, node_id, None)?;
     let topics: Vec<TopicRecord> = store.topics().cloned().collect();
     if topics.is_empty() && store.producer_id_block_end() == 0 {
         return Ok(None);

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ID=HOST:PORT,...")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<String>,
+    /// The cluster id (Kafka's cluster.id: 22 characters of URL-safe base64, as `kafka-storage random-uuid` prints), the same on every broker [default: drawn by the first broker]
+    #[arg(long, value_name = "ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
     /// Read-through cache directory [default: <data-dir>/cache]
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +127,8 @@ pub struct RawConfig {
     pub data_dir: PathBuf,
     pub object_store: Option<String>,
     pub peers: Option<String>,
+    /// Pins the cluster id (Kafka's `cluster.id`).
+    pub cluster_id: Option<String>,
     /// The secret every broker of a cluster shares; peers prove they hold it before the Raft
     /// port reads a frame of theirs. Required in cluster mode (this or `cluster_secret_file`).
     pub cluster_secret: Option<String>,
@@ -218,6 +224,7 @@ impl Default for RawConfig {
             data_dir: PathBuf::from("./sediment-data"),
             object_store: None,
             peers: None,
+            cluster_id: None,
             cluster_secret: None,
             cluster_secret_file: None,
             cache_dir: None,
@@ -274,6 +281,7 @@ const KEYS: &[&str] = &[
     "data_dir",
     "object_store",
     "peers",
+    "cluster_id",
     "cluster_secret",
     "cluster_secret_file",
     "cache_dir",
@@ -496,6 +504,14 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
     if !peers.is_empty() && !peers.contains_key(&raw.node_id) && peers.len() < 2 {
         return Err(bad("peers", format!("the voter list does not include this node ({}); to join a running cluster, list its brokers", raw.node_id)));
     }
+    if let Some(id) = &raw.cluster_id
+        && !valid_cluster_id(id)
+    {
+        return Err(bad(
+            "cluster_id",
+            format!("\"{id}\" is not a cluster id: 22 characters of URL-safe base64 (16 bytes), as `kafka-storage random-uuid` prints"),
+        ));
+    }
     let secret = match (&raw.cluster_secret, &raw.cluster_secret_file) {
         (Some(_), Some(_)) => return Err(bad("cluster_secret", "set cluster_secret or cluster_secret_file, not both")),
         (Some(s), None) => Some(s.trim().to_string()),
@@ -638,6 +654,7 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
             producer_id_expiration_ms: raw.producer_id_expiration_ms,
             groups,
             max_local_bytes,
+            cluster_id: raw.cluster_id,
         },
         admin_listen,
         raft_listen,
@@ -651,6 +668,13 @@ fn validate(raw: RawConfig) -> Result<ServeConfig, ConfigError> {
         log_format,
         otlp: OtlpSettings::off(),
     })
+}
+
+/// Kafka's cluster id format: a 16-byte UUID in URL-safe base64 without padding (22
+/// characters, the last carrying 2 bits, so one of A, Q, g, w).
+fn valid_cluster_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 22 && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_') && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
 }
 
 #[cfg(test)]
@@ -670,6 +694,19 @@ mod tests {
         assert_eq!(c.raft_listen.to_string(), "127.0.0.1:9093");
         assert_eq!(c.broker.data_dir, PathBuf::from("./sediment-data"));
         assert_eq!(c.object_store, ObjectStoreUrl::File(PathBuf::from("./sediment-data/objects")));
+    }
+
+    #[test]
+    fn a_cluster_id_is_kafkas_format() {
+        let mut a = args();
+        assert_eq!(load(&a).unwrap().broker.cluster_id, None);
+        a.cluster_id = Some("MkU3OEVBNTcwNTJENDM2Qg".into());
+        assert_eq!(load(&a).unwrap().broker.cluster_id.as_deref(), Some("MkU3OEVBNTcwNTJENDM2Qg"));
+        for bad in ["", "short", "MkU3OEVBNTcwNTJENDM2QgA", "MkU3OEVBNTcwNTJENDM2Q=", "MkU3OEVBNTcwNTJENDM2QB", "MkU3OEVBNTcwNTJ+NDM2Qg"] {
+            a.cluster_id = Some(bad.into());
+            let e = load(&a).unwrap_err().to_string();
+            assert!(e.contains("cluster_id") && e.contains("22 characters"), "{bad}: {e}");
+        }
     }
 
     #[test]

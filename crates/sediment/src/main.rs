@@ -194,7 +194,15 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             Some(l)
         };
         let meta_dir = cfg.broker.data_dir.join("meta").join("raft");
-        let ctx = sediment_broker::cluster::ClusterCtx::start(cfg.broker.node_id, &meta_dir, raft_listener, &cfg.peers, cfg.cluster_key.clone()).await?;
+        let ctx = sediment_broker::cluster::ClusterCtx::start(
+            cfg.broker.node_id,
+            &meta_dir,
+            raft_listener,
+            &cfg.peers,
+            cfg.cluster_key.clone(),
+            cfg.broker.cluster_id.as_deref(),
+        )
+        .await?;
         Some((ctx, legacy))
     };
     let legacy = cluster.as_ref().and_then(|(_, l)| l.clone());
