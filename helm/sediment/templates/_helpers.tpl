@@ -165,6 +165,9 @@ admin_listen = {{ printf "0.0.0.0:%d" (int $v.broker.ports.admin) | quote }}
 raft_listen = {{ printf "0.0.0.0:%d" (int $v.broker.ports.raft) | quote }}
 peers = {{ include "sediment.peers" $root | quote }}
 cluster_secret_file = "/etc/sediment-cluster/cluster-secret"
+{{- with $v.broker.clusterId }}
+cluster_id = {{ . | quote }}
+{{- end }}
 data_dir = {{ $v.storage.mountPath | quote }}
 object_store = {{ include "sediment.objectStoreUrl" $root | quote }}
 cache_dir = "/var/cache/sediment"
