@@ -101,15 +101,34 @@ fn crate_modules(src: &str) -> BTreeSet<String> {
     out
 }
 
+/// The sources of module `m`: `m.rs`, or every `.rs` file under `m/`.
+fn module_sources(src: &Path, m: &str) -> Vec<(String, String)> {
+    let file = src.join(format!("{m}.rs"));
+    if file.exists() {
+        return vec![(format!("{m}.rs"), std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{m}.rs: {e}")))];
+    }
+    let dir = src.join(m);
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{m}: neither {m}.rs nor {m}/: {e}"))
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rs"))
+        .map(|e| (format!("{m}/{}", e.file_name().to_string_lossy()), std::fs::read_to_string(e.path()).unwrap()))
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "{m}/ holds no source");
+    out
+}
+
 #[test]
 fn the_partition_layer_does_not_reach_up() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut bad = Vec::new();
     for m in PARTITION_LAYER {
-        let text = std::fs::read_to_string(src.join(format!("{m}.rs"))).unwrap_or_else(|e| panic!("{m}.rs: {e}"));
-        for used in crate_modules(&text) {
-            if ABOVE.contains(&used.as_str()) {
-                bad.push(format!("{m} uses crate::{used}"));
+        for (file, text) in module_sources(&src, m) {
+            for used in crate_modules(&text) {
+                if ABOVE.contains(&used.as_str()) {
+                    bad.push(format!("{file} uses crate::{used}"));
+                }
             }
         }
     }
