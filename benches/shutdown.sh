@@ -10,7 +10,8 @@ BIN=${1:?sediment binary}; N=${2:-8000}
 K=127.0.0.1:19192; A=127.0.0.1:19744
 wait_ready() { until curl -sf $A/ready >/dev/null 2>&1; do sleep 0.05; done; }
 pid=
-trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null' EXIT
+# a run stopped half-way must not leave its broker or its data dir behind
+trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null; [ -n "${d:-}" ] && rm -rf "$d"' EXIT
 for v in single-node raft-of-one; do
   envs="SEDIMENT_SINGLE_NODE_RAFT=false"; [ $v = raft-of-one ] && envs="SEDIMENT_SINGLE_NODE_RAFT=true"
   d=$(mktemp -d /tmp/sediment-shutdown.XXXX)

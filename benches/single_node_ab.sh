@@ -30,6 +30,9 @@ PYEOF
 }
 # started in this shell (not in a command substitution), so `wait` reaps it before the next start
 serve() { env $1 $BIN serve --data-dir $2 --listen $K --admin-listen $A >> $2/log 2>&1 & pid=$!; }
+# a run stopped half-way must not leave its broker or its data dir (GBs) behind
+pid=; d=
+trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null; [ -n "$d" ] && rm -rf "$d"' EXIT
 for round in $(seq 1 "$ROUNDS"); do
   for v in single-node raft-of-one; do
     envs="SEDIMENT_SINGLE_NODE_RAFT=false"; [ $v = raft-of-one ] && envs="SEDIMENT_SINGLE_NODE_RAFT=true"
