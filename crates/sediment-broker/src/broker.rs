@@ -474,7 +474,7 @@ impl Broker {
             crate::topic_rules::check_collision(name, existing.iter().map(|t| t.name.as_str()))?;
         }
         let config = TopicConfig { overrides: configs };
-        let id = Uuid::new_v4();
+        let id = sediment_log::random::uuid_v4();
         if validate_only {
             return Ok(Arc::new(Topic { name: name.into(), id, config, partitions: Vec::new() }));
         }

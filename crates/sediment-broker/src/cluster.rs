@@ -745,7 +745,7 @@ pub(crate) async fn applied_locally(what: &str, done: impl Fn() -> bool) -> Resu
 }
 
 fn placement_start() -> u32 {
-    rand::random::<u32>()
+    sediment_log::random::random::<u32>()
 }
 
 impl Broker {
@@ -797,7 +797,7 @@ impl Broker {
         crate::topic_rules::check_collision(name, state.topics.keys().map(String::as_str))?;
         // this broker's share of the replicas (placement spreads them evenly)
         crate::descriptors::check_room((partitions as u64 * rf as u64).div_ceil(brokers.max(1) as u64))?;
-        let id = uuid::Uuid::new_v4();
+        let id = sediment_log::random::uuid_v4();
         if validate_only {
             return Ok(Arc::new(Topic { name: name.into(), id, config: TopicConfig { overrides: configs }, partitions: vec![None; partitions as usize] }));
         }

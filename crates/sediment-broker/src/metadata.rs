@@ -68,7 +68,7 @@ impl MetadataStore {
             }
             return Ok(MetadataStore { path, doc });
         }
-        let cluster_id = cluster_id.map_or_else(|| base64_uuid(Uuid::new_v4()), str::to_string);
+        let cluster_id = cluster_id.map_or_else(|| base64_uuid(sediment_log::random::uuid_v4()), str::to_string);
         let store = MetadataStore { path, doc: Document { format: 1, cluster_id, node_id, topics: BTreeMap::new(), producer_id_block_end: 0 } };
         store.persist()?;
         Ok(store)
@@ -155,7 +155,10 @@ mod tests {
         let id = {
             let mut m = MetadataStore::open(dir.path(), 1, None).unwrap();
             m.update(|t| {
-                t.insert("a".into(), TopicRecord { name: "a".into(), id: Uuid::new_v4(), partitions: 3, config: TopicConfig::default(), created_ms: 0 })
+                t.insert(
+                    "a".into(),
+                    TopicRecord { name: "a".into(), id: sediment_log::random::uuid_v4(), partitions: 3, config: TopicConfig::default(), created_ms: 0 },
+                )
             })
             .unwrap();
             m.cluster_id().to_string()

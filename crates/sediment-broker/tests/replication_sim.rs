@@ -447,7 +447,7 @@ async fn randomized_faults_keep_the_invariants() {
         seeds = vec![only];
     }
     let extra: u64 = std::env::var("SEDIMENT_SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let base = rand::random::<u32>() as u64;
+    let base = sediment_log::random::random::<u32>() as u64;
     seeds.extend((0..extra).map(|i| base + i));
     let mut with_elections = 0;
     for seed in &seeds {

@@ -252,6 +252,9 @@ const PAYLOAD_STRIDE: usize = 4099;
 
 /// Text-like random bytes (lowercase words): compressible about as well as
 /// typical JSON or log lines, unlike uniformly random bytes or one repeated value.
+// the client library does not depend on the broker's crates (sediment_log::random); the load
+// generator's payload need not be reproducible
+#[allow(clippy::disallowed_methods)]
 fn payload_pool(record_size: usize) -> Vec<u8> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz      ";
     let mut raw = vec![0u8; record_size + 1024 * 1024];

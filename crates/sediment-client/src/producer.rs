@@ -455,7 +455,7 @@ impl Producer {
             next_deadline: None,
             now: Instant::now(),
             now_ms: 0,
-            seed: rand::random(),
+            seed: sticky_seed(),
         };
         let task = tokio::spawn(acc.run(rx));
         Producer { tx, task }
@@ -900,6 +900,14 @@ fn lz4_fast(records: &mut BytesMut, out: &mut BytesMut, _: Compression) -> anyho
     let (_, result) = encoder.finish();
     result?;
     Ok(())
+}
+
+/// The seed of the sticky partitioner's choices: the client library does not depend on the
+/// broker's crates (`sediment_log::random`), and which partition a keyless batch sticks to need
+/// not be reproducible.
+#[allow(clippy::disallowed_methods)]
+fn sticky_seed() -> u32 {
+    rand::random()
 }
 
 /// Encodes `records` as one record batch v2.

@@ -72,6 +72,7 @@ mod files;
 mod flush;
 pub mod index;
 mod log;
+pub mod random;
 mod read;
 mod scan;
 mod segment;

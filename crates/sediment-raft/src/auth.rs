@@ -106,7 +106,7 @@ impl ClusterKey {
     /// The dialling side: proves membership to the listener and checks the listener's proof.
     pub async fn client_handshake<S: AsyncReadExt + AsyncWriteExt + Unpin>(&self, stream: &mut S) -> Result<(), AuthError> {
         let work = async {
-            let cn: [u8; NONCE] = rand::random();
+            let cn: [u8; NONCE] = sediment_log::random::random();
             let mut hello = Vec::with_capacity(HELLO_LEN);
             hello.extend_from_slice(MAGIC);
             hello.push(VERSION);
@@ -133,7 +133,7 @@ impl ClusterKey {
                 return Err(AuthError::BadHello);
             }
             let cn = &hello[5..];
-            let sn: [u8; NONCE] = rand::random();
+            let sn: [u8; NONCE] = sediment_log::random::random();
             let mut reply = Vec::with_capacity(NONCE + MAC);
             reply.extend_from_slice(&sn);
             reply.extend_from_slice(&self.mac(b"server", cn, &sn).finalize().into_bytes());

@@ -617,7 +617,7 @@ mod tests {
         s.apply(&broker(1));
         let create = |name: &str, partitions: i32| MetaCommand::CreateTopic {
             name: name.into(),
-            id: Uuid::new_v4(),
+            id: sediment_log::random::uuid_v4(),
             partitions,
             replication_factor: 1,
             config: BTreeMap::new(),

@@ -659,7 +659,7 @@ pub fn spawn_election_watchdog<C: TypeConfig>(raft: Raft<C>, recovery: Option<Ar
                 Some(true) => continue,
                 None => return,
                 Some(false) => {
-                    let jitter = std::time::Duration::from_millis(rand::random::<u64>() % max.max(1));
+                    let jitter = std::time::Duration::from_millis(sediment_log::random::random::<u64>() % max.max(1));
                     tokio::time::sleep(jitter).await;
                     if recovery.as_ref().is_some_and(|r| !r.may_campaign()) {
                         continue;

@@ -208,7 +208,7 @@ impl<C: TypeConfig> Quiescer<C> {
     /// beats through `registry`. The tasks stop when the returned `Arc` is dropped.
     pub fn start(me: u64, peers: &BTreeMap<u64, String>, transport: Arc<Peers>, registry: &Registry, cfg: QuiesceConfig) -> Arc<Quiescer<C>> {
         let incarnation = loop {
-            let i = rand::random::<u64>();
+            let i = sediment_log::random::random::<u64>();
             if i != 0 {
                 break i;
             }

@@ -88,7 +88,7 @@ async fn wait_leader(nodes: &[Node]) -> u64 {
 fn create(name: &str, partitions: i32, rf: i16) -> MetaCommand {
     MetaCommand::CreateTopic {
         name: name.into(),
-        id: uuid::Uuid::new_v4(),
+        id: sediment_log::random::uuid_v4(),
         partitions,
         replication_factor: rf,
         config: BTreeMap::new(),

@@ -262,7 +262,7 @@ impl GroupCoordinator {
 
     /// A fresh suffix for a new member id.
     pub fn new_member_suffix(&self) -> String {
-        uuid::Uuid::new_v4().to_string()
+        sediment_log::random::uuid_v4().to_string()
     }
 }
 

@@ -4,6 +4,9 @@
 //! client without the real broker. Record batches are stored as received
 //! (base offset patched), like Sediment does.
 
+// The mock broker's topic and member ids need no reproducibility, and the client's tests do not
+// depend on the broker's crates (sediment_log::random).
+#![allow(clippy::disallowed_methods)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
