@@ -91,11 +91,14 @@ impl ClusterCtx {
         let ids = peers.clone();
         let pinned = configured_id.map(str::to_string);
         tokio::spawn(async move {
+            let mut mismatch_logged = false;
             loop {
                 let id = states.borrow_and_update().cluster_id.clone();
                 match &pinned {
-                    // a broker of the cluster without the pinned id registered first
-                    Some(want) if !id.is_empty() && &id != want => {
+                    // a broker of the cluster without the pinned id registered first (said once:
+                    // this wakes on every metadata change)
+                    Some(want) if !id.is_empty() && &id != want && !mismatch_logged => {
+                        mismatch_logged = true;
                         tracing::error!(cluster_id = %id, configured = %want, "the cluster took another id than the configured cluster_id; set the same cluster_id on every broker")
                     }
                     Some(_) => {}
