@@ -176,9 +176,17 @@ def test_offsets_log_is_compacted_by_snapshots(broker_factory, topic_name):
         assert "offsets log compacted" in b.log_text()
     b.stop()
     b.start()
-    # the single-node path loads every shard at once, the Raft path each partition it leads
-    loaded = [l for l in b.log_text().splitlines()
-              if "group coordinator loaded" in l or "coordinating the groups of an offsets partition" in l][-1]
+
+    def loaded_lines():
+        # the single-node path loads every shard at once, the Raft path each partition it leads
+        # (once it leads it, which may come just after /ready)
+        return [l for l in b.log_tail(10_000, since_last_start=True).splitlines()
+                if "group coordinator loaded" in l or ("coordinating the groups of an offsets partition" in l and "no longer" not in l)]
+
+    deadline = time.monotonic() + 30
+    while not loaded_lines() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    loaded = loaded_lines()[-1]
     records = int(loaded.split("records=")[1].split()[0])
     assert records < 500, f"a restart replayed {records} records of 2000 written: {loaded}"
     with kw.Connection.to(b.bootstrap) as c:

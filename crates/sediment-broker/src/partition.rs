@@ -778,12 +778,18 @@ impl sediment_tier::LocalLog for Partition {
             return;
         }
         // local.retention.* may now let the uploaded segments go
-        match self.apply_local_retention(sediment_log::clock::now_ms()) {
+        let now = sediment_log::clock::now_ms();
+        match self.apply_local_retention(now) {
             Ok(out) if out.segments_deleted > 0 => {
                 tracing::debug!(topic = %self.topic, partition = self.index, segments = out.segments_deleted, bytes = out.bytes_deleted, "local retention after upload");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "local retention after upload failed"),
+        }
+        // replicated: the Raft log lets go of those entries first, then they are deleted (not
+        // only at the next retention pass, minutes away)
+        if let (Some(r), Some(target)) = (self.replica.get().cloned(), self.retention_wanted(now)) {
+            tokio::spawn(async move { r.release_for_retention(target).await });
         }
     }
 }

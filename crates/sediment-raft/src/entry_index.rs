@@ -208,6 +208,14 @@ impl EntryIndex {
             Some(i) => Some(idx.raw(i)?.ok_or_else(|| IndexError::Corrupt { path: dir.to_path_buf(), reason: format!("entry {i} unreadable") })?),
             None => None,
         };
+        // payloads of entries whose records a crash took (written first, see `append`)
+        let last = idx.last_index();
+        let before = idx.memberships.len();
+        idx.memberships.retain(|&i, _| last.is_some_and(|l| i <= l));
+        if idx.memberships.len() != before {
+            tracing::warn!(dir = %dir.display(), dropped = before - idx.memberships.len(), "raft index: dropping payloads of entries a crash did not keep");
+            idx.write_memberships()?;
+        }
         Ok(idx)
     }
 
@@ -322,15 +330,20 @@ impl EntryIndex {
             crate::log_store::sync_dir(&self.dir).map_err(io(&self.dir))?;
             self.chunks.push(Chunk { first: index, len: 0, file, path, dirty: false });
         }
+        // the payload goes to disk before the record that needs it: a crash in between leaves a
+        // payload no record names (dropped at open), never a record without its payload
+        if let Some(m) = membership {
+            self.memberships.insert(index, m);
+            if let Err(e) = self.write_memberships() {
+                self.memberships.remove(&index);
+                return Err(e);
+            }
+        }
         let c = self.chunks.last_mut().expect("a chunk exists");
         c.file.write_all_at(&rec.encode(), c.len * RECORD_LEN).map_err(io(&c.path))?;
         c.len += 1;
         c.dirty = true;
         self.last = Some((index, rec));
-        if let Some(m) = membership {
-            self.memberships.insert(index, m);
-            self.write_memberships()?;
-        }
         Ok(())
     }
 
@@ -495,6 +508,29 @@ mod tests {
         x.purge(10).unwrap();
         assert_eq!(x.get(47).unwrap(), None);
         assert_eq!(x.get(46).unwrap(), Some(batch(440, 10, 1)));
+    }
+
+    #[test]
+    fn a_crash_between_payload_and_record_leaves_no_record_without_its_payload() {
+        let d = tempfile::tempdir().unwrap();
+        let mut x = EntryIndex::open(d.path()).unwrap();
+        x.append(0, EntryRecord { base_offset: 0, term: 1, last_offset_delta: 0, kind: EntryKind::Membership }, Some(b"m0".to_vec())).unwrap();
+        x.append(1, batch(0, 10, 1), None).unwrap();
+        let remote = EntryRecord { base_offset: 10, term: 1, last_offset_delta: 0, kind: EntryKind::Remote };
+        x.append(2, remote, Some(b"upload".to_vec())).unwrap();
+        assert_eq!(x.payload(2), Some(&b"upload"[..]));
+        drop(x);
+        // the process died after the payload reached disk and before its record did
+        std::fs::OpenOptions::new().write(true).open(chunk_path(d.path(), 0)).unwrap().set_len(2 * RECORD_LEN).unwrap();
+        let mut x = EntryIndex::open(d.path()).unwrap();
+        assert_eq!(x.last_index(), Some(1));
+        assert_eq!(x.payload(2), None, "a payload no record names is dropped");
+        assert_eq!(x.membership(0), Some(&b"m0"[..]));
+        x.append(2, batch(10, 5, 2), None).unwrap();
+        drop(x);
+        let x = EntryIndex::open(d.path()).unwrap();
+        assert_eq!(x.get(2).unwrap(), Some(batch(10, 5, 2)));
+        assert_eq!(x.payload(2), None);
     }
 
     #[test]

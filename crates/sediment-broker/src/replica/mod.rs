@@ -830,6 +830,13 @@ impl Replica {
         tracing::debug!(topic = %p.topic, partition = p.index, index = point.index, target, "raft log start moving to the retention point");
     }
 
+    /// [`after_retention`](Self::after_retention) for this replica's own partition.
+    pub async fn release_for_retention(&self, target: i64) {
+        if let Some(p) = self.partition.upgrade() {
+            self.after_retention(&p, target).await;
+        }
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }
