@@ -89,7 +89,39 @@ def perf(res) -> list[str]:
     return out
 
 
-RENDERERS = {"validation_ab": validation_ab, "perf": perf}
+def single_node_ab(rows) -> list[str]:
+    """`benches/single_node_ab.sh`: one JSON line per round and variant (`single-node`,
+    `raft-of-one`); medians per variant. Throughput lists are [records/s, p50 us, p99 us]."""
+    by: dict[str, list] = {}
+    for r in rows:
+        by.setdefault(r["variant"], []).append(r)
+    a, b = by["single-node"], by["raft-of-one"]
+
+    def med(rs, key, i=None):
+        return statistics.median(r[key] if i is None else r[key][i] for r in rs)
+
+    def row(label, key, i=None, unit="rec"):
+        x, y = med(a, key, i), med(b, key, i)
+        if unit == "rec":
+            return f"| {label} | {x:,.0f} | {y:,.0f} | {100 * (y / x - 1):+.0f}% |"
+        if unit == "us":
+            return f"| {label} | {x / 1000:.1f} ms | {y / 1000:.1f} ms | {100 * (y / x - 1):+.0f}% |"
+        return f"| {label} | {x:.0f} ms | {y:.0f} ms | {y - x:+.0f} ms |"
+
+    return [
+        f"| measure (medians of {len(a)} rounds) | single-node path | Raft group of one | change |",
+        "|---|---|---|---|",
+        row("produce acks=1, records/s", "acks1", 0),
+        row("produce acks=all, records/s", "acksall", 0),
+        row("acks=all at a fixed 20,000 records/s, p99", "rate20k", 2, "us"),
+        row("acks=all, 4 producers, 100 B records in 1 KiB batches, records/s", "small_acksall", 0),
+        row("start on an empty data dir to `/ready`", "start_ms", unit="ms"),
+        row("restart with the bench's data to `/ready`", "restart_ms", unit="ms"),
+        row("a new group's first record (subscribe to first message)", "first_record_ms", unit="ms"),
+    ]
+
+
+RENDERERS = {"validation_ab": validation_ab, "perf": perf, "single_node_ab": single_node_ab}
 
 
 def newest(name: str) -> Path:

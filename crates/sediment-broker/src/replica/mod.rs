@@ -251,6 +251,8 @@ pub struct Replica {
 struct ProposalQueue {
     items: Vec<(Bytes, u64)>,
     bytes: usize,
+    /// Items whose proposers wait for openraft's answer (not a lone voter's).
+    commit_waiters: usize,
     /// When the last entry was handed to openraft, until a flush pass completes.
     in_flight_since: Option<Instant>,
 }
@@ -288,6 +290,12 @@ pub struct Proposed {
     proposals: Arc<Proposals>,
     appended: oneshot::Receiver<Outcome>,
     committed: Option<oneshot::Receiver<Result<(), ProposeError>>>,
+    /// Proposed to the only voter of its group: the entry is committed and durable once the
+    /// partition's high watermark passes its batch (see [`Proposed::committed`]), so nobody
+    /// waits for openraft's answer.
+    alone: Option<std::sync::Weak<Partition>>,
+    /// The append outcome, once [`Proposed::appended`] returned it.
+    outcome: Option<Outcome>,
 }
 
 impl Drop for Proposed {
@@ -301,10 +309,8 @@ impl Drop for Proposed {
 /// of a failure (the produce request's own timeout is usually shorter).
 const DURABLE_WAIT: Duration = Duration::from_secs(120);
 
-/// Waits until the high watermark passes entry `index` (see [`Partition::acks_before_fsync`]).
-async fn wait_durable(p: &Partition, index: u64) -> Result<(), ProposeError> {
-    let end = p.lock().raft.as_mut().and_then(|r| r.index.get(index).ok().flatten()).map(|rec| rec.next_offset());
-    let Some(end) = end else { return Ok(()) };
+/// Waits until the high watermark reaches `end`.
+async fn wait_durable(p: &Partition, end: i64) -> Result<(), ProposeError> {
     match p.wait_for_hw(end, Instant::now() + DURABLE_WAIT).await {
         Ok(()) => Ok(()),
         Err(crate::partition::WaitError::StorageFailed) => Err(ProposeError::Stopped("the partition's fsync failed".into())),
@@ -330,24 +336,44 @@ fn committed_err(r: Result<openraft::raft::ClientWriteResult<DataTc>, oneshot::e
 impl Proposed {
     /// The leader appended the proposal locally (or refused it).
     pub async fn appended(&mut self) -> Result<Outcome, ProposeError> {
-        let Some(committed) = self.committed.as_mut() else {
-            return (&mut self.appended).await.map_err(|_| ProposeError::NotLeader(None));
-        };
-        tokio::select! {
-            biased;
-            o = &mut self.appended => o.map_err(|_| ProposeError::NotLeader(None)),
-            c = committed => {
-                self.committed = None;
-                commit_outcome(c)?;
-                // committed implies appended: the outcome is already there
-                (&mut self.appended).await.map_err(|_| ProposeError::NotLeader(None))
-            }
+        if let Some(o) = &self.outcome {
+            return Ok(o.clone());
         }
+        let o = match self.committed.as_mut() {
+            None => (&mut self.appended).await.map_err(|_| ProposeError::NotLeader(None))?,
+            Some(committed) => tokio::select! {
+                biased;
+                o = &mut self.appended => o.map_err(|_| ProposeError::NotLeader(None))?,
+                c = committed => {
+                    self.committed = None;
+                    commit_outcome(c)?;
+                    // committed implies appended: the outcome is already there
+                    (&mut self.appended).await.map_err(|_| ProposeError::NotLeader(None))?
+                }
+            },
+        };
+        self.outcome = Some(o.clone());
+        Ok(o)
     }
 
     /// The proposal's entry committed (a majority has it on disk). For a refused or duplicate
     /// batch this is the commit of its no-op entry, which follows the original batch.
+    ///
+    /// In a group of one the high watermark is the applied end (and, with `fsync = always`,
+    /// no further than the fsync), so a batch below it is committed and durable: the proposer
+    /// waits for it there, as on a Kafka leader, instead of for openraft's answer. A lone
+    /// leader's entries are never cut: another replica can only lead with its vote, which it
+    /// gives to no log that lacks them.
     pub async fn committed(mut self) -> Result<(), ProposeError> {
+        if let Some(weak) = self.alone.take() {
+            let end = match self.appended().await? {
+                Outcome::Appended(info) => info.last_offset + 1,
+                Outcome::Duplicate(meta) => meta.last_offset + 1,
+                Outcome::Refused(..) => return Ok(()),
+            };
+            let Some(p) = weak.upgrade() else { return Err(ProposeError::NotLeader(None)) };
+            return wait_durable(&p, end).await;
+        }
         match self.committed.take() {
             Some(c) => commit_outcome(c.await),
             None => Ok(()),
@@ -435,16 +461,6 @@ impl Replica {
         }
         sediment_raft::network::spawn_election_watchdog(raft.clone(), recovery);
         let resumed = raft.is_initialized().await?;
-        if resumed {
-            // openraft resumes a lone voter's leadership in its old term without committing
-            // anything, and the committed index it saved is only a hint that may lag the log,
-            // so the high watermark would stay below records acknowledged before the restart.
-            // One no-op entry, committed, commits the whole log before the partition serves.
-            let m = raft.metrics().borrow().clone();
-            if m.membership_config.membership().voter_ids().eq([node_id]) && m.current_leader == Some(node_id) {
-                raft.client_write(Proposal::default()).await?;
-            }
-        }
         // no voters: a replica added to a running group (reassignment) waits for its leader
         if !voters.is_empty() && !resumed {
             let members: BTreeMap<u64, BasicNode> = voters.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
@@ -511,6 +527,19 @@ impl Replica {
                 }
             }
         });
+        if resumed {
+            // openraft resumes a lone voter's leadership in its old term without committing
+            // anything, and the committed index it saved is only a hint that may lag the log,
+            // so the high watermark would stay below records acknowledged before the restart.
+            // One no-op entry, committed, commits the whole log before the partition serves.
+            // Written once the partition knows its replica, so a group of one takes it without
+            // an fsync of its own: it holds no records, and the recovered log before it already
+            // counts as flushed.
+            let m = raft.metrics().borrow().clone();
+            if m.membership_config.membership().voter_ids().eq([node_id]) && m.current_leader == Some(node_id) {
+                raft.client_write(Proposal::default()).await?;
+            }
+        }
         Ok(replica)
     }
 
@@ -567,20 +596,30 @@ impl Replica {
         }
         let token = self.proposals.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
-        let (ctx, crx) = oneshot::channel();
         self.proposals.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(token, tx);
-        self.proposals.committing.lock().unwrap_or_else(|e| e.into_inner()).insert(token, ctx);
-        let proposed = Proposed { token, proposals: self.proposals.clone(), appended: rx, committed: Some(crx) };
+        let alone = self.alone();
+        let committed = if alone {
+            None
+        } else {
+            let (ctx, crx) = oneshot::channel();
+            self.proposals.committing.lock().unwrap_or_else(|e| e.into_inner()).insert(token, ctx);
+            Some(crx)
+        };
+        let proposed =
+            Proposed { token, proposals: self.proposals.clone(), appended: rx, committed, alone: alone.then(|| self.partition.clone()), outcome: None };
         // Group commit: openraft appends and fsyncs one entry at a time, so what arrives while
         // an entry of ours is on its way to disk goes into the next one, together.
         // taken and handed over under the queue's lock: entries keep the proposals' order
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.bytes += batch.len();
         q.items.push((batch, token));
+        if !alone {
+            q.commit_waiters += 1;
+        }
         let stale = q.in_flight_since.is_some_and(|t| t.elapsed() > IN_FLIGHT_STALE);
         // Only a group of one coalesces: a follower of an earlier release reads one batch per
         // entry, so in a cluster that waits for a version every broker agrees on.
-        if q.in_flight_since.is_none() || stale || q.bytes >= MAX_COALESCED_BYTES || !self.alone() {
+        if q.in_flight_since.is_none() || stale || q.bytes >= MAX_COALESCED_BYTES || !alone {
             self.submit(&mut q)?;
         }
         drop(q);
@@ -598,6 +637,7 @@ impl Replica {
         use futures::FutureExt;
         q.in_flight_since = Some(Instant::now());
         q.bytes = 0;
+        let waiters = std::mem::take(&mut q.commit_waiters);
         let mut items = std::mem::take(&mut q.items);
         let tokens: Vec<u64> = items.iter().map(|(_, t)| *t).collect();
         let batch = if items.len() == 1 {
@@ -608,21 +648,12 @@ impl Replica {
             all.freeze()
         };
         let handed = self.raft.client_write_ff(Proposal { batch, tokens: tokens.clone(), log_start: None, remote: None }).now_or_never();
-        // committed before it is fsynced (a group of one): its proposers hear of it once the
-        // high watermark, which waits for the fsync, passes it
-        let durable_after = self.partition.upgrade().filter(|p| p.acks_before_fsync()).map(|p| Arc::downgrade(&p));
         match handed.unwrap_or_else(|| Err(openraft::error::Fatal::Stopped)) {
+            // a lone voter's proposers wait at the high watermark instead (`Proposed::committed`)
+            Ok(_) if waiters == 0 => Ok(()),
             Ok(rx) => {
                 let proposals = self.proposals.clone();
-                tokio::spawn(async move {
-                    let res = rx.await;
-                    let index = res.as_ref().ok().and_then(|r| r.as_ref().ok()).map(|w| w.log_id.index);
-                    let mut r = committed_err(res);
-                    if let (Ok(()), Some(index), Some(p)) = (&r, index, durable_after.and_then(|w| w.upgrade())) {
-                        r = wait_durable(&p, index).await;
-                    }
-                    proposals.committed(&tokens, r);
-                });
+                tokio::spawn(async move { proposals.committed(&tokens, committed_err(rx.await)) });
                 Ok(())
             }
             Err(e) => {
