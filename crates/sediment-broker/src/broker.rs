@@ -636,7 +636,7 @@ impl Broker {
     pub async fn stop_replicas(&self) {
         use futures::StreamExt;
         let replicas: Vec<Arc<crate::replica::Replica>> = self.topics().iter().flat_map(|t| t.hosted()).filter_map(|p| p.replica().cloned()).collect();
-        futures::stream::iter(replicas).for_each_concurrent(SHUTDOWN_CONCURRENCY, |r| async move { r.shutdown().await }).await;
+        futures::stream::iter(replicas).for_each_concurrent(SHUTDOWN_CONCURRENCY, |r| async move { r.stop().await }).await;
         if let Some(c) = &self.cluster {
             c.controller.shutdown().await;
         }

@@ -245,6 +245,8 @@ pub struct Replica {
     queue: Mutex<ProposalQueue>,
     /// The partition whose log this group is (it holds the replica, so not owned).
     partition: std::sync::Weak<Partition>,
+    /// Checkpoints the state machine openraft drives.
+    sm: sm::SmCheckpointer,
 }
 
 #[derive(Default)]
@@ -455,6 +457,7 @@ impl Replica {
         let proposals = Arc::new(Proposals::default());
         let log = ReplicaLog::new(p.clone(), proposals.clone());
         let sm = ReplicaSm::open(p.clone());
+        let checkpointer = sm.checkpointer();
         let raft = DataRaft::new(node_id, config, network, log, sm).await?;
         if let Some(r) = &recovery {
             r.watch(&raft);
@@ -494,6 +497,7 @@ impl Replica {
             progress: crate::isr::Progress::default(),
             queue: Mutex::new(ProposalQueue::default()),
             partition: Arc::downgrade(&p),
+            sm: checkpointer,
         });
         let _ = p.replica.set(replica.clone());
         // the Kafka leader epoch follows the Raft term
@@ -870,6 +874,15 @@ impl Replica {
 
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+    }
+
+    /// [`shutdown`](Self::shutdown) at the broker's graceful stop: the applied entry is
+    /// recorded too, so the next start re-applies nothing.
+    pub async fn stop(&self) {
+        self.shutdown().await;
+        if let Some(p) = self.partition.upgrade() {
+            self.sm.save(&p).await;
+        }
     }
 }
 

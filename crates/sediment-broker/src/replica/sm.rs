@@ -96,13 +96,40 @@ impl ReplicaSm {
         }
     }
 
+    /// A handle that checkpoints this state machine later without keeping its partition alive
+    /// (the partition holds the replica that keeps the handle).
+    pub(super) fn checkpointer(&self) -> SmCheckpointer {
+        SmCheckpointer { st: self.st.clone() }
+    }
+
     fn checkpoint(&self, st: &mut SmState) {
-        let dir = self.p.lock().log.dir().to_path_buf();
-        let cp = AppliedCheckpoint { applied: st.applied, membership: st.membership.clone() };
-        if let Err(e) = save_small(&dir, APPLIED_FILE, &cp, false) {
-            tracing::warn!(topic = %self.p.topic, partition = self.p.index, error = %e, "cannot checkpoint the applied index");
+        checkpoint_to(&self.p, st);
+    }
+}
+
+fn checkpoint_to(p: &Partition, st: &mut SmState) {
+    let dir = p.lock().log.dir().to_path_buf();
+    let cp = AppliedCheckpoint { applied: st.applied, membership: st.membership.clone() };
+    if let Err(e) = save_small(&dir, APPLIED_FILE, &cp, false) {
+        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "cannot checkpoint the applied index");
+    }
+    st.checkpointed = Instant::now();
+}
+
+/// See [`ReplicaSm::checkpointer`].
+pub(super) struct SmCheckpointer {
+    st: Arc<tokio::sync::Mutex<SmState>>,
+}
+
+impl SmCheckpointer {
+    /// Records the applied entry now (the Raft group stopped): the next start re-applies
+    /// nothing, where openraft would otherwise read the batches of up to a second of entries
+    /// back from the segments (hundreds of MB after a busy run). Skipped when the state machine
+    /// stays busy (an apply that outlived the group's stop).
+    pub(super) async fn save(&self, p: &Partition) {
+        if let Ok(mut st) = tokio::time::timeout(Duration::from_secs(1), self.st.lock()).await {
+            checkpoint_to(p, &mut st);
         }
-        st.checkpointed = Instant::now();
     }
 }
 
