@@ -312,7 +312,14 @@ impl RaftLogStorage<DataTc> for ReplicaLog {
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
         let dir = self.p.lock().log.dir().to_path_buf();
-        load_small(&dir.join(VOTE_FILE)).map_err(|e| StorageError::from(StorageIOError::read_vote(&e)))
+        let vote: Option<Vote<u64>> = load_small(&dir.join(VOTE_FILE)).map_err(|e| StorageError::from(StorageIOError::read_vote(&e)))?;
+        // A restarted replica never resumes leadership in the term it led before: openraft
+        // would take a committed vote of its own as leadership at once, and a power cut may
+        // have taken entries of that term that another replica (a follower, a learner catching
+        // up) already holds; new entries under the same index and term would then sit beside
+        // them unnoticed. Read back as a vote cast but not won, the replica starts as a
+        // follower and leads again only in a new term (a group of one campaigns at once).
+        Ok(vote.map(|v| Vote { committed: false, ..v }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError<u64>> {

@@ -206,6 +206,9 @@ pub fn group_id(topic_id: &uuid::Uuid, partition: i32) -> GroupId {
     h.clamp(1, sediment_raft::quiesce::BEAT_GROUP - 1)
 }
 
+/// How long a restarted group of one waits for its own election before it serves anyway.
+const LONE_ELECTION_WAIT: Duration = Duration::from_secs(10);
+
 /// How long replicas of a new partition wait for its preferred replica to form the group.
 const PREFERRED_HEAD_START: Duration = Duration::from_millis(1000);
 
@@ -454,6 +457,10 @@ impl Replica {
                 }
             }
         }
+        let led_before = {
+            let dir = p.lock().log.dir().to_path_buf();
+            load_small::<Vote<u64>>(&dir.join(VOTE_FILE)).ok().flatten().is_some_and(|v| v.committed && v.leader_id.voted_for == Some(node_id))
+        };
         let proposals = Arc::new(Proposals::default());
         let log = ReplicaLog::new(p.clone(), proposals.clone());
         let sm = ReplicaSm::open(p.clone());
@@ -532,16 +539,24 @@ impl Replica {
             }
         });
         if resumed {
-            // openraft resumes a lone voter's leadership in its old term without committing
-            // anything, and the committed index it saved is only a hint that may lag the log,
-            // so the high watermark would stay below records acknowledged before the restart.
-            // One no-op entry, committed, commits the whole log before the partition serves.
-            // Written once the partition knows its replica, so a group of one takes it without
-            // an fsync of its own: it holds no records, and the recovered log before it already
-            // counts as flushed.
-            let m = raft.metrics().borrow().clone();
-            if m.membership_config.membership().voter_ids().eq([node_id]) && m.current_leader == Some(node_id) {
-                raft.client_write(Proposal::default()).await?;
+            // A restarted replica starts as a follower (`ReplicaLog::read_vote`). One that led
+            // before campaigns at once, as it would have resumed leading: in a new term, which
+            // it wins if its log is as long as a majority's. The only voter of its group always
+            // does: it wins alone, and that term's first entry commits the whole log before the
+            // partition serves (the committed index saved before the restart is only a hint
+            // that may lag the log, so the high watermark would otherwise stay below records
+            // acknowledged before it).
+            let lone = raft.metrics().borrow().membership_config.membership().voter_ids().eq([node_id]);
+            if lone || led_before {
+                raft.trigger().elect().await?;
+            }
+            if lone {
+                let leads = |m: &openraft::RaftMetrics<u64, BasicNode>| {
+                    m.current_leader == Some(node_id) && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+                };
+                if raft.wait(Some(LONE_ELECTION_WAIT)).metrics(leads, "lone voter leads").await.is_err() {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "the only voter did not lead its group after a restart in time");
+                }
             }
         }
         Ok(replica)
